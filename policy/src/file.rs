@@ -1,0 +1,283 @@
+//! The policy file: its TOML schema, validation, and errors that point at a line.
+//!
+//! Parsing happens in two passes: serde reads the raw schema (unknown keys are errors, so a typo
+//! cannot silently disable a guardrail), then [`Policy::from_toml`] checks what serde cannot
+//! (duplicates, ranges, ATT&CK ids) while it still knows where each value came from.
+
+use std::{collections::BTreeMap, fmt, ops::Range};
+
+use parapet_model::{ActionKind, Confidence, Severity};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use toml::Spanned;
+
+/// A detection × action kind's autonomy: how far Parapet may go without a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    Auto,
+    Approval,
+    Shadow,
+    Forbidden,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Approval => "approval",
+            Self::Shadow => "shadow",
+            Self::Forbidden => "forbidden",
+        }
+    }
+}
+
+/// What happens to an intent whose detection is not in the inventory. There is deliberately no
+/// `auto`: an undocumented detection never acts alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownDetection {
+    Approval,
+    Deny,
+}
+
+/// A place in the policy file, 1-based.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Location {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Location {
+    fn of(text: &str, span: Range<usize>) -> Self {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        Self { line, column }
+    }
+}
+
+/// A policy file that cannot be used, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct PolicyError {
+    pub location: Option<Location>,
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.location {
+            Some(at) => write!(
+                f,
+                "line {}, column {}: {}",
+                at.line, at.column, self.message
+            ),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// One detection of the inventory and what it may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectionPolicy {
+    pub id: String,
+    pub description: String,
+    /// MITRE ATT&CK technique ids, e.g. `T1071.001`.
+    pub attack: Vec<String>,
+    pub data_sources: Vec<String>,
+    pub owner: String,
+    /// How often the detection is expected to fire; a baseline to spot a misfiring rule.
+    pub expected_alerts_per_day: Option<f64>,
+    /// Below these Parapet does not act alone on this detection: `auto` becomes `approval`.
+    pub min_severity: Option<Severity>,
+    pub min_confidence: Option<Confidence>,
+    /// Autonomy per action kind; a kind not listed is `forbidden`.
+    pub actions: BTreeMap<ActionKind, Tier>,
+    /// Where each action kind was granted, so a later check can point at it.
+    action_locations: BTreeMap<ActionKind, Location>,
+}
+
+/// A validated policy. Build it with [`Policy::from_toml`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub(crate) digest: String,
+    pub unknown_detection: UnknownDetection,
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+    pub detections: BTreeMap<String, DetectionPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    defaults: RawDefaults,
+    #[serde(default)]
+    detections: Vec<RawDetection>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default = "default_unknown")]
+    unknown_detection: UnknownDetection,
+    min_prefix_v4: Option<Spanned<u8>>,
+    min_prefix_v6: Option<Spanned<u8>>,
+}
+
+impl Default for RawDefaults {
+    fn default() -> Self {
+        Self {
+            unknown_detection: default_unknown(),
+            min_prefix_v4: None,
+            min_prefix_v6: None,
+        }
+    }
+}
+
+fn default_unknown() -> UnknownDetection {
+    UnknownDetection::Approval
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDetection {
+    id: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    attack: Vec<Spanned<String>>,
+    #[serde(default)]
+    data_sources: Vec<String>,
+    #[serde(default)]
+    owner: String,
+    expected_alerts_per_day: Option<Spanned<f64>>,
+    min_severity: Option<Severity>,
+    min_confidence: Option<Confidence>,
+    #[serde(default)]
+    actions: BTreeMap<Spanned<ActionKind>, Tier>,
+}
+
+impl Policy {
+    /// Parses and validates a policy file's text.
+    pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError {
+            location: e.span().map(|s| Location::of(text, s)),
+            message: e.message().trim_end().to_owned(),
+        })?;
+        let at = |span: Range<usize>, message: String| PolicyError {
+            location: Some(Location::of(text, span)),
+            message,
+        };
+
+        let prefix = |value: &Option<Spanned<u8>>, default: u8, max: u8, name: &str| match value {
+            None => Ok(default),
+            Some(v) if *v.get_ref() <= max => Ok(*v.get_ref()),
+            Some(v) => Err(at(v.span(), format!("`{name}` must be at most {max}"))),
+        };
+        let min_prefix_v4 = prefix(&raw.defaults.min_prefix_v4, 24, 32, "min_prefix_v4")?;
+        let min_prefix_v6 = prefix(&raw.defaults.min_prefix_v6, 48, 128, "min_prefix_v6")?;
+
+        let mut detections = BTreeMap::new();
+        for d in raw.detections {
+            let id = d.id.get_ref();
+            if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(at(
+                    d.id.span(),
+                    format!("detection id `{id}` must be non-empty without spaces"),
+                ));
+            }
+            if detections.contains_key(id) {
+                return Err(at(d.id.span(), format!("detection `{id}` is listed twice")));
+            }
+            for technique in &d.attack {
+                if !is_attack_id(technique.get_ref()) {
+                    return Err(at(
+                        technique.span(),
+                        format!(
+                            "`{}` is not an ATT&CK technique id like `T1071` or `T1071.001`",
+                            technique.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if let Some(rate) = &d.expected_alerts_per_day {
+                if !(rate.get_ref().is_finite() && *rate.get_ref() >= 0.0) {
+                    return Err(at(
+                        rate.span(),
+                        "`expected_alerts_per_day` must be zero or more".into(),
+                    ));
+                }
+            }
+            let action_locations = d
+                .actions
+                .keys()
+                .map(|k| (k.get_ref().clone(), Location::of(text, k.span())))
+                .collect();
+            let policy = DetectionPolicy {
+                id: id.clone(),
+                description: d.description,
+                attack: d.attack.into_iter().map(Spanned::into_inner).collect(),
+                data_sources: d.data_sources,
+                owner: d.owner,
+                expected_alerts_per_day: d.expected_alerts_per_day.map(Spanned::into_inner),
+                min_severity: d.min_severity,
+                min_confidence: d.min_confidence,
+                actions: d
+                    .actions
+                    .into_iter()
+                    .map(|(k, t)| (k.into_inner(), t))
+                    .collect(),
+                action_locations,
+            };
+            detections.insert(policy.id.clone(), policy);
+        }
+
+        Ok(Self {
+            digest: format!("sha256:{:x}", Sha256::digest(text.as_bytes())),
+            unknown_detection: raw.defaults.unknown_detection,
+            min_prefix_v4,
+            min_prefix_v6,
+            detections,
+        })
+    }
+
+    /// `sha256:` and the hex SHA-256 of the file's bytes: `sha256sum` of the file gives the same.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// Checks that every action kind the policy grants can be carried out, pointing at the first
+    /// grant that cannot: a policy that allows what no adapter does is a mistake to catch at load.
+    pub fn check_action_kinds(
+        &self,
+        known: impl Fn(&ActionKind) -> bool,
+    ) -> Result<(), PolicyError> {
+        for d in self.detections.values() {
+            for kind in d.actions.keys() {
+                if !known(kind) {
+                    return Err(PolicyError {
+                        location: d.action_locations.get(kind).copied(),
+                        message: format!(
+                            "detection `{}` grants `{kind}`, but no adapter performs that action kind",
+                            d.id
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_attack_id(s: &str) -> bool {
+    let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+    match s.strip_prefix('T').map(|rest| rest.split_once('.')) {
+        Some(Some((main, sub))) => digits(main, 4) && digits(sub, 3),
+        Some(None) => digits(&s[1..], 4),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,23 @@
+//! Parapet's guardrails: the policy file and the decision it makes about an intent.
+//!
+//! This crate is pure: no I/O, no clock, no async. The caller reads the file, passes its text to
+//! [`Policy::from_toml`], and asks [`Policy::decide`] about each intent with everything the
+//! decision may depend on. The same policy and the same input always give the same [`Decision`],
+//! which is what makes a decision explainable and replayable.
+//!
+//! # Layout
+//! - [`file`]: the TOML schema, its validation, and errors that point at a line.
+//! - [`decide`]: the guardrails, evaluated in one documented order.
+//!
+//! [`Decision`]: parapet_model::Decision
+
+#![forbid(unsafe_code)]
+
+pub mod decide;
+pub mod file;
+
+pub use decide::{DecisionInput, guardrail};
+pub use file::{DetectionPolicy, Location, Policy, PolicyError, Tier, UnknownDetection};
+
+/// The policy Parapet runs on when none is given: a small, safe inventory for trying it out.
+pub const EXAMPLE_POLICY: &str = include_str!("../example.toml");
