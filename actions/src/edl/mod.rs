@@ -1,0 +1,190 @@
+//! External Dynamic Lists: address lists that PAN-OS, FortiGate and Check Point firewalls poll
+//! over HTTP as plain text, one entry per line. Blocking means adding an address to a list the
+//! firewall already denies; rollback removes it. It needs no credentials and changes nothing on
+//! the firewall itself, which makes it Parapet's safe default adapter.
+//!
+//! Each entry remembers which intent steps hold it, so two intents blocking the same address do
+//! not undo each other: the address leaves the list when its last holder is rolled back. The
+//! lists are kept in one JSON file, replaced atomically and synced before an execution or
+//! rollback returns, so they survive restarts; concurrent changes share one write.
+
+mod store;
+
+use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
+
+use ipnet::IpNet;
+use parapet_model::{ActionKind, Invalid, Step, intent::clip};
+use serde::{Deserialize, Serialize};
+
+use crate::{Action, Adapter, Error, Result};
+
+use store::Store;
+
+/// How the EDL adapter is set up.
+#[derive(Debug, Clone)]
+pub struct EdlConfig {
+    /// Where the lists are kept.
+    pub dir: PathBuf,
+    /// Which list each action kind adds to.
+    pub lists: BTreeMap<ActionKind, String>,
+    /// Shortest prefixes accepted: a broader block is refused even if a policy let it through.
+    pub min_prefix_v4: u8,
+    pub min_prefix_v6: u8,
+}
+
+impl EdlConfig {
+    /// `block_ip` to the list `block`, `isolate_host` to the list `quarantine`.
+    pub fn with_default_lists(dir: PathBuf) -> Self {
+        let lists = [("block_ip", "block"), ("isolate_host", "quarantine")]
+            .into_iter()
+            .filter_map(|(kind, list)| Some((kind.parse().ok()?, list.to_owned())))
+            .collect();
+        Self {
+            dir,
+            lists,
+            min_prefix_v4: 24,
+            min_prefix_v6: 48,
+        }
+    }
+}
+
+/// The EDL adapter; clones share the same lists (the HTTP server renders them).
+#[derive(Clone)]
+pub struct Edl {
+    config: Arc<EdlConfig>,
+    store: Arc<Store>,
+}
+
+/// What undoes one EDL execution.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdlHandle {
+    pub list: String,
+    pub entry: IpNet,
+    pub holder: String,
+}
+
+impl Edl {
+    /// Opens (or creates) the lists in `config.dir`.
+    pub fn open(config: EdlConfig) -> Result<Self> {
+        for name in config.lists.values() {
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(Error::permanent(format!(
+                    "EDL list name `{}` must be letters, digits, `-` and `_`",
+                    clip(name)
+                )));
+            }
+        }
+        let store = Store::open(config.dir.join("edl.json"))?;
+        Ok(Self {
+            config: Arc::new(config),
+            store: Arc::new(store),
+        })
+    }
+
+    /// The names of the lists this adapter serves.
+    pub fn list_names(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.config.lists.values().cloned().collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// A list in the firewalls' format: one entry per line, single addresses without a prefix.
+    /// `None` for a list this adapter does not serve.
+    pub fn render(&self, list: &str) -> Option<String> {
+        if !self.config.lists.values().any(|l| l == list) {
+            return None;
+        }
+        let mut out = String::new();
+        for entry in self.store.entries(list) {
+            if entry.prefix_len() == entry.max_prefix_len() {
+                out.push_str(&entry.addr().to_string());
+            } else {
+                out.push_str(&entry.to_string());
+            }
+            out.push('\n');
+        }
+        Some(out)
+    }
+
+    /// Which address a step acts on: the target id for `ip` targets, the `ip` attribute of a
+    /// host. The field path names where the address came from.
+    fn address(step: &Step) -> Result<IpNet, Invalid> {
+        let (field, value) = match step.target.kind.as_str() {
+            "ip" => ("target.id", step.target.id.as_str()),
+            _ => match step.target.attributes.get("ip") {
+                Some(ip) => ("target.attributes.ip", ip.as_str()),
+                None => {
+                    return Err(Invalid::new(
+                        "target.attributes.ip",
+                        format!("a `{}` target needs its address in attribute `ip`", step.target.kind),
+                    ));
+                }
+            },
+        };
+        parse_net(value).map_err(|message| Invalid::new(field, message))
+    }
+}
+
+fn parse_net(value: &str) -> Result<IpNet, String> {
+    if let Ok(addr) = value.parse::<IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    let net: IpNet = value
+        .parse()
+        .map_err(|_| format!("`{}` is not an IP address or CIDR block", clip(value)))?;
+    if net.trunc() != net {
+        return Err(format!("`{net}` has host bits set; the block is `{}`", net.trunc()));
+    }
+    Ok(net)
+}
+
+impl Adapter for Edl {
+    type Handle = EdlHandle;
+
+    fn name(&self) -> &str {
+        "edl"
+    }
+
+    fn kinds(&self) -> Vec<ActionKind> {
+        self.config.lists.keys().cloned().collect()
+    }
+
+    fn validate(&self, step: &Step) -> Result<(), Invalid> {
+        Self::address(step).map(|_| ())
+    }
+
+    async fn execute(&self, action: Action<'_>) -> Result<EdlHandle> {
+        let step = action.step;
+        let list = self.config.lists.get(&step.kind).ok_or_else(|| {
+            Error::permanent(format!("the EDL adapter has no list for `{}`", step.kind))
+        })?;
+        let entry = Self::address(step).map_err(|e| Error::permanent(e.to_string()))?;
+        let min = match entry {
+            IpNet::V4(_) => self.config.min_prefix_v4,
+            IpNet::V6(_) => self.config.min_prefix_v6,
+        };
+        if entry.prefix_len() < min {
+            return Err(Error::permanent(format!(
+                "`{entry}` is broader than /{min}; refusing to list it"
+            )));
+        }
+        let handle = EdlHandle {
+            list: list.clone(),
+            entry,
+            holder: action.holder(),
+        };
+        self.store.add(&handle).await?;
+        Ok(handle)
+    }
+
+    async fn rollback(&self, handle: EdlHandle) -> Result<()> {
+        self.store.remove(&handle).await
+    }
+}
+
+#[cfg(test)]
+mod tests;
