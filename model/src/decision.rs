@@ -47,5 +47,6 @@ pub struct Decision {
     /// Digest of the policy that decided, so a decision can be traced to a policy version.
     pub policy_digest: String,
     /// When a limit refused: how long until trying again may succeed.
+    #[serde(with = "crate::serde_time::opt_duration")]
     pub retry_after: Option<Duration>,
 }

@@ -256,8 +256,10 @@ pub struct Intent {
     pub source: String,
     pub detection: Detection,
     pub steps: Vec<Step>,
+    #[serde(with = "crate::serde_time::opt_duration")]
     pub ttl: Option<Duration>,
     pub reason: String,
+    #[serde(with = "crate::serde_time::time")]
     pub received_at: SystemTime,
 }
 

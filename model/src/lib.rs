@@ -12,6 +12,7 @@
 
 pub mod decision;
 pub mod intent;
+pub mod serde_time;
 
 pub use decision::{Decision, Outcome, Reason};
 pub use intent::{

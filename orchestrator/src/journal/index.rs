@@ -1,0 +1,224 @@
+//! The state derived from the log, kept in a [`Kv`] store: intent records and the indexes that
+//! answer queries without reading the whole log.
+//!
+//! Key layout; each prefix byte has one meaning and is never reused:
+//!
+//! | key                                     | value                    |
+//! |-----------------------------------------|--------------------------|
+//! | `m` `applied`                           | last applied seq (BE)    |
+//! | `e` seq                                 | the entry                |
+//! | `i` intent                              | the intent's record      |
+//! | `k` source `\0` idempotency key         | intent                   |
+//! | `n` intent seq                          | (entries of an intent)   |
+//! | `t` target kind `\0` target id `\0` intent | (intents by target)   |
+//! | `d` rule id `\0` intent                 | (intents by detection)   |
+//! | `l` intent                              | (intents not yet final)  |
+//!
+//! Numbers are big-endian and intents are their 16 UUIDv7 bytes, so keys sort by time.
+//! Strings cannot contain `\0`: validation refuses control characters.
+
+use std::{collections::HashMap, io, sync::Arc};
+
+use parapet_model::IntentId;
+
+use super::{Entry, decode, encode, kv::Kv};
+use crate::lifecycle::{Event, IntentRecord};
+
+pub(super) mod key {
+    use parapet_model::IntentId;
+
+    pub const APPLIED: &[u8] = b"mapplied";
+
+    pub fn entry(seq: u64) -> Vec<u8> {
+        [&b"e"[..], &seq.to_be_bytes()].concat()
+    }
+
+    pub fn intent(id: IntentId) -> Vec<u8> {
+        [&b"i"[..], id.as_bytes()].concat()
+    }
+
+    pub fn idempotency(source: &str, key: &str) -> Vec<u8> {
+        [b"k", source.as_bytes(), b"\0", key.as_bytes()].concat()
+    }
+
+    pub fn intent_entry(id: IntentId, seq: u64) -> Vec<u8> {
+        [&b"n"[..], id.as_bytes(), &seq.to_be_bytes()].concat()
+    }
+
+    pub fn target_prefix(kind: &str, target: &str) -> Vec<u8> {
+        [b"t", kind.as_bytes(), b"\0", target.as_bytes(), b"\0"].concat()
+    }
+
+    pub fn detection_prefix(rule: &str) -> Vec<u8> {
+        [b"d", rule.as_bytes(), b"\0"].concat()
+    }
+
+    pub fn live(id: IntentId) -> Vec<u8> {
+        [&b"l"[..], id.as_bytes()].concat()
+    }
+
+    /// The intent id at the end of an index key.
+    pub fn trailing_id(key: &[u8]) -> Option<IntentId> {
+        let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
+        Some(IntentId::from_bytes(tail))
+    }
+}
+
+/// Read access to the derived state.
+#[derive(Clone)]
+pub struct Index {
+    kv: Arc<dyn Kv>,
+}
+
+impl Index {
+    pub(super) fn new(kv: Arc<dyn Kv>) -> Self {
+        Self { kv }
+    }
+
+    pub fn applied_seq(&self) -> io::Result<u64> {
+        Ok(self
+            .kv
+            .get(key::APPLIED)?
+            .and_then(|v| v.try_into().ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    pub fn record(&self, id: IntentId) -> io::Result<Option<IntentRecord>> {
+        self.kv.get(&key::intent(id))?.map(|b| decode(&b)).transpose()
+    }
+
+    pub fn by_idempotency_key(&self, source: &str, key: &str) -> io::Result<Option<IntentId>> {
+        Ok(self
+            .kv
+            .get(&key::idempotency(source, key))?
+            .and_then(|v| key::trailing_id(&v)))
+    }
+
+    pub fn entry(&self, seq: u64) -> io::Result<Option<Entry>> {
+        self.kv.get(&key::entry(seq))?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Entries from `after_seq + 1` on, in order.
+    pub fn entries(&self, after_seq: u64) -> impl Iterator<Item = io::Result<Entry>> + '_ {
+        let start = key::entry(after_seq.saturating_add(1));
+        self.kv
+            .scan(b"e", Some(&start), false)
+            .map(|r| r.and_then(|(_, v)| decode(&v)))
+    }
+
+    /// The sequence numbers of an intent's entries, in order.
+    pub fn entry_seqs_of(&self, id: IntentId) -> io::Result<Vec<u64>> {
+        let prefix = [&b"n"[..], id.as_bytes()].concat();
+        self.kv
+            .scan(&prefix, None, false)
+            .map(|r| {
+                let (k, _) = r?;
+                let tail: [u8; 8] = k[k.len() - 8..].try_into().map_err(io::Error::other)?;
+                Ok(u64::from_be_bytes(tail))
+            })
+            .collect()
+    }
+
+    pub fn intents_by_target(&self, kind: &str, target: &str) -> io::Result<Vec<IntentId>> {
+        self.ids(&key::target_prefix(kind, target))
+    }
+
+    pub fn intents_by_detection(&self, rule: &str) -> io::Result<Vec<IntentId>> {
+        self.ids(&key::detection_prefix(rule))
+    }
+
+    /// Intents not in a final state: what recovery and the TTL timers look at.
+    pub fn live_intents(&self) -> io::Result<Vec<IntentId>> {
+        self.ids(b"l")
+    }
+
+    /// Intent records, newest first, starting below `before` when given.
+    pub fn records_newest_first(
+        &self,
+        before: Option<IntentId>,
+    ) -> impl Iterator<Item = io::Result<IntentRecord>> + '_ {
+        let start = before.map(|id| key::intent(id));
+        self.kv
+            .scan(b"i", start.as_deref(), true)
+            .filter(move |r| match (r, before) {
+                (Ok((k, _)), Some(b)) => key::trailing_id(k) != Some(b),
+                _ => true,
+            })
+            .map(|r| r.and_then(|(_, v)| decode(&v)))
+    }
+
+    fn ids(&self, prefix: &[u8]) -> io::Result<Vec<IntentId>> {
+        self.kv
+            .scan(prefix, None, false)
+            .map(|r| r.map(|(k, _)| key::trailing_id(&k)))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+}
+
+/// Builds one atomic index write for a batch of entries, keeping the records it changed so
+/// later entries of the same batch see them before they are written.
+pub(super) struct Stager<'a> {
+    index: &'a Index,
+    records: HashMap<IntentId, IntentRecord>,
+    keys: HashMap<Vec<u8>, IntentId>,
+    batch: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl<'a> Stager<'a> {
+    pub(super) fn new(index: &'a Index) -> Self {
+        Self {
+            index,
+            records: HashMap::new(),
+            keys: HashMap::new(),
+            batch: Vec::new(),
+        }
+    }
+
+    /// The intent already holding this idempotency key, if any, in the store or this batch.
+    pub(super) fn holder_of(&self, source: &str, key: &str) -> io::Result<Option<IntentId>> {
+        let k = key::idempotency(source, key);
+        match self.keys.get(&k) {
+            Some(id) => Ok(Some(*id)),
+            None => self.index.by_idempotency_key(source, key),
+        }
+    }
+
+    /// The record as it stands in this batch or the store.
+    pub(super) fn record(&self, id: IntentId) -> io::Result<Option<IntentRecord>> {
+        match self.records.get(&id) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.index.record(id),
+        }
+    }
+
+    /// Stages an entry (already checked against the state machine) and the record after it.
+    pub(super) fn stage(&mut self, entry: &Entry, encoded: &[u8], record: &IntentRecord) {
+        let id = entry.intent_id;
+        self.batch.push((key::entry(entry.seq), Some(encoded.to_vec())));
+        self.batch.push((key::intent_entry(id, entry.seq), Some(Vec::new())));
+        if let Event::Received { intent } = &entry.event {
+            let k = key::idempotency(&intent.source, &intent.idempotency_key);
+            self.keys.insert(k.clone(), id);
+            self.batch.push((k, Some(id.as_bytes().to_vec())));
+            for step in &intent.steps {
+                let t = [key::target_prefix(&step.target.kind, &step.target.id), id.as_bytes().to_vec()].concat();
+                self.batch.push((t, Some(Vec::new())));
+            }
+            let d = [key::detection_prefix(&intent.detection.rule_id), id.as_bytes().to_vec()].concat();
+            self.batch.push((d, Some(Vec::new())));
+        }
+        self.records.insert(id, record.clone());
+    }
+
+    /// The write that makes the store reflect everything staged, up to `last_seq`.
+    pub(super) fn finish(mut self, last_seq: u64) -> io::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+        for (id, record) in &self.records {
+            self.batch.push((key::intent(*id), Some(encode(record)?)));
+            let live = (!record.state.is_final()).then(Vec::new);
+            self.batch.push((key::live(*id), live));
+        }
+        self.batch.push((key::APPLIED.to_vec(), Some(last_seq.to_be_bytes().to_vec())));
+        Ok(self.batch)
+    }
+}

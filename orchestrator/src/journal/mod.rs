@@ -1,0 +1,366 @@
+//! The journal: every step of every intent, durable before anything depends on it.
+//!
+//! One writer thread owns the [`Log`]. Callers send it the events of one intent; it gathers
+//! whatever requests are waiting, checks each against the lifecycle state machine and the
+//! idempotency keys, writes them all with a single `fdatasync` (group commit), applies them to
+//! the derived state in one atomic [`Kv`] write, announces them to watchers, and only then
+//! answers. So an answer means: on disk, indexed, and visible to every reader.
+//!
+//! On open, entries the index has not seen yet are replayed from the log, so a crash between the
+//! two writes loses nothing.
+//!
+//! # Layout
+//! - [`log`]: the segment log, the journal of record.
+//! - [`kv`]: the ordered store for derived state (sled, or memory in tests).
+//! - [`index`]: what is derived and how it is keyed.
+
+pub mod index;
+pub mod kv;
+pub mod log;
+
+use std::{io, sync::Arc, thread, time::SystemTime};
+
+use parapet_model::{IntentId, serde_time};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub use index::Index;
+use index::Stager;
+use kv::Kv;
+use log::Log;
+
+use crate::{
+    clock::SharedClock,
+    lifecycle::{Event, IntentRecord, InvalidTransition},
+};
+
+/// One journaled event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the journal: dense, starting at 1.
+    pub seq: u64,
+    #[serde(with = "serde_time::time")]
+    pub time: SystemTime,
+    pub intent_id: IntentId,
+    /// Who caused it: a source, an operator, or `parapet` itself (timers, recovery).
+    pub actor: String,
+    pub event: Event,
+}
+
+/// What a successful append wrote.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// The intent's record after the events.
+    pub record: IntentRecord,
+}
+
+/// A journaled change, as announced to watchers.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub entry: Entry,
+    pub record: Arc<IntentRecord>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    /// A `Received` event reused an idempotency key; nothing was written.
+    #[error("idempotency key already used by intent {0}")]
+    Duplicate(IntentId),
+    #[error(transparent)]
+    Invalid(#[from] InvalidTransition),
+    #[error("intent {0} is not in the journal")]
+    UnknownIntent(IntentId),
+    #[error("intent {0} is already in the journal")]
+    AlreadyReceived(IntentId),
+    /// The journal could not write; it refuses further appends rather than guess what is on disk.
+    #[error("journal unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Request {
+    intent_id: IntentId,
+    actor: String,
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// Handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    tx: mpsc::Sender<Request>,
+    index: Index,
+    changes: broadcast::Sender<Change>,
+}
+
+/// Requests gathered into one sync at most; more wait for the next.
+const MAX_BATCH: usize = 4096;
+
+impl Journal {
+    /// Opens the journal, replays into the index what it has not seen, and starts the writer.
+    pub fn open(log: Box<dyn Log>, kv: Arc<dyn Kv>, clock: SharedClock) -> io::Result<Self> {
+        let index = Index::new(kv.clone());
+        let next_seq = replay(log.as_ref(), &index, kv.as_ref())?;
+        let (tx, rx) = mpsc::channel(MAX_BATCH);
+        let (changes, _) = broadcast::channel(4096);
+        let writer = Writer {
+            log,
+            kv,
+            index: index.clone(),
+            clock,
+            next_seq,
+            last_time: SystemTime::UNIX_EPOCH,
+            changes: changes.clone(),
+            failed: None,
+        };
+        thread::Builder::new()
+            .name("parapet-journal".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Self { tx, index, changes })
+    }
+
+    /// Journals events of one intent atomically; resolves once they are durable and indexed.
+    pub async fn append(
+        &self,
+        intent_id: IntentId,
+        actor: &str,
+        events: Vec<Event>,
+    ) -> Result<Appended, AppendError> {
+        let (reply, rx) = oneshot::channel();
+        let request = Request {
+            intent_id,
+            actor: actor.to_owned(),
+            events,
+            reply,
+        };
+        let closed = || AppendError::Unavailable("the journal writer has stopped".into());
+        self.tx.send(request).await.map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Every change from now on. A receiver that falls behind is told how much it missed.
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Brings the index up to date with the log; returns the next sequence number.
+fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
+    let applied = index.applied_seq()?;
+    let last = match log.last() {
+        Some(bytes) => decode::<Entry>(bytes)?.seq,
+        None => 0,
+    };
+    if applied > last {
+        return Err(io::Error::other(format!(
+            "the index has applied entry {applied} but the journal ends at {last}: wrong data directory?"
+        )));
+    }
+    let mut stager = Stager::new(index);
+    let mut staged = 0usize;
+    let mut expected = applied + 1;
+    log.replay(applied + 1, &mut |bytes| {
+        let entry: Entry = decode(bytes)?;
+        if entry.seq <= applied {
+            return Ok(());
+        }
+        if entry.seq != expected {
+            return Err(io::Error::other(format!(
+                "journal entry {} follows {}: entries are missing",
+                entry.seq,
+                expected - 1
+            )));
+        }
+        let before = stager.record(entry.intent_id)?;
+        let record = advance(before, &entry).map_err(|e| {
+            io::Error::other(format!("journal entry {} cannot be applied: {e}", entry.seq))
+        })?;
+        stager.stage(&entry, bytes, &record);
+        expected += 1;
+        staged += 1;
+        if staged == 10_000 {
+            let full = std::mem::replace(&mut stager, Stager::new(index));
+            kv.write(full.finish(entry.seq)?)?;
+            staged = 0;
+        }
+        Ok(())
+    })?;
+    if staged > 0 {
+        kv.write(stager.finish(expected - 1)?)?;
+    }
+    if expected - 1 != last {
+        return Err(io::Error::other("journal replay stopped short of its last entry"));
+    }
+    if last > applied {
+        tracing::info!(entries = last - applied, "replayed journal entries into the index");
+    }
+    Ok(last + 1)
+}
+
+/// The record after one entry: the only way records change, live or in replay.
+fn advance(record: Option<IntentRecord>, entry: &Entry) -> Result<IntentRecord, AppendError> {
+    match (record, &entry.event) {
+        (None, Event::Received { intent }) => Ok(IntentRecord::received(intent.clone(), entry.seq)),
+        (Some(_), Event::Received { .. }) => Err(AppendError::AlreadyReceived(entry.intent_id)),
+        (Some(mut record), event) => {
+            record.apply(event, entry.seq, entry.time)?;
+            Ok(record)
+        }
+        (None, _) => Err(AppendError::UnknownIntent(entry.intent_id)),
+    }
+}
+
+fn io_unavailable(e: io::Error) -> AppendError {
+    AppendError::Unavailable(e.to_string())
+}
+
+struct Writer {
+    log: Box<dyn Log>,
+    kv: Arc<dyn Kv>,
+    index: Index,
+    clock: SharedClock,
+    next_seq: u64,
+    /// Entry times never go backwards, even if the wall clock does.
+    last_time: SystemTime,
+    changes: broadcast::Sender<Change>,
+    /// Set after a write failed: what reached the disk is unknown, so nothing more is written.
+    failed: Option<String>,
+}
+
+type Reply = (oneshot::Sender<Result<Appended, AppendError>>, Result<Appended, AppendError>);
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut requests = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            requests.push(first);
+            while requests.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => requests.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut requests);
+        }
+    }
+
+    /// Writes a batch of requests with one sync and answers each.
+    fn commit(&mut self, requests: &mut Vec<Request>) {
+        if let Some(why) = &self.failed {
+            for r in requests.drain(..) {
+                let _ = r.reply.send(Err(AppendError::Unavailable(why.clone())));
+            }
+            return;
+        }
+        self.last_time = self.clock.now().max(self.last_time);
+        let first_seq = self.next_seq;
+        let index = self.index.clone();
+        let mut stager = Stager::new(&index);
+        let mut records = Vec::new();
+        let mut announced = Vec::new();
+        let mut replies: Vec<Reply> = Vec::with_capacity(requests.len());
+
+        for r in requests.drain(..) {
+            match self.stage(&mut stager, &r, &mut records) {
+                Ok((appended, entries)) => {
+                    let record = Arc::new(appended.record.clone());
+                    announced.extend(entries.into_iter().map(|entry| Change { entry, record: record.clone() }));
+                    replies.push((r.reply, Ok(appended)));
+                }
+                Err(e) => replies.push((r.reply, Err(e))),
+            }
+        }
+
+        if !records.is_empty() {
+            let last_seq = self.next_seq - 1;
+            let written = self
+                .log
+                .append(first_seq, &records)
+                .and_then(|()| stager.finish(last_seq))
+                .and_then(|batch| self.kv.write(batch));
+            if let Err(e) = written {
+                tracing::error!(error = %e, "journal write failed; refusing further appends");
+                let why = e.to_string();
+                self.failed = Some(why.clone());
+                for (reply, result) in replies {
+                    let result = result.and(Err(AppendError::Unavailable(why.clone())));
+                    let _ = reply.send(result);
+                }
+                return;
+            }
+            if self.changes.receiver_count() > 0 {
+                for change in announced {
+                    let _ = self.changes.send(change);
+                }
+            }
+        }
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Checks one request and stages its entries; on refusal nothing is staged.
+    fn stage(
+        &mut self,
+        stager: &mut Stager<'_>,
+        r: &Request,
+        records: &mut Vec<Vec<u8>>,
+    ) -> Result<(Appended, Vec<Entry>), AppendError> {
+        if let Some(Event::Received { intent }) = r.events.first() {
+            if let Some(holder) = stager
+                .holder_of(&intent.source, &intent.idempotency_key)
+                .map_err(io_unavailable)?
+            {
+                return Err(AppendError::Duplicate(holder));
+            }
+        }
+        let mut entries = Vec::with_capacity(r.events.len());
+        let mut record: Option<IntentRecord> = stager.record(r.intent_id).map_err(io_unavailable)?;
+        for (i, event) in r.events.iter().enumerate() {
+            let entry = Entry {
+                seq: self.next_seq + i as u64,
+                time: self.last_time,
+                intent_id: r.intent_id,
+                actor: r.actor.clone(),
+                event: event.clone(),
+            };
+            record = Some(advance(record, &entry)?);
+            entries.push(entry);
+        }
+        let Some(record) = record else {
+            return Err(AppendError::UnknownIntent(r.intent_id));
+        };
+        for entry in &entries {
+            let bytes = encode(entry).map_err(io_unavailable)?;
+            // the record after the whole request is what readers see for every entry of it
+            stager.stage(entry, &bytes, &record);
+            records.push(bytes);
+        }
+        let first_seq = self.next_seq;
+        self.next_seq += entries.len() as u64;
+        Ok((
+            Appended {
+                first_seq,
+                last_seq: self.next_seq - 1,
+                record,
+            },
+            entries,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

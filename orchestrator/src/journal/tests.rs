@@ -1,0 +1,228 @@
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, SystemTime},
+};
+
+use parapet_actions::RollbackHandle;
+use parapet_model::{
+    Confidence, Decision, Detection, Intent, IntentRequest, Outcome, Severity, Step, Target,
+};
+
+use super::{kv::MemKv, log::{FileLog, MemLog}, *};
+use crate::{clock::ManualClock, lifecycle::State};
+
+fn clock() -> SharedClock {
+    Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)))
+}
+
+fn intent(key: &str) -> Intent {
+    let step = Step::new(
+        "block_ip".parse().unwrap(),
+        Target::new("ip".into(), "192.0.2.1".into(), BTreeMap::new()).unwrap(),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let det = Detection::new("c2".into(), Severity::High, Confidence::try_from(0.9).unwrap(), String::new()).unwrap();
+    IntentRequest::new(key.into(), "siem".into(), det, vec![step], None, String::new())
+        .unwrap()
+        .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+}
+
+fn submitted(intent: &Intent) -> Vec<Event> {
+    vec![
+        Event::Received { intent: intent.clone() },
+        Event::Decided {
+            decision: Decision {
+                outcome: Outcome::Execute,
+                reasons: vec![],
+                policy_digest: "sha256:0".into(),
+                retry_after: None,
+            },
+        },
+    ]
+}
+
+fn executed() -> Vec<Event> {
+    vec![
+        Event::StepStarted { step: 0 },
+        Event::StepSucceeded {
+            step: 0,
+            handle: RollbackHandle { adapter: "edl".into(), data: "{}".into() },
+        },
+        Event::Activated { expires_at: None },
+    ]
+}
+
+#[tokio::test]
+async fn appends_are_ordered_indexed_and_readable() {
+    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let i = intent("a");
+    let first = journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+    assert_eq!((first.first_seq, first.last_seq), (1, 2));
+    assert_eq!(first.record.state, State::Decided);
+    let second = journal.append(i.id, "parapet", executed()).await.unwrap();
+    assert_eq!((second.first_seq, second.last_seq), (3, 5));
+
+    let index = journal.index();
+    assert_eq!(index.record(i.id).unwrap().unwrap().state, State::Active);
+    assert_eq!(index.entry_seqs_of(i.id).unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(index.by_idempotency_key("siem", "a").unwrap(), Some(i.id));
+    assert_eq!(index.intents_by_target("ip", "192.0.2.1").unwrap(), [i.id]);
+    assert_eq!(index.intents_by_detection("c2").unwrap(), [i.id]);
+    assert_eq!(index.live_intents().unwrap(), [i.id]);
+    let entry = index.entry(1).unwrap().unwrap();
+    assert_eq!(entry.actor, "siem");
+    assert_eq!(entry.event.kind(), "received");
+    assert_eq!(index.applied_seq().unwrap(), 5);
+}
+
+#[tokio::test]
+async fn an_impossible_transition_writes_nothing() {
+    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let i = intent("a");
+    journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+    // activation before the step succeeded is refused, and so is the whole request
+    let err = journal
+        .append(i.id, "parapet", vec![Event::StepStarted { step: 0 }, Event::Activated { expires_at: None }])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AppendError::Invalid(_)), "{err}");
+    assert_eq!(journal.index().applied_seq().unwrap(), 2);
+    assert_eq!(journal.index().record(i.id).unwrap().unwrap().state, State::Decided);
+    let unknown = journal.append(IntentId::generate(), "x", executed()).await.unwrap_err();
+    assert!(matches!(unknown, AppendError::UnknownIntent(_)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_is_taken_once_even_under_concurrency() {
+    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..32 {
+        let journal = journal.clone();
+        tasks.spawn(async move {
+            let i = intent("same");
+            journal.append(i.id, "siem", submitted(&i)).await
+        });
+    }
+    let (mut won, mut duplicates) = (Vec::new(), 0);
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(a) => won.push(a.record.intent.id),
+            Err(AppendError::Duplicate(id)) => {
+                duplicates += 1;
+                assert_eq!(journal.index().by_idempotency_key("siem", "same").unwrap(), Some(id));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((won.len(), duplicates), (1, 31));
+}
+
+/// A log that counts its syncs and takes a while over each, as a disk does.
+#[derive(Default)]
+struct SlowLog {
+    inner: MemLog,
+    syncs: Arc<AtomicUsize>,
+}
+
+impl Log for SlowLog {
+    fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> io::Result<()> {
+        std::thread::sleep(Duration::from_millis(2));
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.inner.append(first_seq, records)
+    }
+
+    fn replay(&self, from: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.inner.replay(from, f)
+    }
+
+    fn last(&self) -> Option<&[u8]> {
+        self.inner.last()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_syncs() {
+    let log = SlowLog::default();
+    let syncs = log.syncs.clone();
+    let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let journal = journal.clone();
+        tasks.spawn(async move {
+            let i = intent(&n.to_string());
+            journal.append(i.id, "siem", submitted(&i)).await.map(|a| a.last_seq)
+        });
+    }
+    let mut seqs = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        seqs.push(r.unwrap().unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).map(|n| n * 2).collect::<Vec<u64>>());
+    let syncs = syncs.load(Ordering::SeqCst);
+    assert!(syncs < 100, "200 appends took {syncs} syncs");
+}
+
+#[tokio::test]
+async fn a_lost_index_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = intent("a");
+    {
+        let log = FileLog::open(dir.path()).unwrap();
+        let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+        journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+        journal.append(i.id, "parapet", executed()).await.unwrap();
+    }
+    // a fresh, empty index: everything comes back from the log
+    let log = FileLog::open(dir.path()).unwrap();
+    let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+    let record = journal.index().record(i.id).unwrap().unwrap();
+    assert_eq!(record.state, State::Active);
+    assert_eq!(journal.index().by_idempotency_key("siem", "a").unwrap(), Some(i.id));
+    // and the sequence continues where the log ended
+    let j = intent("b");
+    assert_eq!(journal.append(j.id, "siem", submitted(&j)).await.unwrap().first_seq, 6);
+}
+
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_damage_elsewhere_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let i = intent("a");
+    {
+        let log = FileLog::open(dir.path()).unwrap();
+        let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+        journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+    }
+    let segment = dir.path().join(format!("{:020}.log", 1));
+    let good = std::fs::read(&segment).unwrap();
+
+    // half a record at the end, as a crash during a write leaves it
+    std::fs::write(&segment, [&good[..], &good[..good.len() / 3]].concat()).unwrap();
+    let log = FileLog::open(dir.path()).unwrap();
+    let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+    assert_eq!(journal.index().applied_seq().unwrap(), 2);
+    assert_eq!(std::fs::read(&segment).unwrap(), good);
+    drop(journal);
+
+    // a flipped byte inside the first record is not a torn tail: refuse to start
+    let mut bad = good.clone();
+    bad[12] ^= 0xff;
+    std::fs::write(&segment, [&bad[..], &good[..]].concat()).unwrap();
+    let err = FileLog::open(dir.path()).err().unwrap();
+    assert!(err.to_string().contains("is damaged and is not the last"), "{err}");
+}
+
+#[tokio::test]
+async fn watchers_see_each_change_with_the_record() {
+    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let mut changes = journal.subscribe();
+    let i = intent("a");
+    journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+    let first = changes.recv().await.unwrap();
+    let second = changes.recv().await.unwrap();
+    assert_eq!((first.entry.seq, second.entry.seq), (1, 2));
+    assert_eq!(second.entry.event.kind(), "decided");
+    assert_eq!(second.record.state, State::Decided);
+}

@@ -1,0 +1,349 @@
+//! The lifecycle of an intent, as one state machine.
+//!
+//! ```text
+//! received → decided → executing → active → expiring    → rolled_back
+//!          ↘ awaiting_approval      ↘ failed   ↘ rolling_back ↗   ↘ rollback_failed
+//!          ↘ denied | shadowed
+//! ```
+//!
+//! Every change is an [`Event`]; [`IntentRecord::apply`] is the only place that changes state, and
+//! the journal writer calls it *before* the event is written, so an impossible transition is
+//! refused instead of recorded. The same function rebuilds the state from the journal on start.
+
+use std::time::{Duration, SystemTime};
+
+use parapet_actions::RollbackHandle;
+use parapet_model::{Decision, Intent, Outcome, serde_time};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum State {
+    Received,
+    Decided,
+    AwaitingApproval,
+    Executing,
+    Active,
+    Expiring,
+    RollingBack,
+    RolledBack,
+    Denied,
+    Shadowed,
+    Rejected,
+    Failed,
+    RollbackFailed,
+}
+
+impl State {
+    /// Whether nothing more will happen without an operator.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::RolledBack
+                | Self::Denied
+                | Self::Shadowed
+                | Self::Rejected
+                | Self::Failed
+                | Self::RollbackFailed
+        )
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Decided => "decided",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Executing => "executing",
+            Self::Active => "active",
+            Self::Expiring => "expiring",
+            Self::RollingBack => "rolling_back",
+            Self::RolledBack => "rolled_back",
+            Self::Denied => "denied",
+            Self::Shadowed => "shadowed",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::RollbackFailed => "rollback_failed",
+        }
+    }
+}
+
+/// Why actions are being undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackCause {
+    /// The TTL passed.
+    Ttl,
+    /// An operator asked.
+    Operator,
+    /// A later step of the plan failed; the earlier ones are undone.
+    Compensation,
+}
+
+/// A change to an intent, as journaled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    Received {
+        intent: Intent,
+    },
+    Decided {
+        decision: Decision,
+    },
+    StepStarted {
+        step: u32,
+    },
+    StepSucceeded {
+        step: u32,
+        handle: RollbackHandle,
+    },
+    StepFailed {
+        step: u32,
+        error: String,
+        retryable: bool,
+    },
+    Activated {
+        #[serde(with = "serde_time::opt_time")]
+        expires_at: Option<SystemTime>,
+    },
+    TtlExtended {
+        #[serde(with = "serde_time::duration")]
+        ttl: Duration,
+        #[serde(with = "serde_time::time")]
+        expires_at: SystemTime,
+    },
+    RollbackStarted {
+        cause: RollbackCause,
+        reason: String,
+    },
+    StepRolledBack {
+        step: u32,
+    },
+    StepRollbackFailed {
+        step: u32,
+        error: String,
+    },
+    RolledBack,
+    Failed {
+        error: String,
+    },
+    RollbackFailed {
+        error: String,
+    },
+}
+
+impl Event {
+    /// The event's name in the journal and the API.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Received { .. } => "received",
+            Self::Decided { .. } => "decided",
+            Self::StepStarted { .. } => "step_started",
+            Self::StepSucceeded { .. } => "step_succeeded",
+            Self::StepFailed { .. } => "step_failed",
+            Self::Activated { .. } => "activated",
+            Self::TtlExtended { .. } => "ttl_extended",
+            Self::RollbackStarted { .. } => "rollback_started",
+            Self::StepRolledBack { .. } => "step_rolled_back",
+            Self::StepRollbackFailed { .. } => "step_rollback_failed",
+            Self::RolledBack => "rolled_back",
+            Self::Failed { .. } => "failed",
+            Self::RollbackFailed { .. } => "rollback_failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepState {
+    Pending,
+    Executing,
+    Done,
+    Failed,
+    RollingBack,
+    RolledBack,
+    RollbackFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub state: StepState,
+    /// Set once the step succeeded; what undoes it.
+    pub handle: Option<RollbackHandle>,
+    pub error: Option<String>,
+}
+
+impl StepRecord {
+    /// Whether the step acted and has not been undone yet.
+    pub fn needs_rollback(&self) -> bool {
+        self.handle.is_some()
+            && matches!(
+                self.state,
+                StepState::Done | StepState::RollingBack | StepState::RollbackFailed
+            )
+    }
+}
+
+/// An intent and everything that happened to it: the fold of its journal entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntentRecord {
+    pub intent: Intent,
+    pub decision: Option<Decision>,
+    pub state: State,
+    pub steps: Vec<StepRecord>,
+    pub expires_at: Option<SystemTime>,
+    pub rollback_cause: Option<RollbackCause>,
+    pub error: Option<String>,
+    pub updated_at: SystemTime,
+    /// The journal entry that last changed the record.
+    pub last_seq: u64,
+}
+
+/// An event that is impossible in the intent's current state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{event}` is not possible while the intent is `{state}`")]
+pub struct InvalidTransition {
+    pub state: &'static str,
+    pub event: &'static str,
+}
+
+impl IntentRecord {
+    /// The record a `Received` event starts.
+    pub fn received(intent: Intent, seq: u64) -> Self {
+        Self {
+            steps: vec![
+                StepRecord {
+                    state: StepState::Pending,
+                    handle: None,
+                    error: None,
+                };
+                intent.steps.len()
+            ],
+            updated_at: intent.received_at,
+            intent,
+            decision: None,
+            state: State::Received,
+            expires_at: None,
+            rollback_cause: None,
+            error: None,
+            last_seq: seq,
+        }
+    }
+
+    /// Applies one event, or refuses it without changing anything.
+    pub fn apply(&mut self, event: &Event, seq: u64, time: SystemTime) -> Result<(), InvalidTransition> {
+        let refuse = InvalidTransition {
+            state: self.state.as_str(),
+            event: event.kind(),
+        };
+        let mut next = self.clone();
+        next.state = match (self.state, event) {
+            (State::Received, Event::Decided { decision }) => {
+                next.decision = Some(decision.clone());
+                match decision.outcome {
+                    Outcome::Execute => State::Decided,
+                    Outcome::AwaitApproval => State::AwaitingApproval,
+                    Outcome::Shadow => State::Shadowed,
+                    Outcome::Deny => State::Denied,
+                }
+            }
+            (State::Decided | State::Executing, Event::StepStarted { step }) => {
+                next.step_mut(*step, &[StepState::Pending, StepState::Executing], &refuse)?.state =
+                    StepState::Executing;
+                State::Executing
+            }
+            (State::Executing, Event::StepSucceeded { step, handle }) => {
+                let s = next.step_mut(*step, &[StepState::Executing], &refuse)?;
+                s.state = StepState::Done;
+                s.handle = Some(handle.clone());
+                State::Executing
+            }
+            (State::Executing, Event::StepFailed { step, error, .. }) => {
+                let s = next.step_mut(*step, &[StepState::Executing], &refuse)?;
+                s.state = StepState::Failed;
+                s.error = Some(error.clone());
+                State::Executing
+            }
+            (State::Executing, Event::Activated { expires_at }) => {
+                if next.steps.iter().any(|s| s.state != StepState::Done) {
+                    return Err(refuse);
+                }
+                next.expires_at = *expires_at;
+                State::Active
+            }
+            (State::Active, Event::TtlExtended { expires_at, .. }) => {
+                next.expires_at = Some(*expires_at);
+                State::Active
+            }
+            (State::Active, Event::RollbackStarted { cause: RollbackCause::Ttl, .. }) => {
+                next.rollback_cause = Some(RollbackCause::Ttl);
+                State::Expiring
+            }
+            (
+                State::Active | State::RollbackFailed,
+                Event::RollbackStarted { cause: RollbackCause::Operator, .. },
+            )
+            | (State::Executing, Event::RollbackStarted { cause: RollbackCause::Compensation, .. }) => {
+                let Event::RollbackStarted { cause, .. } = event else { return Err(refuse) };
+                next.rollback_cause = Some(*cause);
+                next.expires_at = None;
+                State::RollingBack
+            }
+            (State::Expiring | State::RollingBack, Event::StepRolledBack { step }) => {
+                let s = next.step_mut(*step, &[StepState::Done, StepState::RollingBack, StepState::RollbackFailed], &refuse)?;
+                s.state = StepState::RolledBack;
+                s.error = None;
+                next.state
+            }
+            (State::Expiring | State::RollingBack, Event::StepRollbackFailed { step, error }) => {
+                let s = next.step_mut(*step, &[StepState::Done, StepState::RollingBack, StepState::RollbackFailed], &refuse)?;
+                s.state = StepState::RollbackFailed;
+                s.error = Some(error.clone());
+                next.state
+            }
+            (State::Expiring | State::RollingBack, Event::RolledBack)
+                if next.rollback_cause != Some(RollbackCause::Compensation) =>
+            {
+                if next.steps.iter().any(StepRecord::needs_rollback) {
+                    return Err(refuse);
+                }
+                next.expires_at = None;
+                State::RolledBack
+            }
+            (State::Decided | State::Executing, Event::Failed { error })
+                if next.steps.iter().all(|s| !s.needs_rollback()) =>
+            {
+                next.error = Some(error.clone());
+                State::Failed
+            }
+            (State::RollingBack, Event::Failed { error })
+                if next.rollback_cause == Some(RollbackCause::Compensation)
+                    && next.steps.iter().all(|s| !s.needs_rollback()) =>
+            {
+                next.error = Some(error.clone());
+                State::Failed
+            }
+            (State::Expiring | State::RollingBack, Event::RollbackFailed { error }) => {
+                next.error = Some(error.clone());
+                State::RollbackFailed
+            }
+            _ => return Err(refuse),
+        };
+        next.updated_at = time;
+        next.last_seq = seq;
+        *self = next;
+        Ok(())
+    }
+
+    fn step_mut(
+        &mut self,
+        step: u32,
+        allowed: &[StepState],
+        refuse: &InvalidTransition,
+    ) -> Result<&mut StepRecord, InvalidTransition> {
+        self.steps
+            .get_mut(step as usize)
+            .filter(|s| allowed.contains(&s.state))
+            .ok_or_else(|| refuse.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests;
