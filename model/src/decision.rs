@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// What Parapet does with an intent, ordered from least to most restrictive: when guardrails
 /// disagree, the most restrictive outcome wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Execute,
     AwaitApproval,

@@ -14,3 +14,9 @@
 pub mod clock;
 pub mod journal;
 pub mod lifecycle;
+pub mod engine;
+pub mod grpc;
+pub mod pb;
+pub mod config;
+pub mod http;
+pub mod server;

@@ -17,6 +17,7 @@
 pub mod index;
 pub mod kv;
 pub mod log;
+mod query;
 
 use std::{io, sync::Arc, thread, time::SystemTime};
 
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use index::Index;
+pub use query::Query;
 use index::Stager;
 use kv::Kv;
 use log::Log;
@@ -92,6 +94,8 @@ pub struct Journal {
     tx: mpsc::Sender<Request>,
     index: Index,
     changes: broadcast::Sender<Change>,
+    /// The writer thread; it ends once every handle is dropped.
+    writer: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
 }
 
 /// Requests gathered into one sync at most; more wait for the next.
@@ -114,10 +118,15 @@ impl Journal {
             changes: changes.clone(),
             failed: None,
         };
-        thread::Builder::new()
+        let writer = thread::Builder::new()
             .name("parapet-journal".into())
             .spawn(move || writer.run(rx))?;
-        Ok(Self { tx, index, changes })
+        Ok(Self {
+            tx,
+            index,
+            changes,
+            writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
+        })
     }
 
     /// Journals events of one intent atomically; resolves once they are durable and indexed.
@@ -141,6 +150,12 @@ impl Journal {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// The writer thread, to join once every handle is dropped: then the log and the index
+    /// store are closed.
+    pub fn take_writer(&self) -> Option<thread::JoinHandle<()>> {
+        self.writer.lock().take()
     }
 
     /// Every change from now on. A receiver that falls behind is told how much it missed.

@@ -1,0 +1,117 @@
+//! `parapet journal query`
+
+use std::time::SystemTime;
+
+use anyhow::Context;
+use parapet_proto::v1::{self as pb, journal_client::JournalClient};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use super::output::{self, Output};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Journal entries matching all the filters given, in order.
+    Query(QueryArgs),
+}
+
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    #[arg(long)]
+    intent: Option<String>,
+    /// KIND:ID, e.g. ip:198.51.100.7.
+    #[arg(long)]
+    target: Option<String>,
+    #[arg(long)]
+    detection: Option<String>,
+    /// RFC 3339 time, or a duration meaning that long ago (e.g. 1h).
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 time, or a duration meaning that long ago.
+    #[arg(long)]
+    until: Option<String>,
+    /// Only entries after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    #[arg(long, default_value_t = 1000)]
+    limit: u32,
+}
+
+fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
+    let t = match humantime::parse_rfc3339_weak(text) {
+        Ok(t) => t,
+        Err(_) => {
+            let ago = humantime::parse_duration(text)
+                .with_context(|| format!("`{text}` is neither a time nor a duration"))?;
+            SystemTime::now() - ago
+        }
+    };
+    Ok(t.into())
+}
+
+pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result<()> {
+    let Command::Query(args) = cmd;
+    let target = args
+        .target
+        .map(|t| match t.split_once(':') {
+            Some((kind, id)) => Ok(pb::Target { kind: kind.into(), id: id.into(), attributes: Default::default() }),
+            None => Err(anyhow::anyhow!("--target `{t}` must be KIND:ID")),
+        })
+        .transpose()?;
+    let req = pb::QueryJournalRequest {
+        intent_id: args.intent.unwrap_or_default(),
+        target,
+        detection: args.detection.unwrap_or_default(),
+        since: args.since.as_deref().map(when).transpose()?,
+        until: args.until.as_deref().map(when).transpose()?,
+        limit: args.limit,
+        after_seq: args.after,
+    };
+    let mut stream = JournalClient::new(channel.clone()).query(req).await?.into_inner();
+    let mut rows = Vec::new();
+    while let Some(e) = stream.message().await? {
+        if out.json {
+            let payload: serde_json::Value = serde_json::from_str(&e.payload_json).unwrap_or_default();
+            out.json_line(&json!({
+                "seq": e.seq,
+                "time": output::time(e.time.as_ref()),
+                "intent_id": e.intent_id,
+                "kind": e.kind,
+                "actor": e.actor,
+                "payload": payload,
+            }));
+        } else {
+            rows.push(vec![
+                e.seq.to_string(),
+                output::time(e.time.as_ref()),
+                e.intent_id,
+                e.kind,
+                e.actor,
+                summary(&e.payload_json),
+            ]);
+        }
+    }
+    if !out.json {
+        out.table(&["SEQ", "TIME", "INTENT", "EVENT", "ACTOR", "DETAILS"], rows);
+    }
+    Ok(())
+}
+
+/// A short line from an event's payload; the full payload is in `--json`.
+fn summary(payload: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    let pick = |k: &str| value.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    if let Some(d) = value.get("decision") {
+        return format!("outcome={}", d.get("outcome").and_then(|o| o.as_str()).unwrap_or("?"));
+    }
+    if let Some(intent) = value.get("intent") {
+        let steps = intent.get("steps").and_then(|s| s.as_array()).map_or(0, Vec::len);
+        let rule = intent.pointer("/detection/rule_id").and_then(|r| r.as_str()).unwrap_or("?");
+        return format!("detection={rule} steps={steps}");
+    }
+    ["step", "cause", "reason", "error", "expires_at"]
+        .iter()
+        .filter_map(|k| pick(k).map(|v| format!("{k}={v}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,82 @@
+//! `parapet serve`
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use parapet_orchestrator::{clock::SystemClock, config::Config, server};
+use tracing_subscriber::EnvFilter;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Config file (TOML); flags override it.
+    #[arg(long, env = "PARAPET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Policy file (TOML); the built-in example policy if neither this nor the config names one.
+    #[arg(long, env = "PARAPET_POLICY")]
+    policy: Option<PathBuf>,
+    /// Where the journal, indexes and lists are kept [default: ./parapet-data]
+    #[arg(long, env = "PARAPET_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051]
+    #[arg(long)]
+    grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address, for EDL lists [default: 127.0.0.1:8080]
+    #[arg(long)]
+    http_addr: Option<SocketAddr>,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_env("PARAPET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if args.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+
+    let mut config = Config::default();
+    if let Some(path) = &args.config {
+        config = config.merge_file(path)?;
+    }
+    if let Some(p) = args.policy {
+        config.policy = Some(p);
+    }
+    if let Some(d) = args.data_dir {
+        config.data_dir = d;
+    }
+    if let Some(a) = args.grpc_addr {
+        config.grpc_addr = a;
+    }
+    if let Some(a) = args.http_addr {
+        config.http_addr = a;
+    }
+
+    let running = server::start(&config, Arc::new(SystemClock)).await?;
+    let policy = running.engine().policy();
+    eprintln!(
+        "parapet: listening: grpc={} http={} policy={} ({}) data={}",
+        running.grpc_addr,
+        running.http_addr,
+        config.policy.as_ref().map_or("built-in example".into(), |p| p.display().to_string()),
+        policy.digest(),
+        config.data_dir.display(),
+    );
+    for list in running.engine().registry().kinds() {
+        tracing::debug!(kind = %list, "action kind available");
+    }
+    wait_for_signal().await?;
+    eprintln!("parapet: stopping; active actions stay in force");
+    running.shutdown().await
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Server configuration: built-in defaults, then the config file, then command-line flags;
+//! validated once, before anything starts.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// Journal, indexes and adapter state.
+    pub data_dir: PathBuf,
+    /// The policy file; the built-in example policy when `None`.
+    pub policy: Option<PathBuf>,
+    /// How long one adapter call may take.
+    pub adapter_timeout: Duration,
+    /// EDL list per action kind.
+    pub edl_lists: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("parapet-data"),
+            policy: None,
+            adapter_timeout: Duration::from_secs(30),
+            edl_lists: [("block_ip", "block"), ("isolate_host", "quarantine")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// The config file; every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    policy: Option<PathBuf>,
+    #[serde(default, with = "humantime_opt")]
+    adapter_timeout: Option<Duration>,
+    edl: Option<EdlFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EdlFile {
+    lists: BTreeMap<String, String>,
+}
+
+mod humantime_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map(Some).map_err(D::Error::custom)
+    }
+}
+
+impl Config {
+    /// Applies a config file over the current values. Relative paths in the file are taken
+    /// relative to the file's directory, so a config works wherever Parapet is started.
+    pub fn merge_file(mut self, path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config `{}`: {e}", path.display()))?;
+        let file: File = toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("config `{}`: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let relative = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        if let Some(a) = file.grpc_addr {
+            self.grpc_addr = a;
+        }
+        if let Some(a) = file.http_addr {
+            self.http_addr = a;
+        }
+        if let Some(d) = file.data_dir {
+            self.data_dir = relative(d);
+        }
+        if let Some(p) = file.policy {
+            self.policy = Some(relative(p));
+        }
+        if let Some(t) = file.adapter_timeout {
+            self.adapter_timeout = t;
+        }
+        if let Some(edl) = file.edl {
+            self.edl_lists = edl.lists;
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_defaults_and_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parapet.toml");
+        std::fs::write(
+            &path,
+            "grpc_addr = \"127.0.0.1:6000\"\ndata_dir = \"data\"\nadapter_timeout = \"5s\"\n[edl.lists]\nblock_ip = \"deny\"\n",
+        )
+        .unwrap();
+        let config = Config::default().merge_file(&path).unwrap();
+        assert_eq!(config.grpc_addr.port(), 6000);
+        assert_eq!(config.http_addr.port(), 8080);
+        assert_eq!(config.data_dir, dir.path().join("data"));
+        assert_eq!(config.adapter_timeout, Duration::from_secs(5));
+        assert_eq!(config.edl_lists.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("parapet.toml");
+        std::fs::write(&path, "grpc_adr = \"127.0.0.1:6000\"\n").unwrap();
+        let err = Config::default().merge_file(&path).unwrap_err().to_string();
+        assert!(err.contains("grpc_adr"), "{err}");
+    }
+}

@@ -1,0 +1,154 @@
+//! Running a plan's steps, and undoing them.
+
+use std::time::SystemTime;
+
+use parapet_actions::{Action, Error as ActionError};
+use parapet_model::IntentId;
+
+use super::{Engine, SYSTEM_ACTOR};
+use crate::{
+    journal::AppendError,
+    lifecycle::{Event, IntentRecord, RollbackCause, State, StepState},
+};
+
+impl Engine {
+    /// Runs the steps of a decided intent in order, each journaled before it acts. If a step
+    /// fails, the steps done are undone in reverse order and the intent ends `failed`.
+    /// Safe to call again after a crash: steps already done are skipped, and a step that was
+    /// started is repeated, which adapters treat as one action.
+    pub(super) async fn execute(&self, id: IntentId) {
+        let _guard = self.inner.locks.lock(id).await;
+        if let Err(e) = self.execute_locked(id).await {
+            tracing::error!(intent = %id, error = %e, "execution stopped; it resumes on restart");
+        }
+    }
+
+    async fn execute_locked(&self, id: IntentId) -> Result<(), AppendError> {
+        let Ok(mut record) = self.record(id) else { return Ok(()) };
+        if !matches!(record.state, State::Decided | State::Executing) {
+            return Ok(());
+        }
+        for i in 0..record.intent.steps.len() {
+            match record.steps[i].state {
+                StepState::Done => continue,
+                StepState::Pending | StepState::Executing => {}
+                // A failure was journaled but not its consequence: finish that.
+                _ => return self.fail(id, record).await,
+            }
+            record = self.append(id, Event::StepStarted { step: i as u32 }).await?;
+            let step = i as u32;
+            let event = match self.act(&record, step).await {
+                Ok(handle) => Event::StepSucceeded { step, handle },
+                Err(e) => Event::StepFailed {
+                    step,
+                    retryable: e.retryable(),
+                    error: e.message,
+                },
+            };
+            record = self.append(id, event).await?;
+            if record.steps[i].state == StepState::Failed {
+                return self.fail(id, record).await;
+            }
+        }
+        let expires_at = record.intent.ttl.map(|ttl| self.inner.clock.now() + ttl);
+        self.append(id, Event::Activated { expires_at }).await?;
+        if let Some(at) = expires_at {
+            self.schedule(at, id);
+        }
+        Ok(())
+    }
+
+    async fn act(&self, record: &IntentRecord, step: u32) -> Result<parapet_actions::RollbackHandle, ActionError> {
+        let intent = &record.intent;
+        let s = &intent.steps[step as usize];
+        let adapter = self
+            .inner
+            .registry
+            .for_kind(&s.kind)
+            .ok_or_else(|| ActionError::permanent(format!("no adapter performs `{}`", s.kind)))?;
+        let action = Action {
+            intent_id: intent.id,
+            step_index: step,
+            step: s,
+            ttl: intent.ttl,
+        };
+        tokio::time::timeout(self.inner.config.adapter_timeout, adapter.execute(action))
+            .await
+            .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout)))
+    }
+
+    /// A step failed: undo what was done (compensation), then end `failed` with the cause.
+    async fn fail(&self, id: IntentId, record: IntentRecord) -> Result<(), AppendError> {
+        let cause = failure_summary(&record);
+        if record.steps.iter().any(|s| s.needs_rollback()) {
+            let started = Event::RollbackStarted {
+                cause: RollbackCause::Compensation,
+                reason: cause,
+            };
+            let record = self.append(id, started).await?;
+            self.undo(id, record).await.map(drop)
+        } else {
+            self.append(id, Event::Failed { error: cause }).await.map(drop)
+        }
+    }
+
+    /// Undoes the steps still in force, last first; the intent must be expiring or rolling
+    /// back. Ends `rolled_back`, `failed` after a compensation, or `rollback_failed`.
+    pub(super) async fn undo(&self, id: IntentId, mut record: IntentRecord) -> Result<IntentRecord, AppendError> {
+        for i in (0..record.steps.len()).rev() {
+            let Some(handle) = record.steps[i].handle.clone().filter(|_| record.steps[i].needs_rollback()) else {
+                continue;
+            };
+            let step = i as u32;
+            let result = match self.inner.registry.by_name(&handle.adapter) {
+                Some(adapter) => tokio::time::timeout(self.inner.config.adapter_timeout, adapter.rollback(&handle))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout))),
+                None => Err(ActionError::permanent(format!("adapter `{}` is not configured", handle.adapter))),
+            };
+            let event = match result {
+                Ok(()) => Event::StepRolledBack { step },
+                Err(e) => Event::StepRollbackFailed { step, error: e.message },
+            };
+            record = self.append(id, event).await?;
+        }
+        let failures: Vec<String> = record
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.state == StepState::RollbackFailed)
+            .map(|(i, s)| format!("step {i}: {}", s.error.as_deref().unwrap_or("failed")))
+            .collect();
+        let last = if !failures.is_empty() {
+            Event::RollbackFailed { error: failures.join("; ") }
+        } else if record.rollback_cause == Some(RollbackCause::Compensation) {
+            Event::Failed { error: failure_summary(&record) }
+        } else {
+            Event::RolledBack
+        };
+        self.append(id, last).await
+    }
+
+    pub(super) async fn append(&self, id: IntentId, event: Event) -> Result<IntentRecord, AppendError> {
+        Ok(self.inner.journal.append(id, SYSTEM_ACTOR, vec![event]).await?.record)
+    }
+
+    pub(super) fn now(&self) -> SystemTime {
+        self.inner.clock.now()
+    }
+}
+
+fn timed_out(after: std::time::Duration) -> ActionError {
+    ActionError::transient(format!("the adapter did not answer within {}", humantime::format_duration(after)))
+}
+
+/// The failed step and why, for the intent's error.
+fn failure_summary(record: &IntentRecord) -> String {
+    record
+        .steps
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.state == StepState::Failed)
+        .map(|(i, s)| format!("step {i} (`{}`) failed: {}", record.intent.steps[i].kind, s.error.as_deref().unwrap_or("unknown error")))
+        .unwrap_or_else(|| "a step failed".into())
+}

@@ -1,0 +1,195 @@
+//! The lifecycle, driven: what happens to an intent after the API hands it over.
+//!
+//! Every change goes through the journal first ([`Journal::append`] checks it against the state
+//! machine and makes it durable); only then does the engine act on it. Work on one intent is
+//! serialised by a per-intent lock, so an operator's rollback waits for an execution in progress
+//! instead of racing it. Background work (executions, rollbacks, the TTL timer) is tracked so a
+//! shutdown can let it finish; shutdown itself never rolls anything back.
+//!
+//! # Layout
+//! - [`submit`](Engine::submit): decide, journal, start execution; idempotency and TTL extension.
+//! - `execute`: run the steps in order, compensate in reverse if one fails, undo on request.
+//! - `rollback`: operator rollbacks and TTL expiry, with the durable timer.
+//! - `recover`: on start, resume whatever the journal shows in flight.
+
+mod execute;
+mod locks;
+mod recover;
+mod rollback;
+mod submit;
+
+use std::{io, sync::Arc, time::Duration};
+
+use parapet_actions::Registry;
+use parapet_model::{IntentId, Invalid};
+use parapet_policy::Policy;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    clock::SharedClock,
+    journal::{AppendError, Journal},
+    lifecycle::{IntentRecord, State},
+};
+
+pub use rollback::RolledBack;
+pub use submit::Submitted;
+
+/// The name the engine journals its own actions under (timers, recovery, compensation).
+pub const SYSTEM_ACTOR: &str = "parapet";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("intent `{0}` not found")]
+    NotFound(String),
+    #[error(
+        "idempotency key `{key}` was already used for a different request (intent {existing})"
+    )]
+    IdempotencyConflict { key: String, existing: IntentId },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("journal: {0}")]
+    Journal(#[from] AppendError),
+    #[error("storage: {0}")]
+    Storage(#[from] io::Error),
+    #[error("parapet is shutting down")]
+    ShuttingDown,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Settings of the engine itself.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long one adapter call may take before it counts as failed.
+    pub adapter_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            adapter_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    journal: Journal,
+    policy: Arc<Policy>,
+    registry: Registry,
+    clock: SharedClock,
+    config: EngineConfig,
+    locks: Arc<locks::Locks>,
+    /// Deadlines for the TTL timer task.
+    timers: mpsc::UnboundedSender<(std::time::SystemTime, IntentId)>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Engine {
+    /// Starts the engine over an opened journal: the TTL timer runs and whatever the journal
+    /// shows in flight is resumed.
+    pub fn start(
+        journal: Journal,
+        policy: Arc<Policy>,
+        registry: Registry,
+        clock: SharedClock,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        let (timers, timer_rx) = mpsc::unbounded_channel();
+        let engine = Self {
+            inner: Arc::new(Inner {
+                journal,
+                policy,
+                registry,
+                clock,
+                config,
+                locks: Arc::default(),
+                timers,
+                tasks: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+            }),
+        };
+        let timer = engine.clone();
+        engine.inner.tasks.spawn(async move { timer.run_timers(timer_rx).await });
+        engine.recover()?;
+        Ok(engine)
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Cancelled when the server stops; long-lived streams end on it.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    pub fn record(&self, id: IntentId) -> Result<IntentRecord> {
+        self.inner
+            .journal
+            .index()
+            .record(id)?
+            .ok_or_else(|| Error::NotFound(id.to_string()))
+    }
+
+    /// Stops the timer and waits for executions and rollbacks in progress to finish. Nothing is
+    /// rolled back because of the shutdown.
+    pub async fn stop(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// Waits until the intent is not in the middle of something (executing, rolling back).
+    pub async fn wait_settled(&self, id: IntentId) -> Result<IntentRecord> {
+        let mut changes = self.inner.journal.subscribe();
+        loop {
+            let record = self.record(id)?;
+            if !in_progress(record.state) {
+                return Ok(record);
+            }
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(c) if c.entry.intent_id != id => continue,
+                        Ok(_) | Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return Err(Error::ShuttingDown),
+                    },
+                    () = self.inner.shutdown.cancelled() => return Err(Error::ShuttingDown),
+                }
+            }
+        }
+    }
+
+    fn spawn<F>(&self, work: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.tasks.spawn(work);
+    }
+}
+
+/// States that move on by themselves, without anyone asking.
+fn in_progress(state: State) -> bool {
+    matches!(
+        state,
+        State::Received | State::Decided | State::Executing | State::Expiring | State::RollingBack
+    )
+}

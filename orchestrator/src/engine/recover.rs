@@ -1,0 +1,56 @@
+//! On start, pick up whatever the journal shows unfinished.
+
+use parapet_model::IntentId;
+
+use super::{Engine, Result};
+use crate::lifecycle::State;
+
+impl Engine {
+    /// Resumes every intent the journal shows in flight and re-arms the TTL timers. A TTL that
+    /// passed while Parapet was down fires at once.
+    pub(super) fn recover(&self) -> Result<()> {
+        let index = self.inner.journal.index();
+        let (mut resumed, mut timers) = (0usize, 0usize);
+        for id in index.live_intents()? {
+            let Some(record) = index.record(id)? else { continue };
+            match record.state {
+                State::Active => {
+                    if let Some(at) = record.expires_at {
+                        self.schedule(at, id);
+                        timers += 1;
+                    }
+                }
+                State::Decided | State::Executing | State::Expiring | State::RollingBack => {
+                    let engine = self.clone();
+                    self.spawn(async move { engine.resume(id).await });
+                    resumed += 1;
+                }
+                _ => {}
+            }
+        }
+        if resumed + timers > 0 {
+            tracing::info!(resumed, timers, "recovered intents from the journal");
+        }
+        Ok(())
+    }
+
+    async fn resume(&self, id: IntentId) {
+        let record = match self.record(id) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(intent = %id, error = %e, "cannot resume");
+                return;
+            }
+        };
+        match record.state {
+            State::Decided | State::Executing => self.execute(id).await,
+            State::Expiring | State::RollingBack => {
+                let _guard = self.inner.locks.lock(id).await;
+                if let Err(e) = self.undo(id, record).await {
+                    tracing::error!(intent = %id, error = %e, "rollback stopped; it resumes on restart");
+                }
+            }
+            _ => {}
+        }
+    }
+}

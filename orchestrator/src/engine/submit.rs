@@ -1,0 +1,107 @@
+//! Submitting an intent: decide, journal, start.
+
+use parapet_model::{IntentId, IntentRequest, Outcome};
+use parapet_policy::DecisionInput;
+
+use super::{Engine, Error, Result};
+use crate::{
+    journal::AppendError,
+    lifecycle::{Event, IntentRecord, State},
+};
+
+/// The answer to a submission.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub record: IntentRecord,
+    /// This repeated an earlier submission; `record` is that one's.
+    pub duplicate: bool,
+}
+
+impl Engine {
+    /// Decides an intent and journals it with its decision; returns once both are durable. An
+    /// executable intent then runs in the background, or before returning when `wait` is set.
+    pub async fn submit(&self, request: IntentRequest, wait: bool) -> Result<Submitted> {
+        for (i, step) in request.steps.iter().enumerate() {
+            self.inner
+                .registry
+                .validate(step)
+                .map_err(|e| e.under(&format!("steps[{i}]")))?;
+        }
+        let index = self.inner.journal.index();
+        if let Some(existing) = index.by_idempotency_key(&request.source, &request.idempotency_key)? {
+            return self.repeat(existing, &request, wait).await;
+        }
+        let id = IntentId::generate();
+        let intent = request.clone().into_intent(id, self.inner.clock.now());
+        let decision = self.inner.policy.decide(DecisionInput {
+            detection: &intent.detection,
+            steps: &intent.steps,
+        });
+        let execute = decision.outcome == Outcome::Execute;
+        let source = intent.source.clone();
+        let events = vec![Event::Received { intent }, Event::Decided { decision }];
+        let record = match self.inner.journal.append(id, &source, events).await {
+            Ok(appended) => appended.record,
+            // Lost a race with a concurrent submission of the same key.
+            Err(AppendError::Duplicate(existing)) => return self.repeat(existing, &request, wait).await,
+            Err(e) => return Err(e.into()),
+        };
+        if execute {
+            let engine = self.clone();
+            self.spawn(async move { engine.execute(id).await });
+            if wait {
+                return Ok(Submitted {
+                    record: self.wait_settled(id).await?,
+                    duplicate: false,
+                });
+            }
+        }
+        Ok(Submitted {
+            record,
+            duplicate: false,
+        })
+    }
+
+    /// A repeated submission returns the first intent and never acts again. A repeat for an
+    /// active intent with a TTL extends that TTL (journaled), never shortens it.
+    async fn repeat(&self, id: IntentId, request: &IntentRequest, wait: bool) -> Result<Submitted> {
+        let record = self.record(id)?;
+        let first = &record.intent;
+        if first.steps != request.steps || first.detection.rule_id != request.detection.rule_id {
+            return Err(Error::IdempotencyConflict {
+                key: request.idempotency_key.clone(),
+                existing: id,
+            });
+        }
+        let record = match request.ttl {
+            Some(ttl) if record.state == State::Active && record.expires_at.is_some() => {
+                self.extend_ttl(id, ttl, &request.source).await?
+            }
+            _ => record,
+        };
+        let record = if wait { self.wait_settled(id).await? } else { record };
+        Ok(Submitted {
+            record,
+            duplicate: true,
+        })
+    }
+
+    async fn extend_ttl(&self, id: IntentId, ttl: std::time::Duration, actor: &str) -> Result<IntentRecord> {
+        let _guard = self.inner.locks.lock(id).await;
+        let record = self.record(id)?;
+        let Some(current) = record.expires_at.filter(|_| record.state == State::Active) else {
+            return Ok(record);
+        };
+        let expires_at = self.inner.clock.now() + ttl;
+        if expires_at <= current {
+            return Ok(record);
+        }
+        let appended = self
+            .inner
+            .journal
+            .append(id, actor, vec![Event::TtlExtended { ttl, expires_at }])
+            .await?;
+        self.schedule(expires_at, id);
+        Ok(appended.record)
+    }
+}

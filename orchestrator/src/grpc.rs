@@ -1,0 +1,250 @@
+//! The gRPC services: decode, call the engine, map the result. Nothing else happens here.
+
+use std::{pin::Pin, time::SystemTime};
+
+use parapet_model::{IntentId, Invalid};
+use parapet_proto::v1::{self as pb, intents_server, journal_server, rollbacks_server};
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    engine::{Engine, Error},
+    journal::Query,
+    pb as conv,
+};
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid(invalid) => Status::invalid_argument(invalid.to_string()),
+            Error::NotFound(_) => Status::not_found(e.to_string()),
+            Error::IdempotencyConflict { .. } => Status::already_exists(e.to_string()),
+            Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
+            Error::ShuttingDown => Status::unavailable(e.to_string()),
+            Error::Journal(_) | Error::Storage(_) => {
+                tracing::error!(error = %e, "request failed");
+                Status::unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+fn invalid(field: &str) -> impl FnOnce(Invalid) -> Status + '_ {
+    move |e| Status::invalid_argument(e.under(field).to_string())
+}
+
+fn intent_id(text: &str, field: &str) -> Result<IntentId, Status> {
+    if text.is_empty() {
+        return Err(Status::invalid_argument(format!("{field}: is required")));
+    }
+    text.parse().map_err(invalid(field))
+}
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Serves `parapet.v1.Intents`.
+pub struct Intents(pub Engine);
+
+#[tonic::async_trait]
+impl intents_server::Intents for Intents {
+    async fn submit(
+        &self,
+        request: Request<pb::SubmitIntentRequest>,
+    ) -> Result<Response<pb::SubmitIntentResponse>, Status> {
+        let req = request.into_inner();
+        let wait = req.wait;
+        let intent = conv::intent_request(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let submitted = self.0.submit(intent, wait).await?;
+        let r = &submitted.record;
+        Ok(Response::new(pb::SubmitIntentResponse {
+            intent_id: r.intent.id.to_string(),
+            decision: r.decision.as_ref().map(conv::decision),
+            state: conv::state(r.state).into(),
+            duplicate: submitted.duplicate,
+            intent: Some(conv::intent(r)),
+        }))
+    }
+
+    async fn get(&self, request: Request<pb::GetIntentRequest>) -> Result<Response<pb::Intent>, Status> {
+        let id = intent_id(&request.get_ref().intent_id, "intent_id")?;
+        Ok(Response::new(conv::intent(&self.0.record(id)?)))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListIntentsRequest>,
+    ) -> Result<Response<pb::ListIntentsResponse>, Status> {
+        let req = request.into_inner();
+        let states = req
+            .states
+            .iter()
+            .map(|s| conv::state_filter(*s).map_err(invalid("states")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let states: Vec<_> = states.into_iter().flatten().collect();
+        let page_size = match req.page_size {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            n => return Err(Status::invalid_argument(format!("page_size: {n} exceeds the limit of 1000"))),
+        };
+        let before = if req.page_token.is_empty() { None } else { Some(intent_id(&req.page_token, "page_token")?) };
+        let mut intents = Vec::new();
+        let mut more = false;
+        for record in self.0.journal().index().records_newest_first(before) {
+            let record = record.map_err(Error::from)?;
+            let keep = (states.is_empty() || states.contains(&record.state))
+                && (req.detection.is_empty() || record.intent.detection.rule_id == req.detection)
+                && (req.source.is_empty() || record.intent.source == req.source);
+            if !keep {
+                continue;
+            }
+            if intents.len() == page_size {
+                more = true;
+                break;
+            }
+            intents.push(conv::intent(&record));
+        }
+        let next_page_token = match (more, intents.last()) {
+            (true, Some(last)) => last.intent_id.clone(),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::ListIntentsResponse { intents, next_page_token }))
+    }
+
+    type WatchStream = Stream2<pb::IntentEvent>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchIntentsRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let req = request.into_inner();
+        let only = if req.intent_id.is_empty() { None } else { Some(intent_id(&req.intent_id, "intent_id")?) };
+        let engine = self.0.clone();
+        // Subscribe before reading the current state, so no change falls in between.
+        let mut changes = engine.journal().subscribe();
+        let current = only.map(|id| engine.record(id)).transpose()?;
+        let (tx, rx) = mpsc::channel(64);
+        let stop = engine.shutdown_token();
+        tokio::spawn(async move {
+            let mut last_seq = 0;
+            if let Some(record) = current {
+                last_seq = record.last_seq;
+                let event = pb::IntentEvent {
+                    intent_id: record.intent.id.to_string(),
+                    state: conv::state(record.state).into(),
+                    seq: record.last_seq,
+                    time: Some(conv::timestamp(record.updated_at)),
+                    event: "current".into(),
+                    intent: Some(conv::intent(&record)),
+                };
+                if tx.send(Ok(event)).await.is_err() || record.state.is_final() {
+                    return;
+                }
+            }
+            loop {
+                let change = tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tx.closed() => return,
+                    change = changes.recv() => change,
+                };
+                let change = match change {
+                    Ok(c) => c,
+                    Err(RecvError::Closed) => return,
+                    Err(RecvError::Lagged(n)) => {
+                        let _ = tx.send(Err(Status::aborted(format!("watch fell {n} changes behind; watch again")))).await;
+                        return;
+                    }
+                };
+                if only.is_some_and(|id| id != change.entry.intent_id) || change.entry.seq <= last_seq {
+                    continue;
+                }
+                let state = change.record.state;
+                let event = pb::IntentEvent {
+                    intent_id: change.entry.intent_id.to_string(),
+                    state: conv::state(state).into(),
+                    seq: change.entry.seq,
+                    time: Some(conv::timestamp(change.entry.time)),
+                    event: change.entry.event.kind().into(),
+                    intent: Some(conv::intent(&change.record)),
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+                // A watch of one intent ends with it; the record is the one after its request.
+                if only.is_some() && state.is_final() && change.record.last_seq == change.entry.seq {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Serves `parapet.v1.Rollbacks`.
+pub struct Rollbacks(pub Engine);
+
+#[tonic::async_trait]
+impl rollbacks_server::Rollbacks for Rollbacks {
+    async fn rollback(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let req = request.into_inner();
+        let id = intent_id(&req.intent_id, "intent_id")?;
+        if req.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("reason: is required; it is kept in the journal"));
+        }
+        let actor = if req.requested_by.is_empty() { "anonymous" } else { &req.requested_by };
+        let done = self.0.rollback(id, actor, &req.reason, req.wait).await?;
+        Ok(Response::new(pb::RollbackResponse {
+            intent_id: id.to_string(),
+            state: conv::state(done.record.state).into(),
+            noop: done.noop,
+        }))
+    }
+}
+
+/// Serves `parapet.v1.Journal`.
+pub struct Journal(pub Engine);
+
+const MAX_QUERY: usize = 100_000;
+
+#[tonic::async_trait]
+impl journal_server::Journal for Journal {
+    type QueryStream = Stream2<pb::JournalEntry>;
+
+    async fn query(
+        &self,
+        request: Request<pb::QueryJournalRequest>,
+    ) -> Result<Response<Self::QueryStream>, Status> {
+        let req = request.into_inner();
+        let time = |t: Option<prost_types::Timestamp>, field| -> Result<Option<SystemTime>, Status> {
+            t.map(|t| conv::system_time(t).map_err(invalid(field))).transpose()
+        };
+        let query = Query {
+            intent: if req.intent_id.is_empty() { None } else { Some(intent_id(&req.intent_id, "intent_id")?) },
+            target: match req.target {
+                Some(t) if t.kind.is_empty() || t.id.is_empty() => {
+                    return Err(Status::invalid_argument("target: needs both kind and id"));
+                }
+                Some(t) => Some((t.kind, t.id)),
+                None => None,
+            },
+            detection: Some(req.detection).filter(|d| !d.is_empty()),
+            since: time(req.since, "since")?,
+            until: time(req.until, "until")?,
+            after_seq: req.after_seq,
+            limit: match req.limit as usize {
+                0 => MAX_QUERY,
+                n => n.min(MAX_QUERY),
+            },
+        };
+        let index = self.0.journal().index().clone();
+        let entries = tokio::task::spawn_blocking(move || index.query(&query))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Error::from)?;
+        let stream = tokio_stream::iter(entries.into_iter().map(|e| Ok(conv::journal_entry(&e))));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

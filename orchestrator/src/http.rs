@@ -1,0 +1,44 @@
+//! The HTTP listener: External Dynamic Lists for firewalls to poll, and liveness.
+
+use axum::{
+    Router,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use parapet_actions::edl::Edl;
+
+pub fn router(edl: Edl) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/edl", get(lists))
+        .route("/edl/{name}", get(list))
+        .with_state(edl)
+}
+
+/// The names of the lists served, one per line.
+async fn lists(State(edl): State<Edl>) -> impl IntoResponse {
+    let mut body = edl.list_names().join("\n");
+    body.push('\n');
+    plain(body)
+}
+
+/// One list, one entry per line: what PAN-OS, FortiGate and Check Point expect.
+async fn list(State(edl): State<Edl>, Path(name): Path<String>) -> impl IntoResponse {
+    let name = name.strip_suffix(".txt").unwrap_or(&name);
+    match edl.render(name) {
+        Some(body) => plain(body).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no list named `{name}`\n")).into_response(),
+    }
+}
+
+fn plain(body: String) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+}

@@ -1,0 +1,242 @@
+//! Conversions between the generated protobuf types and the domain, in one place. Incoming
+//! messages are validated here into domain types; bad input becomes an [`Invalid`] naming the
+//! field as the client spelled it (`steps[0].target.id`).
+
+use std::time::{Duration, SystemTime};
+
+use parapet_model::{
+    Confidence, Decision, Detection, Intent, IntentRequest, Invalid, Outcome, Reason, Severity,
+    Step, Target,
+};
+use parapet_proto::v1 as pb;
+
+use crate::{
+    journal::Entry,
+    lifecycle::{IntentRecord, State, StepState},
+};
+
+pub fn intent_request(req: pb::SubmitIntentRequest) -> Result<IntentRequest, Invalid> {
+    let detection = req
+        .detection
+        .ok_or_else(|| Invalid::new("detection", "is required"))
+        .and_then(detection)
+        .map_err(|e| e.under("detection"))?;
+    let steps = req
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| step(s).map_err(|e| e.under(&format!("steps[{i}]"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ttl = req.ttl.map(|d| duration(d).map_err(|e| e.under("ttl"))).transpose()?;
+    IntentRequest::new(req.idempotency_key, req.source, detection, steps, ttl, req.reason)
+}
+
+fn detection(d: pb::Detection) -> Result<Detection, Invalid> {
+    let severity = severity(d.severity).map_err(|e| e.under("severity"))?;
+    let confidence = Confidence::try_from(d.confidence).map_err(|e| e.under("confidence"))?;
+    Detection::new(d.rule_id, severity, confidence, d.title)
+}
+
+pub fn severity(value: i32) -> Result<Severity, Invalid> {
+    match pb::Severity::try_from(value) {
+        Ok(pb::Severity::Informational) => Ok(Severity::Informational),
+        Ok(pb::Severity::Low) => Ok(Severity::Low),
+        Ok(pb::Severity::Medium) => Ok(Severity::Medium),
+        Ok(pb::Severity::High) => Ok(Severity::High),
+        Ok(pb::Severity::Critical) => Ok(Severity::Critical),
+        Ok(pb::Severity::Unspecified) => Err(Invalid::new("", "is required")),
+        Err(_) => Err(Invalid::new("", format!("`{value}` is not a severity"))),
+    }
+}
+
+fn step(s: pb::Step) -> Result<Step, Invalid> {
+    let kind = s.kind.parse().map_err(|e: Invalid| e.under("kind"))?;
+    let target = s
+        .target
+        .ok_or_else(|| Invalid::new("target", "is required"))
+        .and_then(|t| {
+            Target::new(t.kind, t.id, t.attributes.into_iter().collect()).map_err(|e| e.under("target"))
+        })?;
+    Step::new(kind, target, s.params.into_iter().collect())
+}
+
+fn duration(d: prost_types::Duration) -> Result<Duration, Invalid> {
+    Duration::try_from(d).map_err(|_| Invalid::new("", "must be a positive duration"))
+}
+
+pub fn pb_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
+        seconds: i64::MAX,
+        nanos: 0,
+    })
+}
+
+pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+pub fn system_time(t: prost_types::Timestamp) -> Result<SystemTime, Invalid> {
+    SystemTime::try_from(t).map_err(|_| Invalid::new("", "is not a valid timestamp"))
+}
+
+pub fn outcome(o: Outcome) -> pb::Outcome {
+    match o {
+        Outcome::Execute => pb::Outcome::Execute,
+        Outcome::AwaitApproval => pb::Outcome::AwaitApproval,
+        Outcome::Shadow => pb::Outcome::Shadow,
+        Outcome::Deny => pb::Outcome::Deny,
+    }
+}
+
+pub fn decision(d: &Decision) -> pb::Decision {
+    pb::Decision {
+        outcome: outcome(d.outcome).into(),
+        reasons: d.reasons.iter().map(reason).collect(),
+        policy_digest: d.policy_digest.clone(),
+        retry_after: d.retry_after.map(pb_duration),
+    }
+}
+
+fn reason(r: &Reason) -> pb::Reason {
+    pb::Reason {
+        guardrail: r.guardrail.clone(),
+        effect: outcome(r.effect).into(),
+        message: r.message.clone(),
+        step: r.step,
+    }
+}
+
+pub fn state(s: State) -> pb::IntentState {
+    match s {
+        State::Received => pb::IntentState::Received,
+        State::Decided => pb::IntentState::Decided,
+        State::AwaitingApproval => pb::IntentState::AwaitingApproval,
+        State::Executing => pb::IntentState::Executing,
+        State::Active => pb::IntentState::Active,
+        State::Expiring => pb::IntentState::Expiring,
+        State::RollingBack => pb::IntentState::RollingBack,
+        State::RolledBack => pb::IntentState::RolledBack,
+        State::Denied => pb::IntentState::Denied,
+        State::Shadowed => pb::IntentState::Shadowed,
+        State::Rejected => pb::IntentState::Rejected,
+        State::Failed => pb::IntentState::Failed,
+        State::RollbackFailed => pb::IntentState::RollbackFailed,
+    }
+}
+
+/// The domain state a client's filter names; `None` for `UNSPECIFIED`.
+pub fn state_filter(value: i32) -> Result<Option<State>, Invalid> {
+    const ALL: [State; 13] = [
+        State::Received,
+        State::Decided,
+        State::AwaitingApproval,
+        State::Executing,
+        State::Active,
+        State::Expiring,
+        State::RollingBack,
+        State::RolledBack,
+        State::Denied,
+        State::Shadowed,
+        State::Rejected,
+        State::Failed,
+        State::RollbackFailed,
+    ];
+    if value == 0 {
+        return Ok(None);
+    }
+    ALL.into_iter()
+        .find(|s| state(*s) as i32 == value)
+        .map(Some)
+        .ok_or_else(|| Invalid::new("", format!("`{value}` is not an intent state")))
+}
+
+fn step_state(s: StepState) -> pb::StepState {
+    match s {
+        StepState::Pending => pb::StepState::Pending,
+        StepState::Executing => pb::StepState::Executing,
+        StepState::Done => pb::StepState::Done,
+        StepState::Failed => pb::StepState::Failed,
+        StepState::RollingBack => pb::StepState::RollingBack,
+        StepState::RolledBack => pb::StepState::RolledBack,
+        StepState::RollbackFailed => pb::StepState::RollbackFailed,
+    }
+}
+
+fn pb_severity(s: Severity) -> pb::Severity {
+    match s {
+        Severity::Informational => pb::Severity::Informational,
+        Severity::Low => pb::Severity::Low,
+        Severity::Medium => pb::Severity::Medium,
+        Severity::High => pb::Severity::High,
+        Severity::Critical => pb::Severity::Critical,
+    }
+}
+
+fn pb_step(s: &Step) -> pb::Step {
+    pb::Step {
+        kind: s.kind.to_string(),
+        target: Some(pb::Target {
+            kind: s.target.kind.clone(),
+            id: s.target.id.clone(),
+            attributes: s.target.attributes.clone().into_iter().collect(),
+        }),
+        params: s.params.clone().into_iter().collect(),
+    }
+}
+
+pub fn intent(r: &IntentRecord) -> pb::Intent {
+    let i: &Intent = &r.intent;
+    pb::Intent {
+        intent_id: i.id.to_string(),
+        idempotency_key: i.idempotency_key.clone(),
+        source: i.source.clone(),
+        detection: Some(pb::Detection {
+            rule_id: i.detection.rule_id.clone(),
+            severity: pb_severity(i.detection.severity).into(),
+            confidence: i.detection.confidence.get(),
+            title: i.detection.title.clone(),
+        }),
+        steps: i.steps.iter().map(pb_step).collect(),
+        ttl: i.ttl.map(pb_duration),
+        reason: i.reason.clone(),
+        decision: r.decision.as_ref().map(decision),
+        state: state(r.state).into(),
+        step_status: r
+            .steps
+            .iter()
+            .map(|s| pb::StepStatus {
+                state: step_state(s.state).into(),
+                adapter: s.handle.as_ref().map(|h| h.adapter.clone()).unwrap_or_default(),
+                error: s.error.clone().unwrap_or_default(),
+            })
+            .collect(),
+        created_at: Some(timestamp(i.received_at)),
+        updated_at: Some(timestamp(r.updated_at)),
+        expires_at: r.expires_at.map(timestamp),
+        error: r.error.clone().unwrap_or_default(),
+    }
+}
+
+pub fn journal_entry(e: &Entry) -> pb::JournalEntry {
+    pb::JournalEntry {
+        seq: e.seq,
+        time: Some(timestamp(e.time)),
+        intent_id: e.intent_id.to_string(),
+        kind: e.event.kind().to_owned(),
+        actor: e.actor.clone(),
+        payload_json: payload_json(&e.event),
+    }
+}
+
+/// The event's fields as a JSON object (without the variant name, which is `kind`).
+fn payload_json(event: &crate::lifecycle::Event) -> String {
+    match serde_json::to_value(event) {
+        Ok(serde_json::Value::Object(map)) => map
+            .into_iter()
+            .next()
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| "{}".into()),
+        _ => "{}".into(),
+    }
+}
+

@@ -1,0 +1,161 @@
+//! Builds Parapet from its configuration and runs its listeners.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use parapet_actions::{
+    Registry,
+    edl::{Edl, EdlConfig},
+};
+use parapet_policy::{EXAMPLE_POLICY, Policy};
+use parapet_proto::v1::{
+    FILE_DESCRIPTOR_SET, intents_server::IntentsServer, journal_server::JournalServer,
+    rollbacks_server::RollbacksServer,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::SharedClock,
+    config::Config,
+    engine::{Engine, EngineConfig},
+    grpc,
+    journal::{Journal, kv::SledKv, log::FileLog},
+};
+
+/// Largest request accepted; field limits refuse most oversized input earlier, by name.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// A running Parapet.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    engine: Engine,
+    stop: CancellationToken,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+/// Reads the policy (the built-in example when none is configured) and validates it.
+pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
+    let (text, name) = match &config.policy {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read policy `{}`", path.display()))?,
+            path.display().to_string(),
+        ),
+        None => (EXAMPLE_POLICY.to_owned(), "built-in example policy".to_owned()),
+    };
+    Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
+}
+
+/// Starts Parapet: opens the journal and replays it, resumes what was in flight, then listens.
+pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Running> {
+    let policy = load_policy(config)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
+
+    let mut edl_config = EdlConfig::with_default_lists(config.data_dir.join("edl"));
+    edl_config.lists = config
+        .edl_lists
+        .iter()
+        .map(|(kind, list)| Ok((kind.parse().map_err(|e| anyhow::anyhow!("edl.lists: {e}"))?, list.clone())))
+        .collect::<anyhow::Result<_>>()?;
+    edl_config.min_prefix_v4 = policy.min_prefix_v4;
+    edl_config.min_prefix_v6 = policy.min_prefix_v6;
+    let edl = Edl::open(edl_config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut registry = Registry::new();
+    registry.register(Arc::new(edl.clone()))?;
+    let policy_name = config.policy.as_ref().map_or("built-in example policy".into(), |p| p.display().to_string());
+    policy
+        .check_action_kinds(|k| registry.has_kind(k))
+        .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
+
+    let log = FileLog::open(&config.data_dir.join("journal")).context("cannot open the journal")?;
+    let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
+    let journal = Journal::open(Box::new(log), Arc::new(kv), clock.clone()).context("cannot replay the journal")?;
+    let engine = Engine::start(
+        journal,
+        Arc::new(policy),
+        registry,
+        clock,
+        EngineConfig {
+            adapter_timeout: config.adapter_timeout,
+        },
+    )?;
+
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    if !grpc_addr.ip().is_loopback() {
+        tracing::warn!(%grpc_addr, "gRPC is reachable beyond this machine and has no authentication yet");
+    }
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<IntentsServer<grpc::Intents>>().await;
+    health.set_serving::<RollbacksServer<grpc::Rollbacks>>().await;
+    health.set_serving::<JournalServer<grpc::Journal>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let stop = CancellationToken::new();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(IntentsServer::new(grpc::Intents(engine.clone())).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(RollbacksServer::new(grpc::Rollbacks(engine.clone())).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(JournalServer::new(grpc::Journal(engine.clone())).max_decoding_message_size(MAX_MESSAGE))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop.clone().cancelled_owned());
+    let http = axum::serve(http_listener, crate::http::router(edl))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        engine,
+        stop,
+        grpc: tokio::spawn(grpc),
+        http: tokio::spawn(http),
+    })
+}
+
+impl Running {
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Stops listening, lets executions and rollbacks in progress finish, and closes the
+    /// journal. Nothing is rolled back: blocks stay in force while Parapet is down.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        // Streams (watch) end first, or the gRPC server would wait for them forever.
+        self.engine.shutdown_token().cancel();
+        self.stop.cancel();
+        self.grpc.await?.context("gRPC server")?;
+        self.http.await?.context("HTTP server")?;
+        self.engine.stop().await;
+        let writer = self.engine.journal().take_writer();
+        drop(self.engine);
+        if let Some(writer) = writer {
+            let joined = tokio::time::timeout(
+                Duration::from_secs(10),
+                tokio::task::spawn_blocking(move || writer.join()),
+            )
+            .await;
+            match joined {
+                Ok(Ok(Ok(()))) => {}
+                Ok(_) => bail!("the journal writer failed"),
+                Err(_) => bail!("the journal writer did not stop; something still holds the journal"),
+            }
+        }
+        Ok(())
+    }
+}
