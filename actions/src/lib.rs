@@ -153,7 +153,10 @@ impl<A: Adapter> DynAdapter for A {
     fn rollback<'a>(&'a self, handle: &'a RollbackHandle) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let typed = serde_json::from_str(&handle.data).map_err(|e| {
-                Error::permanent(format!("rollback handle for `{}` is unreadable: {e}", handle.adapter))
+                Error::permanent(format!(
+                    "rollback handle for `{}` is unreadable: {e}",
+                    handle.adapter
+                ))
             })?;
             Adapter::rollback(self, typed).await
         })

@@ -77,7 +77,11 @@ impl Registry {
                 format!(
                     "no adapter performs `{}` (known: {})",
                     step.kind,
-                    self.by_kind.keys().map(ActionKind::as_str).collect::<Vec<_>>().join(", ")
+                    self.by_kind
+                        .keys()
+                        .map(ActionKind::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             )),
         }

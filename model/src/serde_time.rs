@@ -10,7 +10,9 @@ pub mod time {
 
     pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
         if s.is_human_readable() {
-            humantime::format_rfc3339_millis(*t).to_string().serialize(s)
+            humantime::format_rfc3339_millis(*t)
+                .to_string()
+                .serialize(s)
         } else {
             t.serialize(s)
         }

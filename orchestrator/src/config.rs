@@ -22,6 +22,9 @@ pub struct Config {
     pub adapter_timeout: Duration,
     /// EDL list per action kind.
     pub edl_lists: BTreeMap<String, String>,
+    /// The EDL adapter's own floor: it refuses broader blocks whatever the policy allows.
+    pub edl_min_prefix_v4: u8,
+    pub edl_min_prefix_v6: u8,
 }
 
 impl Default for Config {
@@ -36,6 +39,8 @@ impl Default for Config {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            edl_min_prefix_v4: 16,
+            edl_min_prefix_v6: 32,
         }
     }
 }
@@ -56,7 +61,9 @@ struct File {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EdlFile {
-    lists: BTreeMap<String, String>,
+    lists: Option<BTreeMap<String, String>>,
+    min_prefix_v4: Option<u8>,
+    min_prefix_v6: Option<u8>,
 }
 
 mod humantime_opt {
@@ -66,7 +73,9 @@ mod humantime_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map(Some).map_err(D::Error::custom)
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(D::Error::custom)
     }
 }
 
@@ -96,7 +105,25 @@ impl Config {
             self.adapter_timeout = t;
         }
         if let Some(edl) = file.edl {
-            self.edl_lists = edl.lists;
+            if let Some(lists) = edl.lists {
+                self.edl_lists = lists;
+            }
+            if let Some(v4) = edl.min_prefix_v4 {
+                anyhow::ensure!(
+                    v4 <= 32,
+                    "config `{}`: edl.min_prefix_v4 must be at most 32",
+                    path.display()
+                );
+                self.edl_min_prefix_v4 = v4;
+            }
+            if let Some(v6) = edl.min_prefix_v6 {
+                anyhow::ensure!(
+                    v6 <= 128,
+                    "config `{}`: edl.min_prefix_v6 must be at most 128",
+                    path.display()
+                );
+                self.edl_min_prefix_v6 = v6;
+            }
         }
         Ok(self)
     }

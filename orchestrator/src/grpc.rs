@@ -54,7 +54,8 @@ impl intents_server::Intents for Intents {
     ) -> Result<Response<pb::SubmitIntentResponse>, Status> {
         let req = request.into_inner();
         let wait = req.wait;
-        let intent = conv::intent_request(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let intent =
+            conv::intent_request(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let submitted = self.0.submit(intent, wait).await?;
         let r = &submitted.record;
         Ok(Response::new(pb::SubmitIntentResponse {
@@ -66,7 +67,10 @@ impl intents_server::Intents for Intents {
         }))
     }
 
-    async fn get(&self, request: Request<pb::GetIntentRequest>) -> Result<Response<pb::Intent>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetIntentRequest>,
+    ) -> Result<Response<pb::Intent>, Status> {
         let id = intent_id(&request.get_ref().intent_id, "intent_id")?;
         Ok(Response::new(conv::intent(&self.0.record(id)?)))
     }
@@ -85,9 +89,17 @@ impl intents_server::Intents for Intents {
         let page_size = match req.page_size {
             0 => 100,
             n @ 1..=1000 => n as usize,
-            n => return Err(Status::invalid_argument(format!("page_size: {n} exceeds the limit of 1000"))),
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n} exceeds the limit of 1000"
+                )));
+            }
         };
-        let before = if req.page_token.is_empty() { None } else { Some(intent_id(&req.page_token, "page_token")?) };
+        let before = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(intent_id(&req.page_token, "page_token")?)
+        };
         let mut intents = Vec::new();
         let mut more = false;
         for record in self.0.journal().index().records_newest_first(before) {
@@ -108,7 +120,10 @@ impl intents_server::Intents for Intents {
             (true, Some(last)) => last.intent_id.clone(),
             _ => String::new(),
         };
-        Ok(Response::new(pb::ListIntentsResponse { intents, next_page_token }))
+        Ok(Response::new(pb::ListIntentsResponse {
+            intents,
+            next_page_token,
+        }))
     }
 
     type WatchStream = Stream2<pb::IntentEvent>;
@@ -118,7 +133,11 @@ impl intents_server::Intents for Intents {
         request: Request<pb::WatchIntentsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let req = request.into_inner();
-        let only = if req.intent_id.is_empty() { None } else { Some(intent_id(&req.intent_id, "intent_id")?) };
+        let only = if req.intent_id.is_empty() {
+            None
+        } else {
+            Some(intent_id(&req.intent_id, "intent_id")?)
+        };
         let engine = self.0.clone();
         // Subscribe before reading the current state, so no change falls in between.
         let mut changes = engine.journal().subscribe();
@@ -151,11 +170,17 @@ impl intents_server::Intents for Intents {
                     Ok(c) => c,
                     Err(RecvError::Closed) => return,
                     Err(RecvError::Lagged(n)) => {
-                        let _ = tx.send(Err(Status::aborted(format!("watch fell {n} changes behind; watch again")))).await;
+                        let _ = tx
+                            .send(Err(Status::aborted(format!(
+                                "watch fell {n} changes behind; watch again"
+                            ))))
+                            .await;
                         return;
                     }
                 };
-                if only.is_some_and(|id| id != change.entry.intent_id) || change.entry.seq <= last_seq {
+                if only.is_some_and(|id| id != change.entry.intent_id)
+                    || change.entry.seq <= last_seq
+                {
                     continue;
                 }
                 let state = change.record.state;
@@ -171,7 +196,8 @@ impl intents_server::Intents for Intents {
                     return;
                 }
                 // A watch of one intent ends with it; the record is the one after its request.
-                if only.is_some() && state.is_final() && change.record.last_seq == change.entry.seq {
+                if only.is_some() && state.is_final() && change.record.last_seq == change.entry.seq
+                {
                     return;
                 }
             }
@@ -192,9 +218,15 @@ impl rollbacks_server::Rollbacks for Rollbacks {
         let req = request.into_inner();
         let id = intent_id(&req.intent_id, "intent_id")?;
         if req.reason.trim().is_empty() {
-            return Err(Status::invalid_argument("reason: is required; it is kept in the journal"));
+            return Err(Status::invalid_argument(
+                "reason: is required; it is kept in the journal",
+            ));
         }
-        let actor = if req.requested_by.is_empty() { "anonymous" } else { &req.requested_by };
+        let actor = if req.requested_by.is_empty() {
+            "anonymous"
+        } else {
+            &req.requested_by
+        };
         let done = self.0.rollback(id, actor, &req.reason, req.wait).await?;
         Ok(Response::new(pb::RollbackResponse {
             intent_id: id.to_string(),
@@ -218,11 +250,17 @@ impl journal_server::Journal for Journal {
         request: Request<pb::QueryJournalRequest>,
     ) -> Result<Response<Self::QueryStream>, Status> {
         let req = request.into_inner();
-        let time = |t: Option<prost_types::Timestamp>, field| -> Result<Option<SystemTime>, Status> {
-            t.map(|t| conv::system_time(t).map_err(invalid(field))).transpose()
-        };
+        let time =
+            |t: Option<prost_types::Timestamp>, field| -> Result<Option<SystemTime>, Status> {
+                t.map(|t| conv::system_time(t).map_err(invalid(field)))
+                    .transpose()
+            };
         let query = Query {
-            intent: if req.intent_id.is_empty() { None } else { Some(intent_id(&req.intent_id, "intent_id")?) },
+            intent: if req.intent_id.is_empty() {
+                None
+            } else {
+                Some(intent_id(&req.intent_id, "intent_id")?)
+            },
             target: match req.target {
                 Some(t) if t.kind.is_empty() || t.id.is_empty() => {
                     return Err(Status::invalid_argument("target: needs both kind and id"));

@@ -12,11 +12,11 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
-pub mod journal;
-pub mod lifecycle;
+pub mod config;
 pub mod engine;
 pub mod grpc;
-pub mod pb;
-pub mod config;
 pub mod http;
+pub mod journal;
+pub mod lifecycle;
+pub mod pb;
 pub mod server;

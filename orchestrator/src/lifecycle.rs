@@ -228,7 +228,12 @@ impl IntentRecord {
     }
 
     /// Applies one event, or refuses it without changing anything.
-    pub fn apply(&mut self, event: &Event, seq: u64, time: SystemTime) -> Result<(), InvalidTransition> {
+    pub fn apply(
+        &mut self,
+        event: &Event,
+        seq: u64,
+        time: SystemTime,
+    ) -> Result<(), InvalidTransition> {
         let refuse = InvalidTransition {
             state: self.state.as_str(),
             event: event.kind(),
@@ -245,8 +250,8 @@ impl IntentRecord {
                 }
             }
             (State::Decided | State::Executing, Event::StepStarted { step }) => {
-                next.step_mut(*step, &[StepState::Pending, StepState::Executing], &refuse)?.state =
-                    StepState::Executing;
+                next.step_mut(*step, &[StepState::Pending, StepState::Executing], &refuse)?
+                    .state = StepState::Executing;
                 State::Executing
             }
             (State::Executing, Event::StepSucceeded { step, handle }) => {
@@ -272,28 +277,61 @@ impl IntentRecord {
                 next.expires_at = Some(*expires_at);
                 State::Active
             }
-            (State::Active, Event::RollbackStarted { cause: RollbackCause::Ttl, .. }) => {
+            (
+                State::Active,
+                Event::RollbackStarted {
+                    cause: RollbackCause::Ttl,
+                    ..
+                },
+            ) => {
                 next.rollback_cause = Some(RollbackCause::Ttl);
                 State::Expiring
             }
             (
                 State::Active | State::RollbackFailed,
-                Event::RollbackStarted { cause: RollbackCause::Operator, .. },
+                Event::RollbackStarted {
+                    cause: RollbackCause::Operator,
+                    ..
+                },
             )
-            | (State::Executing, Event::RollbackStarted { cause: RollbackCause::Compensation, .. }) => {
-                let Event::RollbackStarted { cause, .. } = event else { return Err(refuse) };
+            | (
+                State::Executing,
+                Event::RollbackStarted {
+                    cause: RollbackCause::Compensation,
+                    ..
+                },
+            ) => {
+                let Event::RollbackStarted { cause, .. } = event else {
+                    return Err(refuse);
+                };
                 next.rollback_cause = Some(*cause);
                 next.expires_at = None;
                 State::RollingBack
             }
             (State::Expiring | State::RollingBack, Event::StepRolledBack { step }) => {
-                let s = next.step_mut(*step, &[StepState::Done, StepState::RollingBack, StepState::RollbackFailed], &refuse)?;
+                let s = next.step_mut(
+                    *step,
+                    &[
+                        StepState::Done,
+                        StepState::RollingBack,
+                        StepState::RollbackFailed,
+                    ],
+                    &refuse,
+                )?;
                 s.state = StepState::RolledBack;
                 s.error = None;
                 next.state
             }
             (State::Expiring | State::RollingBack, Event::StepRollbackFailed { step, error }) => {
-                let s = next.step_mut(*step, &[StepState::Done, StepState::RollingBack, StepState::RollbackFailed], &refuse)?;
+                let s = next.step_mut(
+                    *step,
+                    &[
+                        StepState::Done,
+                        StepState::RollingBack,
+                        StepState::RollbackFailed,
+                    ],
+                    &refuse,
+                )?;
                 s.state = StepState::RollbackFailed;
                 s.error = Some(error.clone());
                 next.state

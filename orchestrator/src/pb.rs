@@ -18,7 +18,7 @@ use crate::{
 pub fn intent_request(req: pb::SubmitIntentRequest) -> Result<IntentRequest, Invalid> {
     let detection = req
         .detection
-        .ok_or_else(|| Invalid::new("detection", "is required"))
+        .ok_or_else(|| Invalid::new("", "is required"))
         .and_then(detection)
         .map_err(|e| e.under("detection"))?;
     let steps = req
@@ -27,8 +27,18 @@ pub fn intent_request(req: pb::SubmitIntentRequest) -> Result<IntentRequest, Inv
         .enumerate()
         .map(|(i, s)| step(s).map_err(|e| e.under(&format!("steps[{i}]"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let ttl = req.ttl.map(|d| duration(d).map_err(|e| e.under("ttl"))).transpose()?;
-    IntentRequest::new(req.idempotency_key, req.source, detection, steps, ttl, req.reason)
+    let ttl = req
+        .ttl
+        .map(|d| duration(d).map_err(|e| e.under("ttl")))
+        .transpose()?;
+    IntentRequest::new(
+        req.idempotency_key,
+        req.source,
+        detection,
+        steps,
+        ttl,
+        req.reason,
+    )
 }
 
 fn detection(d: pb::Detection) -> Result<Detection, Invalid> {
@@ -55,7 +65,8 @@ fn step(s: pb::Step) -> Result<Step, Invalid> {
         .target
         .ok_or_else(|| Invalid::new("target", "is required"))
         .and_then(|t| {
-            Target::new(t.kind, t.id, t.attributes.into_iter().collect()).map_err(|e| e.under("target"))
+            Target::new(t.kind, t.id, t.attributes.into_iter().collect())
+                .map_err(|e| e.under("target"))
         })?;
     Step::new(kind, target, s.params.into_iter().collect())
 }
@@ -206,7 +217,11 @@ pub fn intent(r: &IntentRecord) -> pb::Intent {
             .iter()
             .map(|s| pb::StepStatus {
                 state: step_state(s.state).into(),
-                adapter: s.handle.as_ref().map(|h| h.adapter.clone()).unwrap_or_default(),
+                adapter: s
+                    .handle
+                    .as_ref()
+                    .map(|h| h.adapter.clone())
+                    .unwrap_or_default(),
                 error: s.error.clone().unwrap_or_default(),
             })
             .collect(),
@@ -239,4 +254,3 @@ fn payload_json(event: &crate::lifecycle::Event) -> String {
         _ => "{}".into(),
     }
 }
-

@@ -45,7 +45,10 @@ pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
                 .with_context(|| format!("cannot read policy `{}`", path.display()))?,
             path.display().to_string(),
         ),
-        None => (EXAMPLE_POLICY.to_owned(), "built-in example policy".to_owned()),
+        None => (
+            EXAMPLE_POLICY.to_owned(),
+            "built-in example policy".to_owned(),
+        ),
     };
     Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
 }
@@ -53,28 +56,44 @@ pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
 /// Starts Parapet: opens the journal and replays it, resumes what was in flight, then listens.
 pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Running> {
     let policy = load_policy(config)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory `{}`", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create data directory `{}`",
+            config.data_dir.display()
+        )
+    })?;
 
     let mut edl_config = EdlConfig::with_default_lists(config.data_dir.join("edl"));
     edl_config.lists = config
         .edl_lists
         .iter()
-        .map(|(kind, list)| Ok((kind.parse().map_err(|e| anyhow::anyhow!("edl.lists: {e}"))?, list.clone())))
+        .map(|(kind, list)| {
+            Ok((
+                kind.parse()
+                    .map_err(|e| anyhow::anyhow!("edl.lists: {e}"))?,
+                list.clone(),
+            ))
+        })
         .collect::<anyhow::Result<_>>()?;
-    edl_config.min_prefix_v4 = policy.min_prefix_v4;
-    edl_config.min_prefix_v6 = policy.min_prefix_v6;
+    edl_config.min_prefix_v4 = config.edl_min_prefix_v4;
+    edl_config.min_prefix_v6 = config.edl_min_prefix_v6;
     let edl = Edl::open(edl_config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut registry = Registry::new();
     registry.register(Arc::new(edl.clone()))?;
-    let policy_name = config.policy.as_ref().map_or("built-in example policy".into(), |p| p.display().to_string());
+    let policy_name = config
+        .policy
+        .as_ref()
+        .map_or("built-in example policy".into(), |p| {
+            p.display().to_string()
+        });
     policy
         .check_action_kinds(|k| registry.has_kind(k))
         .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
 
     let log = FileLog::open(&config.data_dir.join("journal")).context("cannot open the journal")?;
     let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
-    let journal = Journal::open(Box::new(log), Arc::new(kv), clock.clone()).context("cannot replay the journal")?;
+    let journal = Journal::open(Box::new(log), Arc::new(kv), clock.clone())
+        .context("cannot replay the journal")?;
     let engine = Engine::start(
         journal,
         Arc::new(policy),
@@ -99,7 +118,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntentsServer<grpc::Intents>>().await;
-    health.set_serving::<RollbacksServer<grpc::Rollbacks>>().await;
+    health
+        .set_serving::<RollbacksServer<grpc::Rollbacks>>()
+        .await;
     health.set_serving::<JournalServer<grpc::Journal>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -110,10 +131,22 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(IntentsServer::new(grpc::Intents(engine.clone())).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(RollbacksServer::new(grpc::Rollbacks(engine.clone())).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(JournalServer::new(grpc::Journal(engine.clone())).max_decoding_message_size(MAX_MESSAGE))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stop.clone().cancelled_owned());
+        .add_service(
+            IntentsServer::new(grpc::Intents(engine.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            RollbacksServer::new(grpc::Rollbacks(engine.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            JournalServer::new(grpc::Journal(engine.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            stop.clone().cancelled_owned(),
+        );
     let http = axum::serve(http_listener, crate::http::router(edl))
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();
@@ -153,7 +186,9 @@ impl Running {
             match joined {
                 Ok(Ok(Ok(()))) => {}
                 Ok(_) => bail!("the journal writer failed"),
-                Err(_) => bail!("the journal writer did not stop; something still holds the journal"),
+                Err(_) => {
+                    bail!("the journal writer did not stop; something still holds the journal")
+                }
             }
         }
         Ok(())

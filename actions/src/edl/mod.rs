@@ -69,7 +69,9 @@ impl Edl {
         for name in config.lists.values() {
             let ok = !name.is_empty()
                 && name.len() <= 64
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !ok {
                 return Err(Error::permanent(format!(
                     "EDL list name `{}` must be letters, digits, `-` and `_`",
@@ -120,7 +122,10 @@ impl Edl {
                 None => {
                     return Err(Invalid::new(
                         "target.attributes.ip",
-                        format!("a `{}` target needs its address in attribute `ip`", step.target.kind),
+                        format!(
+                            "a `{}` target needs its address in attribute `ip`",
+                            step.target.kind
+                        ),
                     ));
                 }
             },
@@ -137,7 +142,10 @@ fn parse_net(value: &str) -> Result<IpNet, String> {
         .parse()
         .map_err(|_| format!("`{}` is not an IP address or CIDR block", clip(value)))?;
     if net.trunc() != net {
-        return Err(format!("`{net}` has host bits set; the block is `{}`", net.trunc()));
+        return Err(format!(
+            "`{net}` has host bits set; the block is `{}`",
+            net.trunc()
+        ));
     }
     Ok(net)
 }

@@ -64,7 +64,11 @@ impl Store {
     pub(super) async fn add(&self, h: &EdlHandle) -> Result<()> {
         let mut inserted = false;
         let generation = self.change(|lists| {
-            let holders = lists.entry(h.list.clone()).or_default().entry(h.entry).or_default();
+            let holders = lists
+                .entry(h.list.clone())
+                .or_default()
+                .entry(h.entry)
+                .or_default();
             inserted = holders.insert(h.holder.clone());
             inserted
         });
@@ -112,8 +116,12 @@ impl Store {
 }
 
 fn unhold(lists: &mut Lists, h: &EdlHandle) -> bool {
-    let Some(entries) = lists.get_mut(&h.list) else { return false };
-    let Some(holders) = entries.get_mut(&h.entry) else { return false };
+    let Some(entries) = lists.get_mut(&h.list) else {
+        return false;
+    };
+    let Some(holders) = entries.get_mut(&h.entry) else {
+        return false;
+    };
     let removed = holders.remove(&h.holder);
     if holders.is_empty() {
         entries.remove(&h.entry);

@@ -10,8 +10,10 @@ fn edl(dir: &std::path::Path) -> Edl {
 }
 
 fn step(kind: &str, target_kind: &str, id: &str, attrs: &[(&str, &str)]) -> Step {
-    let attributes: BTreeMap<String, String> =
-        attrs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    let attributes: BTreeMap<String, String> = attrs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
     Step::new(
         kind.parse().unwrap(),
         Target::new(target_kind.into(), id.into(), attributes).unwrap(),
@@ -34,7 +36,9 @@ async fn block_lists_the_address_and_rollback_removes_it() {
     let dir = tempfile::tempdir().unwrap();
     let edl = edl(dir.path());
     let s = step("block_ip", "ip", "198.51.100.7", &[]);
-    let handle = DynAdapter::execute(&edl, action(IntentId::generate(), &s)).await.unwrap();
+    let handle = DynAdapter::execute(&edl, action(IntentId::generate(), &s))
+        .await
+        .unwrap();
     assert_eq!(handle.adapter, "edl");
     assert_eq!(edl.render("block").unwrap(), "198.51.100.7\n");
     assert_eq!(edl.render("quarantine").unwrap(), "");
@@ -51,8 +55,12 @@ async fn an_address_stays_listed_until_its_last_holder_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let edl = edl(dir.path());
     let s = step("block_ip", "ip", "2001:db8::/64", &[]);
-    let first = Adapter::execute(&edl, action(IntentId::generate(), &s)).await.unwrap();
-    let second = Adapter::execute(&edl, action(IntentId::generate(), &s)).await.unwrap();
+    let first = Adapter::execute(&edl, action(IntentId::generate(), &s))
+        .await
+        .unwrap();
+    let second = Adapter::execute(&edl, action(IntentId::generate(), &s))
+        .await
+        .unwrap();
     assert_eq!(edl.render("block").unwrap(), "2001:db8::/64\n");
     Adapter::rollback(&edl, first).await.unwrap();
     assert_eq!(edl.render("block").unwrap(), "2001:db8::/64\n");
@@ -79,7 +87,9 @@ async fn lists_and_handles_survive_a_restart() {
     let s = step("isolate_host", "host", "web-1", &[("ip", "192.0.2.10")]);
     let handle = {
         let before = edl(dir.path());
-        DynAdapter::execute(&before, action(IntentId::generate(), &s)).await.unwrap()
+        DynAdapter::execute(&before, action(IntentId::generate(), &s))
+            .await
+            .unwrap()
     };
     let handle: crate::RollbackHandle =
         serde_json::from_str(&serde_json::to_string(&handle).unwrap()).unwrap();
@@ -97,7 +107,12 @@ async fn concurrent_blocks_are_all_durable() {
     for i in 0..200 {
         let adapter = shared.clone();
         tasks.spawn(async move {
-            let s = step("block_ip", "ip", &format!("10.1.{}.{}", i / 250, i % 250), &[]);
+            let s = step(
+                "block_ip",
+                "ip",
+                &format!("10.1.{}.{}", i / 250, i % 250),
+                &[],
+            );
             Adapter::execute(&adapter, action(IntentId::generate(), &s)).await
         });
     }
@@ -105,7 +120,10 @@ async fn concurrent_blocks_are_all_durable() {
         result.unwrap().unwrap();
     }
     // a fresh open reads only what reached the disk
-    assert_eq!(edl(dir.path()).render("block").unwrap().lines().count(), 200);
+    assert_eq!(
+        edl(dir.path()).render("block").unwrap().lines().count(),
+        200
+    );
 }
 
 #[test]
@@ -117,10 +135,18 @@ fn malformed_or_misplaced_addresses_name_the_field() {
     assert_eq!(e.field, "target.id");
     assert_eq!(e.message, "`300.1.2.3` is not an IP address or CIDR block");
     let e = err(step("block_ip", "ip", "10.0.0.5/24", &[]));
-    assert_eq!(e.message, "`10.0.0.5/24` has host bits set; the block is `10.0.0.0/24`");
+    assert_eq!(
+        e.message,
+        "`10.0.0.5/24` has host bits set; the block is `10.0.0.0/24`"
+    );
     let e = err(step("isolate_host", "host", "web-1", &[]));
     assert_eq!(e.field, "target.attributes.ip");
-    let e = err(step("isolate_host", "host", "web-1", &[("ip", "web-1.example")]));
+    let e = err(step(
+        "isolate_host",
+        "host",
+        "web-1",
+        &[("ip", "web-1.example")],
+    ));
     assert_eq!(e.field, "target.attributes.ip");
 }
 
@@ -129,7 +155,9 @@ async fn broad_blocks_are_refused_even_if_a_policy_allowed_them() {
     let dir = tempfile::tempdir().unwrap();
     let edl = edl(dir.path());
     let s = step("block_ip", "ip", "10.0.0.0/8", &[]);
-    let e = Adapter::execute(&edl, action(IntentId::generate(), &s)).await.unwrap_err();
+    let e = Adapter::execute(&edl, action(IntentId::generate(), &s))
+        .await
+        .unwrap_err();
     assert!(!e.retryable());
     assert_eq!(edl.render("block").unwrap(), "");
 }

@@ -123,10 +123,11 @@ fn request(args: SubmitArgs) -> anyhow::Result<pb::SubmitIntentRequest> {
         let text = if path.as_os_str() == "-" {
             std::io::read_to_string(std::io::stdin())?
         } else {
-            std::fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read `{}`", path.display()))?
         };
-        let f: IntentFile =
-            serde_json::from_str(&text).with_context(|| format!("`{}` is not an intent", path.display()))?;
+        let f: IntentFile = serde_json::from_str(&text)
+            .with_context(|| format!("`{}` is not an intent", path.display()))?;
         let ttl_value = f
             .ttl
             .map(|t| humantime::parse_duration(&t).with_context(|| format!("ttl `{t}`")))
@@ -188,7 +189,10 @@ fn request(args: SubmitArgs) -> anyhow::Result<pb::SubmitIntentRequest> {
 
 pub async fn submit(channel: &Channel, args: SubmitArgs, out: Output) -> anyhow::Result<()> {
     let req = request(args)?;
-    let resp = IntentsClient::new(channel.clone()).submit(req).await?.into_inner();
+    let resp = IntentsClient::new(channel.clone())
+        .submit(req)
+        .await?
+        .into_inner();
     let intent = resp.intent.unwrap_or_default();
     if out.json {
         let mut value = output::intent_json(&intent);
@@ -209,8 +213,13 @@ pub struct GetArgs {
 }
 
 pub async fn get(channel: &Channel, args: GetArgs, out: Output) -> anyhow::Result<()> {
-    let req = pb::GetIntentRequest { intent_id: args.intent_id };
-    let intent = IntentsClient::new(channel.clone()).get(req).await?.into_inner();
+    let req = pb::GetIntentRequest {
+        intent_id: args.intent_id,
+    };
+    let intent = IntentsClient::new(channel.clone())
+        .get(req)
+        .await?
+        .into_inner();
     if out.json {
         out.json_line(&output::intent_json(&intent));
     } else {
@@ -250,7 +259,10 @@ pub async fn list(channel: &Channel, args: ListArgs, out: Output) -> anyhow::Res
         page_size: args.limit,
         page_token: String::new(),
     };
-    let resp = IntentsClient::new(channel.clone()).list(req).await?.into_inner();
+    let resp = IntentsClient::new(channel.clone())
+        .list(req)
+        .await?
+        .into_inner();
     if out.json {
         for i in &resp.intents {
             out.json_line(&output::intent_json(i));
@@ -264,14 +276,31 @@ pub async fn list(channel: &Channel, args: ListArgs, out: Output) -> anyhow::Res
             vec![
                 i.intent_id.clone(),
                 output::state(i.state),
-                i.detection.as_ref().map(|d| d.rule_id.clone()).unwrap_or_default(),
-                i.steps.iter().map(output::step_summary).collect::<Vec<_>>().join(", "),
+                i.detection
+                    .as_ref()
+                    .map(|d| d.rule_id.clone())
+                    .unwrap_or_default(),
+                i.steps
+                    .iter()
+                    .map(output::step_summary)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 output::time(i.created_at.as_ref()),
                 output::time(i.expires_at.as_ref()),
             ]
         })
         .collect();
-    out.table(&["INTENT", "STATE", "DETECTION", "STEPS", "CREATED", "EXPIRES"], rows);
+    out.table(
+        &[
+            "INTENT",
+            "STATE",
+            "DETECTION",
+            "STEPS",
+            "CREATED",
+            "EXPIRES",
+        ],
+        rows,
+    );
     Ok(())
 }
 
@@ -282,8 +311,13 @@ pub struct WatchArgs {
 }
 
 pub async fn watch(channel: &Channel, args: WatchArgs, out: Output) -> anyhow::Result<()> {
-    let req = pb::WatchIntentsRequest { intent_id: args.intent_id.unwrap_or_default() };
-    let mut stream = IntentsClient::new(channel.clone()).watch(req).await?.into_inner();
+    let req = pb::WatchIntentsRequest {
+        intent_id: args.intent_id.unwrap_or_default(),
+    };
+    let mut stream = IntentsClient::new(channel.clone())
+        .watch(req)
+        .await?
+        .into_inner();
     while let Some(event) = stream.message().await? {
         if out.json {
             out.json_line(&json!({

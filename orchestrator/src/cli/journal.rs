@@ -54,7 +54,11 @@ pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result
     let target = args
         .target
         .map(|t| match t.split_once(':') {
-            Some((kind, id)) => Ok(pb::Target { kind: kind.into(), id: id.into(), attributes: Default::default() }),
+            Some((kind, id)) => Ok(pb::Target {
+                kind: kind.into(),
+                id: id.into(),
+                attributes: Default::default(),
+            }),
             None => Err(anyhow::anyhow!("--target `{t}` must be KIND:ID")),
         })
         .transpose()?;
@@ -67,11 +71,15 @@ pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result
         limit: args.limit,
         after_seq: args.after,
     };
-    let mut stream = JournalClient::new(channel.clone()).query(req).await?.into_inner();
+    let mut stream = JournalClient::new(channel.clone())
+        .query(req)
+        .await?
+        .into_inner();
     let mut rows = Vec::new();
     while let Some(e) = stream.message().await? {
         if out.json {
-            let payload: serde_json::Value = serde_json::from_str(&e.payload_json).unwrap_or_default();
+            let payload: serde_json::Value =
+                serde_json::from_str(&e.payload_json).unwrap_or_default();
             out.json_line(&json!({
                 "seq": e.seq,
                 "time": output::time(e.time.as_ref()),
@@ -92,7 +100,10 @@ pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result
         }
     }
     if !out.json {
-        out.table(&["SEQ", "TIME", "INTENT", "EVENT", "ACTOR", "DETAILS"], rows);
+        out.table(
+            &["SEQ", "TIME", "INTENT", "EVENT", "ACTOR", "DETAILS"],
+            rows,
+        );
     }
     Ok(())
 }
@@ -100,13 +111,26 @@ pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result
 /// A short line from an event's payload; the full payload is in `--json`.
 fn summary(payload: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
-    let pick = |k: &str| value.get(k).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned));
+    let pick = |k: &str| {
+        value
+            .get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    };
     if let Some(d) = value.get("decision") {
-        return format!("outcome={}", d.get("outcome").and_then(|o| o.as_str()).unwrap_or("?"));
+        return format!(
+            "outcome={}",
+            d.get("outcome").and_then(|o| o.as_str()).unwrap_or("?")
+        );
     }
     if let Some(intent) = value.get("intent") {
-        let steps = intent.get("steps").and_then(|s| s.as_array()).map_or(0, Vec::len);
-        let rule = intent.pointer("/detection/rule_id").and_then(|r| r.as_str()).unwrap_or("?");
+        let steps = intent
+            .get("steps")
+            .and_then(|s| s.as_array())
+            .map_or(0, Vec::len);
+        let rule = intent
+            .pointer("/detection/rule_id")
+            .and_then(|r| r.as_str())
+            .unwrap_or("?");
         return format!("detection={rule} steps={steps}");
     }
     ["step", "cause", "reason", "error", "expires_at"]

@@ -30,10 +30,19 @@ use clap::{Parser, Subcommand};
 use tonic::transport::{Channel, Endpoint};
 
 #[derive(Parser)]
-#[command(name = "parapet", version, about = "Closed-loop security response with guardrails")]
+#[command(
+    name = "parapet",
+    version,
+    about = "Closed-loop security response with guardrails"
+)]
 struct Cli {
     /// The Parapet server to talk to.
-    #[arg(long, global = true, env = "PARAPET_SERVER", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "PARAPET_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
     server: String,
     /// Print JSON lines instead of tables.
     #[arg(long, global = true)]
@@ -66,7 +75,10 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("parapet: cannot start the runtime: {e}");

@@ -32,30 +32,48 @@ pub fn time(t: Option<&prost_types::Timestamp>) -> String {
 
 fn duration(d: Option<&prost_types::Duration>) -> Value {
     d.and_then(|d| std::time::Duration::try_from(*d).ok())
-        .map_or(Value::Null, |d| humantime::format_duration(d).to_string().into())
+        .map_or(Value::Null, |d| {
+            humantime::format_duration(d).to_string().into()
+        })
 }
 
 pub fn state(value: i32) -> String {
     pb::IntentState::try_from(value)
-        .map(|s| s.as_str_name().trim_start_matches("INTENT_STATE_").to_lowercase())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("INTENT_STATE_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| value.to_string())
 }
 
 pub fn outcome(value: i32) -> String {
     pb::Outcome::try_from(value)
-        .map(|s| s.as_str_name().trim_start_matches("OUTCOME_").to_lowercase())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("OUTCOME_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| value.to_string())
 }
 
 fn severity(value: i32) -> String {
     pb::Severity::try_from(value)
-        .map(|s| s.as_str_name().trim_start_matches("SEVERITY_").to_lowercase())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("SEVERITY_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| value.to_string())
 }
 
 fn step_state(value: i32) -> String {
     pb::StepState::try_from(value)
-        .map(|s| s.as_str_name().trim_start_matches("STEP_STATE_").to_lowercase())
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("STEP_STATE_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| value.to_string())
 }
 
@@ -126,7 +144,11 @@ pub fn print_intent(i: &pb::Intent) {
         det.rule_id,
         severity(det.severity),
         det.confidence,
-        if det.title.is_empty() { String::new() } else { format!(" \"{}\"", det.title) }
+        if det.title.is_empty() {
+            String::new()
+        } else {
+            format!(" \"{}\"", det.title)
+        }
     );
     if !i.reason.is_empty() {
         outln!("reason      {}", i.reason);
@@ -157,10 +179,19 @@ pub fn print_intent(i: &pb::Intent) {
 }
 
 pub fn print_decision(d: &pb::Decision) {
-    outln!("decision    {} (policy {})", outcome(d.outcome), d.policy_digest);
+    outln!(
+        "decision    {} (policy {})",
+        outcome(d.outcome),
+        d.policy_digest
+    );
     for r in &d.reasons {
         let step = r.step.map(|s| format!(" step {s}")).unwrap_or_default();
-        outln!("  {:<9} {}{step}: {}", outcome(r.effect), r.guardrail, r.message);
+        outln!(
+            "  {:<9} {}{step}: {}",
+            outcome(r.effect),
+            r.guardrail,
+            r.message
+        );
     }
     if let Value::String(after) = duration(d.retry_after.as_ref()) {
         outln!("  retry after {after}");

@@ -20,20 +20,35 @@ pub fn run(cmd: Command, out: Output) -> anyhow::Result<()> {
     let Command::Check { file } = cmd;
     let text = std::fs::read_to_string(&file)
         .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))?;
-    let policy = Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let policy =
+        Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if out.json {
         for d in policy.detections.values() {
-            let tiers: serde_json::Map<_, _> =
-                d.actions.iter().map(|(k, t)| (k.to_string(), t.as_str().into())).collect();
-            out.json_line(&json!({"detection": d.id, "owner": d.owner, "attack": d.attack, "actions": tiers}));
+            let tiers: serde_json::Map<_, _> = d
+                .actions
+                .iter()
+                .map(|(k, t)| (k.to_string(), t.as_str().into()))
+                .collect();
+            out.json_line(
+                &json!({"detection": d.id, "owner": d.owner, "attack": d.attack, "actions": tiers}),
+            );
         }
     } else {
         let rows = policy
             .detections
             .values()
             .map(|d| {
-                let tiers: Vec<_> = d.actions.iter().map(|(k, t)| format!("{k}={}", t.as_str())).collect();
-                vec![d.id.clone(), d.owner.clone(), d.attack.join(","), tiers.join(" ")]
+                let tiers: Vec<_> = d
+                    .actions
+                    .iter()
+                    .map(|(k, t)| format!("{k}={}", t.as_str()))
+                    .collect();
+                vec![
+                    d.id.clone(),
+                    d.owner.clone(),
+                    d.attack.join(","),
+                    tiers.join(" "),
+                ]
             })
             .collect();
         out.table(&["DETECTION", "OWNER", "ATT&CK", "ACTIONS"], rows);

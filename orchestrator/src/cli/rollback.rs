@@ -3,7 +3,9 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::bail;
-use parapet_proto::v1::{self as pb, intents_client::IntentsClient, rollbacks_client::RollbacksClient};
+use parapet_proto::v1::{
+    self as pb, intents_client::IntentsClient, rollbacks_client::RollbacksClient,
+};
 use serde_json::json;
 use tonic::transport::Channel;
 
@@ -29,14 +31,20 @@ pub struct Args {
 pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<()> {
     if !args.yes {
         let intent = IntentsClient::new(channel.clone())
-            .get(pb::GetIntentRequest { intent_id: args.intent_id.clone() })
+            .get(pb::GetIntentRequest {
+                intent_id: args.intent_id.clone(),
+            })
             .await?
             .into_inner();
         let steps: Vec<_> = intent.steps.iter().map(output::step_summary).collect();
         if !std::io::stdin().is_terminal() {
             bail!("refusing to roll back without --yes when not run interactively");
         }
-        eprint!("roll back intent {} ({})? [y/N] ", intent.intent_id, steps.join(", "));
+        eprint!(
+            "roll back intent {} ({})? [y/N] ",
+            intent.intent_id,
+            steps.join(", ")
+        );
         std::io::stderr().flush()?;
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
@@ -54,11 +62,18 @@ pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<(
         requested_by,
         wait: !args.no_wait,
     };
-    let resp = RollbacksClient::new(channel.clone()).rollback(req).await?.into_inner();
+    let resp = RollbacksClient::new(channel.clone())
+        .rollback(req)
+        .await?
+        .into_inner();
     if out.json {
         out.json_line(&json!({"intent_id": resp.intent_id, "state": output::state(resp.state), "noop": resp.noop}));
     } else if resp.noop {
-        outln!("{}: nothing to roll back (state {})", resp.intent_id, output::state(resp.state));
+        outln!(
+            "{}: nothing to roll back (state {})",
+            resp.intent_id,
+            output::state(resp.state)
+        );
     } else {
         outln!("{}: {}", resp.intent_id, output::state(resp.state));
     }

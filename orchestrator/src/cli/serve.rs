@@ -29,7 +29,9 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_env("PARAPET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if args.log_json {
         logs.json().init();
     } else {
@@ -59,7 +61,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "parapet: listening: grpc={} http={} policy={} ({}) data={}",
         running.grpc_addr,
         running.http_addr,
-        config.policy.as_ref().map_or("built-in example".into(), |p| p.display().to_string()),
+        config
+            .policy
+            .as_ref()
+            .map_or("built-in example".into(), |p| p.display().to_string()),
         policy.digest(),
         config.data_dir.display(),
     );

@@ -24,7 +24,9 @@ impl Engine {
     }
 
     async fn execute_locked(&self, id: IntentId) -> Result<(), AppendError> {
-        let Ok(mut record) = self.record(id) else { return Ok(()) };
+        let Ok(mut record) = self.record(id) else {
+            return Ok(());
+        };
         if !matches!(record.state, State::Decided | State::Executing) {
             return Ok(());
         }
@@ -35,7 +37,9 @@ impl Engine {
                 // A failure was journaled but not its consequence: finish that.
                 _ => return self.fail(id, record).await,
             }
-            record = self.append(id, Event::StepStarted { step: i as u32 }).await?;
+            record = self
+                .append(id, Event::StepStarted { step: i as u32 })
+                .await?;
             let step = i as u32;
             let event = match self.act(&record, step).await {
                 Ok(handle) => Event::StepSucceeded { step, handle },
@@ -58,14 +62,17 @@ impl Engine {
         Ok(())
     }
 
-    async fn act(&self, record: &IntentRecord, step: u32) -> Result<parapet_actions::RollbackHandle, ActionError> {
+    async fn act(
+        &self,
+        record: &IntentRecord,
+        step: u32,
+    ) -> Result<parapet_actions::RollbackHandle, ActionError> {
         let intent = &record.intent;
         let s = &intent.steps[step as usize];
-        let adapter = self
-            .inner
-            .registry
-            .for_kind(&s.kind)
-            .ok_or_else(|| ActionError::permanent(format!("no adapter performs `{}`", s.kind)))?;
+        let adapter =
+            self.inner.registry.for_kind(&s.kind).ok_or_else(|| {
+                ActionError::permanent(format!("no adapter performs `{}`", s.kind))
+            })?;
         let action = Action {
             intent_id: intent.id,
             step_index: step,
@@ -88,27 +95,46 @@ impl Engine {
             let record = self.append(id, started).await?;
             self.undo(id, record).await.map(drop)
         } else {
-            self.append(id, Event::Failed { error: cause }).await.map(drop)
+            self.append(id, Event::Failed { error: cause })
+                .await
+                .map(drop)
         }
     }
 
     /// Undoes the steps still in force, last first; the intent must be expiring or rolling
     /// back. Ends `rolled_back`, `failed` after a compensation, or `rollback_failed`.
-    pub(super) async fn undo(&self, id: IntentId, mut record: IntentRecord) -> Result<IntentRecord, AppendError> {
+    pub(super) async fn undo(
+        &self,
+        id: IntentId,
+        mut record: IntentRecord,
+    ) -> Result<IntentRecord, AppendError> {
         for i in (0..record.steps.len()).rev() {
-            let Some(handle) = record.steps[i].handle.clone().filter(|_| record.steps[i].needs_rollback()) else {
+            let Some(handle) = record.steps[i]
+                .handle
+                .clone()
+                .filter(|_| record.steps[i].needs_rollback())
+            else {
                 continue;
             };
             let step = i as u32;
             let result = match self.inner.registry.by_name(&handle.adapter) {
-                Some(adapter) => tokio::time::timeout(self.inner.config.adapter_timeout, adapter.rollback(&handle))
-                    .await
-                    .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout))),
-                None => Err(ActionError::permanent(format!("adapter `{}` is not configured", handle.adapter))),
+                Some(adapter) => tokio::time::timeout(
+                    self.inner.config.adapter_timeout,
+                    adapter.rollback(&handle),
+                )
+                .await
+                .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout))),
+                None => Err(ActionError::permanent(format!(
+                    "adapter `{}` is not configured",
+                    handle.adapter
+                ))),
             };
             let event = match result {
                 Ok(()) => Event::StepRolledBack { step },
-                Err(e) => Event::StepRollbackFailed { step, error: e.message },
+                Err(e) => Event::StepRollbackFailed {
+                    step,
+                    error: e.message,
+                },
             };
             record = self.append(id, event).await?;
         }
@@ -120,17 +146,30 @@ impl Engine {
             .map(|(i, s)| format!("step {i}: {}", s.error.as_deref().unwrap_or("failed")))
             .collect();
         let last = if !failures.is_empty() {
-            Event::RollbackFailed { error: failures.join("; ") }
+            Event::RollbackFailed {
+                error: failures.join("; "),
+            }
         } else if record.rollback_cause == Some(RollbackCause::Compensation) {
-            Event::Failed { error: failure_summary(&record) }
+            Event::Failed {
+                error: failure_summary(&record),
+            }
         } else {
             Event::RolledBack
         };
         self.append(id, last).await
     }
 
-    pub(super) async fn append(&self, id: IntentId, event: Event) -> Result<IntentRecord, AppendError> {
-        Ok(self.inner.journal.append(id, SYSTEM_ACTOR, vec![event]).await?.record)
+    pub(super) async fn append(
+        &self,
+        id: IntentId,
+        event: Event,
+    ) -> Result<IntentRecord, AppendError> {
+        Ok(self
+            .inner
+            .journal
+            .append(id, SYSTEM_ACTOR, vec![event])
+            .await?
+            .record)
     }
 
     pub(super) fn now(&self) -> SystemTime {
@@ -139,7 +178,10 @@ impl Engine {
 }
 
 fn timed_out(after: std::time::Duration) -> ActionError {
-    ActionError::transient(format!("the adapter did not answer within {}", humantime::format_duration(after)))
+    ActionError::transient(format!(
+        "the adapter did not answer within {}",
+        humantime::format_duration(after)
+    ))
 }
 
 /// The failed step and why, for the intent's error.
@@ -149,6 +191,12 @@ fn failure_summary(record: &IntentRecord) -> String {
         .iter()
         .enumerate()
         .find(|(_, s)| s.state == StepState::Failed)
-        .map(|(i, s)| format!("step {i} (`{}`) failed: {}", record.intent.steps[i].kind, s.error.as_deref().unwrap_or("unknown error")))
+        .map(|(i, s)| {
+            format!(
+                "step {i} (`{}`) failed: {}",
+                record.intent.steps[i].kind,
+                s.error.as_deref().unwrap_or("unknown error")
+            )
+        })
         .unwrap_or_else(|| "a step failed".into())
 }

@@ -44,9 +44,7 @@ pub enum Error {
     Invalid(#[from] Invalid),
     #[error("intent `{0}` not found")]
     NotFound(String),
-    #[error(
-        "idempotency key `{key}` was already used for a different request (intent {existing})"
-    )]
+    #[error("idempotency key `{key}` was already used for a different request (intent {existing})")]
     IdempotencyConflict { key: String, existing: IntentId },
     #[error("{0}")]
     FailedPrecondition(String),
@@ -119,7 +117,10 @@ impl Engine {
             }),
         };
         let timer = engine.clone();
-        engine.inner.tasks.spawn(async move { timer.run_timers(timer_rx).await });
+        engine
+            .inner
+            .tasks
+            .spawn(async move { timer.run_timers(timer_rx).await });
         engine.recover()?;
         Ok(engine)
     }

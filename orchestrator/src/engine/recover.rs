@@ -12,7 +12,9 @@ impl Engine {
         let index = self.inner.journal.index();
         let (mut resumed, mut timers) = (0usize, 0usize);
         for id in index.live_intents()? {
-            let Some(record) = index.record(id)? else { continue };
+            let Some(record) = index.record(id)? else {
+                continue;
+            };
             match record.state {
                 State::Active => {
                     if let Some(at) = record.expires_at {

@@ -20,7 +20,13 @@ impl Engine {
     /// Rolls back an intent's actions, last first. Journaled with who asked and why before
     /// anything is undone. Idempotent: a repeat, or a rollback of an intent that never acted,
     /// changes nothing. Runs in the background unless `wait` is set.
-    pub async fn rollback(&self, id: IntentId, actor: &str, reason: &str, wait: bool) -> Result<RolledBack> {
+    pub async fn rollback(
+        &self,
+        id: IntentId,
+        actor: &str,
+        reason: &str,
+        wait: bool,
+    ) -> Result<RolledBack> {
         // Let an execution or expiry in progress finish first; then the state is settled.
         self.wait_settled(id).await?;
         let guard = self.inner.locks.lock(id).await;
@@ -41,7 +47,12 @@ impl Engine {
             cause: RollbackCause::Operator,
             reason: reason.to_owned(),
         };
-        let record = self.inner.journal.append(id, actor, vec![started]).await?.record;
+        let record = self
+            .inner
+            .journal
+            .append(id, actor, vec![started])
+            .await?
+            .record;
         let engine = self.clone();
         let work = async move {
             let _guard = guard;
@@ -51,11 +62,17 @@ impl Engine {
         };
         if wait {
             work.await;
-            return Ok(RolledBack { record: self.record(id)?, noop: false });
+            return Ok(RolledBack {
+                record: self.record(id)?,
+                noop: false,
+            });
         }
         let record = self.record(id)?;
         self.spawn(work);
-        Ok(RolledBack { record, noop: false })
+        Ok(RolledBack {
+            record,
+            noop: false,
+        })
     }
 
     /// Rolls back an intent whose TTL has passed, unless it was extended or already undone.
@@ -69,9 +86,17 @@ impl Engine {
         let ttl = record.intent.ttl.map(humantime::format_duration);
         let started = Event::RollbackStarted {
             cause: RollbackCause::Ttl,
-            reason: format!("ttl of {} passed", ttl.map(|t| t.to_string()).unwrap_or_default()),
+            reason: format!(
+                "ttl of {} passed",
+                ttl.map(|t| t.to_string()).unwrap_or_default()
+            ),
         };
-        let result = match self.inner.journal.append(id, SYSTEM_ACTOR, vec![started]).await {
+        let result = match self
+            .inner
+            .journal
+            .append(id, SYSTEM_ACTOR, vec![started])
+            .await
+        {
             Ok(appended) => self.undo(id, appended.record).await.map(drop),
             Err(e) => Err(e),
         };

@@ -28,7 +28,9 @@ impl Engine {
                 .map_err(|e| e.under(&format!("steps[{i}]")))?;
         }
         let index = self.inner.journal.index();
-        if let Some(existing) = index.by_idempotency_key(&request.source, &request.idempotency_key)? {
+        if let Some(existing) =
+            index.by_idempotency_key(&request.source, &request.idempotency_key)?
+        {
             return self.repeat(existing, &request, wait).await;
         }
         let id = IntentId::generate();
@@ -43,7 +45,9 @@ impl Engine {
         let record = match self.inner.journal.append(id, &source, events).await {
             Ok(appended) => appended.record,
             // Lost a race with a concurrent submission of the same key.
-            Err(AppendError::Duplicate(existing)) => return self.repeat(existing, &request, wait).await,
+            Err(AppendError::Duplicate(existing)) => {
+                return self.repeat(existing, &request, wait).await;
+            }
             Err(e) => return Err(e.into()),
         };
         if execute {
@@ -79,14 +83,23 @@ impl Engine {
             }
             _ => record,
         };
-        let record = if wait { self.wait_settled(id).await? } else { record };
+        let record = if wait {
+            self.wait_settled(id).await?
+        } else {
+            record
+        };
         Ok(Submitted {
             record,
             duplicate: true,
         })
     }
 
-    async fn extend_ttl(&self, id: IntentId, ttl: std::time::Duration, actor: &str) -> Result<IntentRecord> {
+    async fn extend_ttl(
+        &self,
+        id: IntentId,
+        ttl: std::time::Duration,
+        actor: &str,
+    ) -> Result<IntentRecord> {
         let _guard = self.inner.locks.lock(id).await;
         let record = self.record(id)?;
         let Some(current) = record.expires_at.filter(|_| record.state == State::Active) else {

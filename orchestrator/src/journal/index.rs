@@ -84,7 +84,10 @@ impl Index {
     }
 
     pub fn record(&self, id: IntentId) -> io::Result<Option<IntentRecord>> {
-        self.kv.get(&key::intent(id))?.map(|b| decode(&b)).transpose()
+        self.kv
+            .get(&key::intent(id))?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     pub fn by_idempotency_key(&self, source: &str, key: &str) -> io::Result<Option<IntentId>> {
@@ -95,7 +98,10 @@ impl Index {
     }
 
     pub fn entry(&self, seq: u64) -> io::Result<Option<Entry>> {
-        self.kv.get(&key::entry(seq))?.map(|b| decode(&b)).transpose()
+        self.kv
+            .get(&key::entry(seq))?
+            .map(|b| decode(&b))
+            .transpose()
     }
 
     /// Entries from `after_seq + 1` on, in order.
@@ -195,17 +201,27 @@ impl<'a> Stager<'a> {
     /// Stages an entry (already checked against the state machine) and the record after it.
     pub(super) fn stage(&mut self, entry: &Entry, encoded: &[u8], record: &IntentRecord) {
         let id = entry.intent_id;
-        self.batch.push((key::entry(entry.seq), Some(encoded.to_vec())));
-        self.batch.push((key::intent_entry(id, entry.seq), Some(Vec::new())));
+        self.batch
+            .push((key::entry(entry.seq), Some(encoded.to_vec())));
+        self.batch
+            .push((key::intent_entry(id, entry.seq), Some(Vec::new())));
         if let Event::Received { intent } = &entry.event {
             let k = key::idempotency(&intent.source, &intent.idempotency_key);
             self.keys.insert(k.clone(), id);
             self.batch.push((k, Some(id.as_bytes().to_vec())));
             for step in &intent.steps {
-                let t = [key::target_prefix(&step.target.kind, &step.target.id), id.as_bytes().to_vec()].concat();
+                let t = [
+                    key::target_prefix(&step.target.kind, &step.target.id),
+                    id.as_bytes().to_vec(),
+                ]
+                .concat();
                 self.batch.push((t, Some(Vec::new())));
             }
-            let d = [key::detection_prefix(&intent.detection.rule_id), id.as_bytes().to_vec()].concat();
+            let d = [
+                key::detection_prefix(&intent.detection.rule_id),
+                id.as_bytes().to_vec(),
+            ]
+            .concat();
             self.batch.push((d, Some(Vec::new())));
         }
         self.records.insert(id, record.clone());
@@ -218,7 +234,8 @@ impl<'a> Stager<'a> {
             let live = (!record.state.is_final()).then(Vec::new);
             self.batch.push((key::live(*id), live));
         }
-        self.batch.push((key::APPLIED.to_vec(), Some(last_seq.to_be_bytes().to_vec())));
+        self.batch
+            .push((key::APPLIED.to_vec(), Some(last_seq.to_be_bytes().to_vec())));
         Ok(self.batch)
     }
 }

@@ -61,7 +61,10 @@ fn bounds(prefix: &[u8], start: Option<&[u8]>, reverse: bool) -> (Bound<Vec<u8>>
     let end = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
     match (start, reverse) {
         (Some(s), false) => (Bound::Included(s.to_vec()), end),
-        (Some(s), true) => (Bound::Included(prefix.to_vec()), Bound::Included(s.to_vec())),
+        (Some(s), true) => (
+            Bound::Included(prefix.to_vec()),
+            Bound::Included(s.to_vec()),
+        ),
         (None, _) => (Bound::Included(prefix.to_vec()), end),
     }
 }
@@ -118,8 +121,14 @@ impl Kv for MemKv {
         reverse: bool,
     ) -> Box<dyn Iterator<Item = io::Result<Pair>> + 'a> {
         let map = self.map.read();
-        let pairs = map.range(bounds(prefix, start, reverse)).map(|(k, v)| Ok((k.clone(), v.clone())));
-        let pairs: Vec<_> = if reverse { pairs.rev().collect() } else { pairs.collect() };
+        let pairs = map
+            .range(bounds(prefix, start, reverse))
+            .map(|(k, v)| Ok((k.clone(), v.clone())));
+        let pairs: Vec<_> = if reverse {
+            pairs.rev().collect()
+        } else {
+            pairs.collect()
+        };
         Box::new(pairs.into_iter())
     }
 

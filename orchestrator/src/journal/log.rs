@@ -47,7 +47,10 @@ impl FileLog {
         for entry in fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(seq) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+            if let Some(seq) = name
+                .strip_suffix(".log")
+                .and_then(|s| s.parse::<u64>().ok())
+            {
                 segments.push(seq);
             }
         }
@@ -57,7 +60,11 @@ impl FileLog {
         }
         let tail = *segments.last().unwrap_or(&1);
         let path = segment_path(dir, tail);
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
         let (valid, last) = scan_tail(&mut file)?;
         let len = file.metadata()?.len();
         if valid < len {
@@ -85,16 +92,22 @@ impl Log for FileLog {
     fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> io::Result<()> {
         if self.len >= SEGMENT_BYTES {
             let path = segment_path(&self.dir, first_seq);
-            self.file = OpenOptions::new().create(true).read(true).append(true).open(path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(path)?;
             sync_dir(&self.dir)?;
             self.segments.push(first_seq);
             self.len = 0;
         }
         self.buf.clear();
         for record in records {
-            let len = u32::try_from(record.len()).map_err(|_| io::Error::other("record too large"))?;
+            let len =
+                u32::try_from(record.len()).map_err(|_| io::Error::other("record too large"))?;
             self.buf.extend_from_slice(&len.to_le_bytes());
-            self.buf.extend_from_slice(&crc32fast::hash(record).to_le_bytes());
+            self.buf
+                .extend_from_slice(&crc32fast::hash(record).to_le_bytes());
             self.buf.extend_from_slice(record);
         }
         self.file.write_all(&self.buf)?;
@@ -105,7 +118,10 @@ impl Log for FileLog {
     }
 
     fn replay(&self, from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        let start = self.segments.partition_point(|&first| first <= from_seq).saturating_sub(1);
+        let start = self
+            .segments
+            .partition_point(|&first| first <= from_seq)
+            .saturating_sub(1);
         for &first in &self.segments[start..] {
             let path = segment_path(&self.dir, first);
             let mut reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
@@ -153,7 +169,10 @@ fn read_record(r: &mut impl Read, out: &mut Vec<u8>) -> io::Result<bool> {
 }
 
 fn corrupt(e: impl ToString) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("journal record is damaged: {}", e.to_string()))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("journal record is damaged: {}", e.to_string()),
+    )
 }
 
 /// Finds where the valid records of the tail segment end, and the last of them.

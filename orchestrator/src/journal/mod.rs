@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use index::Index;
-pub use query::Query;
 use index::Stager;
 use kv::Kv;
 use log::Log;
+pub use query::Query;
 
 use crate::{
     clock::SharedClock,
@@ -201,7 +201,10 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
         }
         let before = stager.record(entry.intent_id)?;
         let record = advance(before, &entry).map_err(|e| {
-            io::Error::other(format!("journal entry {} cannot be applied: {e}", entry.seq))
+            io::Error::other(format!(
+                "journal entry {} cannot be applied: {e}",
+                entry.seq
+            ))
         })?;
         stager.stage(&entry, bytes, &record);
         expected += 1;
@@ -217,10 +220,15 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
         kv.write(stager.finish(expected - 1)?)?;
     }
     if expected - 1 != last {
-        return Err(io::Error::other("journal replay stopped short of its last entry"));
+        return Err(io::Error::other(
+            "journal replay stopped short of its last entry",
+        ));
     }
     if last > applied {
-        tracing::info!(entries = last - applied, "replayed journal entries into the index");
+        tracing::info!(
+            entries = last - applied,
+            "replayed journal entries into the index"
+        );
     }
     Ok(last + 1)
 }
@@ -255,7 +263,10 @@ struct Writer {
     failed: Option<String>,
 }
 
-type Reply = (oneshot::Sender<Result<Appended, AppendError>>, Result<Appended, AppendError>);
+type Reply = (
+    oneshot::Sender<Result<Appended, AppendError>>,
+    Result<Appended, AppendError>,
+);
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -292,7 +303,10 @@ impl Writer {
             match self.stage(&mut stager, &r, &mut records) {
                 Ok((appended, entries)) => {
                     let record = Arc::new(appended.record.clone());
-                    announced.extend(entries.into_iter().map(|entry| Change { entry, record: record.clone() }));
+                    announced.extend(entries.into_iter().map(|entry| Change {
+                        entry,
+                        record: record.clone(),
+                    }));
                     replies.push((r.reply, Ok(appended)));
                 }
                 Err(e) => replies.push((r.reply, Err(e))),
@@ -343,7 +357,8 @@ impl Writer {
             }
         }
         let mut entries = Vec::with_capacity(r.events.len());
-        let mut record: Option<IntentRecord> = stager.record(r.intent_id).map_err(io_unavailable)?;
+        let mut record: Option<IntentRecord> =
+            stager.record(r.intent_id).map_err(io_unavailable)?;
         for (i, event) in r.events.iter().enumerate() {
             let entry = Entry {
                 seq: self.next_seq + i as u64,

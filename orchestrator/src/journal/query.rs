@@ -23,18 +23,23 @@ pub struct Query {
 impl Index {
     /// The matching entries in journal order, at most `limit`.
     pub fn query(&self, q: &Query) -> io::Result<Vec<Entry>> {
-        let in_time = |e: &Entry| {
-            q.since.is_none_or(|s| e.time >= s) && q.until.is_none_or(|u| e.time < u)
-        };
+        let in_time =
+            |e: &Entry| q.since.is_none_or(|s| e.time >= s) && q.until.is_none_or(|u| e.time < u);
         let mut out = Vec::new();
         match self.candidate_intents(q)? {
             Some(intents) => {
                 let mut seqs = BTreeSet::new();
                 for id in intents {
-                    seqs.extend(self.entry_seqs_of(id)?.into_iter().filter(|s| *s > q.after_seq));
+                    seqs.extend(
+                        self.entry_seqs_of(id)?
+                            .into_iter()
+                            .filter(|s| *s > q.after_seq),
+                    );
                 }
                 for seq in seqs {
-                    let Some(entry) = self.entry(seq)? else { continue };
+                    let Some(entry) = self.entry(seq)? else {
+                        continue;
+                    };
                     if q.until.is_some_and(|u| entry.time >= u) {
                         break;
                     }
@@ -77,7 +82,9 @@ impl Index {
         if let Some(rule) = &q.detection {
             sets.push(self.intents_by_detection(rule)?.into_iter().collect());
         }
-        Ok(sets.into_iter().reduce(|a, b| a.intersection(&b).copied().collect()))
+        Ok(sets
+            .into_iter()
+            .reduce(|a, b| a.intersection(&b).copied().collect()))
     }
 
     /// The first sequence number whose entry is at or after `t`: entry times never decrease,

@@ -9,11 +9,17 @@ use parapet_model::{
     Confidence, Decision, Detection, Intent, IntentRequest, Outcome, Severity, Step, Target,
 };
 
-use super::{kv::MemKv, log::{FileLog, MemLog}, *};
+use super::{
+    kv::MemKv,
+    log::{FileLog, MemLog},
+    *,
+};
 use crate::{clock::ManualClock, lifecycle::State};
 
 fn clock() -> SharedClock {
-    Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)))
+    Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ))
 }
 
 fn intent(key: &str) -> Intent {
@@ -23,15 +29,30 @@ fn intent(key: &str) -> Intent {
         BTreeMap::new(),
     )
     .unwrap();
-    let det = Detection::new("c2".into(), Severity::High, Confidence::try_from(0.9).unwrap(), String::new()).unwrap();
-    IntentRequest::new(key.into(), "siem".into(), det, vec![step], None, String::new())
-        .unwrap()
-        .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+    let det = Detection::new(
+        "c2".into(),
+        Severity::High,
+        Confidence::try_from(0.9).unwrap(),
+        String::new(),
+    )
+    .unwrap();
+    IntentRequest::new(
+        key.into(),
+        "siem".into(),
+        det,
+        vec![step],
+        None,
+        String::new(),
+    )
+    .unwrap()
+    .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
 }
 
 fn submitted(intent: &Intent) -> Vec<Event> {
     vec![
-        Event::Received { intent: intent.clone() },
+        Event::Received {
+            intent: intent.clone(),
+        },
         Event::Decided {
             decision: Decision {
                 outcome: Outcome::Execute,
@@ -48,7 +69,10 @@ fn executed() -> Vec<Event> {
         Event::StepStarted { step: 0 },
         Event::StepSucceeded {
             step: 0,
-            handle: RollbackHandle { adapter: "edl".into(), data: "{}".into() },
+            handle: RollbackHandle {
+                adapter: "edl".into(),
+                data: "{}".into(),
+            },
         },
         Event::Activated { expires_at: None },
     ]
@@ -56,7 +80,12 @@ fn executed() -> Vec<Event> {
 
 #[tokio::test]
 async fn appends_are_ordered_indexed_and_readable() {
-    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        clock(),
+    )
+    .unwrap();
     let i = intent("a");
     let first = journal.append(i.id, "siem", submitted(&i)).await.unwrap();
     assert_eq!((first.first_seq, first.last_seq), (1, 2));
@@ -79,24 +108,47 @@ async fn appends_are_ordered_indexed_and_readable() {
 
 #[tokio::test]
 async fn an_impossible_transition_writes_nothing() {
-    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        clock(),
+    )
+    .unwrap();
     let i = intent("a");
     journal.append(i.id, "siem", submitted(&i)).await.unwrap();
     // activation before the step succeeded is refused, and so is the whole request
     let err = journal
-        .append(i.id, "parapet", vec![Event::StepStarted { step: 0 }, Event::Activated { expires_at: None }])
+        .append(
+            i.id,
+            "parapet",
+            vec![
+                Event::StepStarted { step: 0 },
+                Event::Activated { expires_at: None },
+            ],
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, AppendError::Invalid(_)), "{err}");
     assert_eq!(journal.index().applied_seq().unwrap(), 2);
-    assert_eq!(journal.index().record(i.id).unwrap().unwrap().state, State::Decided);
-    let unknown = journal.append(IntentId::generate(), "x", executed()).await.unwrap_err();
+    assert_eq!(
+        journal.index().record(i.id).unwrap().unwrap().state,
+        State::Decided
+    );
+    let unknown = journal
+        .append(IntentId::generate(), "x", executed())
+        .await
+        .unwrap_err();
     assert!(matches!(unknown, AppendError::UnknownIntent(_)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_is_taken_once_even_under_concurrency() {
-    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        clock(),
+    )
+    .unwrap();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..32 {
         let journal = journal.clone();
@@ -111,7 +163,10 @@ async fn an_idempotency_key_is_taken_once_even_under_concurrency() {
             Ok(a) => won.push(a.record.intent.id),
             Err(AppendError::Duplicate(id)) => {
                 duplicates += 1;
-                assert_eq!(journal.index().by_idempotency_key("siem", "same").unwrap(), Some(id));
+                assert_eq!(
+                    journal.index().by_idempotency_key("siem", "same").unwrap(),
+                    Some(id)
+                );
             }
             Err(e) => panic!("{e}"),
         }
@@ -152,7 +207,10 @@ async fn concurrent_appends_share_syncs() {
         let journal = journal.clone();
         tasks.spawn(async move {
             let i = intent(&n.to_string());
-            journal.append(i.id, "siem", submitted(&i)).await.map(|a| a.last_seq)
+            journal
+                .append(i.id, "siem", submitted(&i))
+                .await
+                .map(|a| a.last_seq)
         });
     }
     let mut seqs = Vec::new();
@@ -180,10 +238,20 @@ async fn a_lost_index_is_rebuilt_from_the_log() {
     let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
     let record = journal.index().record(i.id).unwrap().unwrap();
     assert_eq!(record.state, State::Active);
-    assert_eq!(journal.index().by_idempotency_key("siem", "a").unwrap(), Some(i.id));
+    assert_eq!(
+        journal.index().by_idempotency_key("siem", "a").unwrap(),
+        Some(i.id)
+    );
     // and the sequence continues where the log ended
     let j = intent("b");
-    assert_eq!(journal.append(j.id, "siem", submitted(&j)).await.unwrap().first_seq, 6);
+    assert_eq!(
+        journal
+            .append(j.id, "siem", submitted(&j))
+            .await
+            .unwrap()
+            .first_seq,
+        6
+    );
 }
 
 #[tokio::test]
@@ -211,12 +279,20 @@ async fn a_torn_tail_is_cut_and_damage_elsewhere_stops_the_start() {
     bad[12] ^= 0xff;
     std::fs::write(&segment, [&bad[..], &good[..]].concat()).unwrap();
     let err = FileLog::open(dir.path()).err().unwrap();
-    assert!(err.to_string().contains("is damaged and is not the last"), "{err}");
+    assert!(
+        err.to_string().contains("is damaged and is not the last"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn watchers_see_each_change_with_the_record() {
-    let journal = Journal::open(Box::new(MemLog::default()), Arc::new(MemKv::default()), clock()).unwrap();
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        clock(),
+    )
+    .unwrap();
     let mut changes = journal.subscribe();
     let i = intent("a");
     journal.append(i.id, "siem", submitted(&i)).await.unwrap();

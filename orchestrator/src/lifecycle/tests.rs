@@ -11,10 +11,23 @@ fn intent(steps: usize) -> Intent {
         BTreeMap::new(),
     )
     .unwrap();
-    let det = Detection::new("d".into(), Severity::High, Confidence::try_from(0.9).unwrap(), String::new()).unwrap();
-    IntentRequest::new("k".into(), "s".into(), det, vec![step; steps], None, String::new())
-        .unwrap()
-        .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+    let det = Detection::new(
+        "d".into(),
+        Severity::High,
+        Confidence::try_from(0.9).unwrap(),
+        String::new(),
+    )
+    .unwrap();
+    IntentRequest::new(
+        "k".into(),
+        "s".into(),
+        det,
+        vec![step; steps],
+        None,
+        String::new(),
+    )
+    .unwrap()
+    .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
 }
 
 fn decided(outcome: Outcome) -> Event {
@@ -50,9 +63,15 @@ fn a_plan_runs_to_active_and_rolls_back() {
         &[
             decided(Outcome::Execute),
             Event::StepStarted { step: 0 },
-            Event::StepSucceeded { step: 0, handle: handle() },
+            Event::StepSucceeded {
+                step: 0,
+                handle: handle(),
+            },
             Event::StepStarted { step: 1 },
-            Event::StepSucceeded { step: 1, handle: handle() },
+            Event::StepSucceeded {
+                step: 1,
+                handle: handle(),
+            },
             Event::Activated { expires_at: None },
         ],
     )
@@ -61,15 +80,27 @@ fn a_plan_runs_to_active_and_rolls_back() {
     run(
         &mut rec,
         &[
-            Event::RollbackStarted { cause: RollbackCause::Operator, reason: "fp".into() },
+            Event::RollbackStarted {
+                cause: RollbackCause::Operator,
+                reason: "fp".into(),
+            },
             Event::StepRolledBack { step: 1 },
         ],
     )
     .unwrap();
     // not every step is undone yet
-    assert!(rec.apply(&Event::RolledBack, 9, SystemTime::UNIX_EPOCH).is_err());
-    rec.apply(&Event::StepRolledBack { step: 0 }, 9, SystemTime::UNIX_EPOCH).unwrap();
-    rec.apply(&Event::RolledBack, 10, SystemTime::UNIX_EPOCH).unwrap();
+    assert!(
+        rec.apply(&Event::RolledBack, 9, SystemTime::UNIX_EPOCH)
+            .is_err()
+    );
+    rec.apply(
+        &Event::StepRolledBack { step: 0 },
+        9,
+        SystemTime::UNIX_EPOCH,
+    )
+    .unwrap();
+    rec.apply(&Event::RolledBack, 10, SystemTime::UNIX_EPOCH)
+        .unwrap();
     assert_eq!(rec.state, State::RolledBack);
     assert!(rec.state.is_final());
     assert_eq!(rec.last_seq, 10);
@@ -80,8 +111,13 @@ fn a_refused_event_changes_nothing() {
     let mut rec = IntentRecord::received(intent(1), 1);
     run(&mut rec, &[decided(Outcome::Deny)]).unwrap();
     let before = rec.clone();
-    let err = rec.apply(&Event::StepStarted { step: 0 }, 3, SystemTime::now()).unwrap_err();
-    assert_eq!(err.to_string(), "`step_started` is not possible while the intent is `denied`");
+    let err = rec
+        .apply(&Event::StepStarted { step: 0 }, 3, SystemTime::now())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`step_started` is not possible while the intent is `denied`"
+    );
     assert_eq!(rec, before);
 }
 
@@ -107,25 +143,50 @@ fn a_failed_step_compensates_then_fails() {
         &[
             decided(Outcome::Execute),
             Event::StepStarted { step: 0 },
-            Event::StepSucceeded { step: 0, handle: handle() },
+            Event::StepSucceeded {
+                step: 0,
+                handle: handle(),
+            },
             Event::StepStarted { step: 1 },
-            Event::StepFailed { step: 1, error: "down".into(), retryable: true },
+            Event::StepFailed {
+                step: 1,
+                error: "down".into(),
+                retryable: true,
+            },
         ],
     )
     .unwrap();
     // failing outright would leave step 0 in force
-    assert!(rec.clone().apply(&Event::Failed { error: "x".into() }, 9, SystemTime::now()).is_err());
+    assert!(
+        rec.clone()
+            .apply(&Event::Failed { error: "x".into() }, 9, SystemTime::now())
+            .is_err()
+    );
     run(
         &mut rec,
         &[
-            Event::RollbackStarted { cause: RollbackCause::Compensation, reason: String::new() },
+            Event::RollbackStarted {
+                cause: RollbackCause::Compensation,
+                reason: String::new(),
+            },
             Event::StepRolledBack { step: 0 },
         ],
     )
     .unwrap();
     // compensation ends as failed, never as rolled back
-    assert!(rec.clone().apply(&Event::RolledBack, 9, SystemTime::now()).is_err());
-    rec.apply(&Event::Failed { error: "step 1: down".into() }, 9, SystemTime::now()).unwrap();
+    assert!(
+        rec.clone()
+            .apply(&Event::RolledBack, 9, SystemTime::now())
+            .is_err()
+    );
+    rec.apply(
+        &Event::Failed {
+            error: "step 1: down".into(),
+        },
+        9,
+        SystemTime::now(),
+    )
+    .unwrap();
     assert_eq!(rec.state, State::Failed);
 }
 
@@ -133,20 +194,46 @@ fn a_failed_step_compensates_then_fails() {
 fn ttl_expiry_and_extension_only_while_active() {
     let mut rec = IntentRecord::received(intent(1), 1);
     let later = SystemTime::now();
-    let extend = Event::TtlExtended { ttl: Duration::from_secs(60), expires_at: later };
-    run(&mut rec, &[decided(Outcome::Execute), Event::StepStarted { step: 0 }]).unwrap();
+    let extend = Event::TtlExtended {
+        ttl: Duration::from_secs(60),
+        expires_at: later,
+    };
+    run(
+        &mut rec,
+        &[decided(Outcome::Execute), Event::StepStarted { step: 0 }],
+    )
+    .unwrap();
     assert!(rec.clone().apply(&extend, 9, later).is_err());
     run(
         &mut rec,
-        &[Event::StepSucceeded { step: 0, handle: handle() }, Event::Activated { expires_at: Some(SystemTime::UNIX_EPOCH) }],
+        &[
+            Event::StepSucceeded {
+                step: 0,
+                handle: handle(),
+            },
+            Event::Activated {
+                expires_at: Some(SystemTime::UNIX_EPOCH),
+            },
+        ],
     )
     .unwrap();
     rec.apply(&extend, 9, later).unwrap();
     assert_eq!(rec.expires_at, Some(later));
-    rec.apply(&Event::RollbackStarted { cause: RollbackCause::Ttl, reason: String::new() }, 10, later).unwrap();
+    rec.apply(
+        &Event::RollbackStarted {
+            cause: RollbackCause::Ttl,
+            reason: String::new(),
+        },
+        10,
+        later,
+    )
+    .unwrap();
     assert_eq!(rec.state, State::Expiring);
     // an operator cannot start a second rollback of one in progress
-    let op = Event::RollbackStarted { cause: RollbackCause::Operator, reason: String::new() };
+    let op = Event::RollbackStarted {
+        cause: RollbackCause::Operator,
+        reason: String::new(),
+    };
     assert!(rec.clone().apply(&op, 11, later).is_err());
 }
 
@@ -158,12 +245,26 @@ fn a_failed_rollback_can_be_retried_by_an_operator() {
         &[
             decided(Outcome::Execute),
             Event::StepStarted { step: 0 },
-            Event::StepSucceeded { step: 0, handle: handle() },
+            Event::StepSucceeded {
+                step: 0,
+                handle: handle(),
+            },
             Event::Activated { expires_at: None },
-            Event::RollbackStarted { cause: RollbackCause::Operator, reason: String::new() },
-            Event::StepRollbackFailed { step: 0, error: "timeout".into() },
-            Event::RollbackFailed { error: "step 0: timeout".into() },
-            Event::RollbackStarted { cause: RollbackCause::Operator, reason: "retry".into() },
+            Event::RollbackStarted {
+                cause: RollbackCause::Operator,
+                reason: String::new(),
+            },
+            Event::StepRollbackFailed {
+                step: 0,
+                error: "timeout".into(),
+            },
+            Event::RollbackFailed {
+                error: "step 0: timeout".into(),
+            },
+            Event::RollbackStarted {
+                cause: RollbackCause::Operator,
+                reason: "retry".into(),
+            },
             Event::StepRolledBack { step: 0 },
             Event::RolledBack,
         ],
