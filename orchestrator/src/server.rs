@@ -13,8 +13,8 @@ use parapet_proto::v1::{
     rollbacks_server::RollbacksServer,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     clock::SharedClock,
@@ -144,7 +144,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            // Nagle's algorithm would hold small answers back for the peer's delayed ACK.
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stop.clone().cancelled_owned(),
         );
     let http = axum::serve(http_listener, crate::http::router(edl))

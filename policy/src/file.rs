@@ -201,13 +201,13 @@ impl Policy {
                     ));
                 }
             }
-            if let Some(rate) = &d.expected_alerts_per_day {
-                if !(rate.get_ref().is_finite() && *rate.get_ref() >= 0.0) {
-                    return Err(at(
-                        rate.span(),
-                        "`expected_alerts_per_day` must be zero or more".into(),
-                    ));
-                }
+            if let Some(rate) = &d.expected_alerts_per_day
+                && !(rate.get_ref().is_finite() && *rate.get_ref() >= 0.0)
+            {
+                return Err(at(
+                    rate.span(),
+                    "`expected_alerts_per_day` must be zero or more".into(),
+                ));
             }
             let action_locations = d
                 .actions

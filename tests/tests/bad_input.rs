@@ -1,5 +1,7 @@
 //! Bad input is refused with INVALID_ARGUMENT naming the field, and nothing is written.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use parapet_tests::{Parapet, block, step, v1 as pb};
 
 type Mutate = fn(&mut pb::SubmitIntentRequest);

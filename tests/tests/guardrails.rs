@@ -1,5 +1,7 @@
 //! Decisions from the policy file, each with its reasons.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use parapet_tests::{Parapet, block, step, v1 as pb};
 
 fn reasons(resp: &pb::SubmitIntentResponse) -> Vec<(String, i32)> {

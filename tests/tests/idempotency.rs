@@ -1,5 +1,7 @@
 //! Detection platforms retry and send duplicates: the same key is one intent, acting once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use parapet_tests::{Parapet, block, v1 as pb};
 
 #[tokio::test]

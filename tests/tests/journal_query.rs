@@ -1,5 +1,7 @@
 //! Auditors read the journal back by intent, target, detection and time, page by page.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use parapet_tests::{Parapet, block, v1 as pb};
@@ -50,12 +52,12 @@ async fn queries_filter_by_target_detection_intent_and_time() {
         detection: "ids.ssh_bruteforce".into(),
         ..Default::default()
     };
-    assert_eq!(intents_of(p.entries(q).await), [c.clone()]);
+    assert_eq!(intents_of(p.entries(q).await), vec![c.clone()]);
 
     // filters combine
     let mut q = by_target("ip", "198.51.100.1");
     q.detection = "edr.c2_beacon".into();
-    assert_eq!(intents_of(p.entries(q).await), [a.clone()]);
+    assert_eq!(intents_of(p.entries(q).await), vec![a.clone()]);
 
     // time range: [t0, t1) holds only the first intent's submission and execution
     let q = pb::QueryJournalRequest {

@@ -1,5 +1,7 @@
 //! The whole loop over gRPC: submit, act, serve the list, roll back, read the journal.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use parapet_tests::{Parapet, block, v1 as pb};
 
 #[tokio::test]

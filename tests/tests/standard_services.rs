@@ -1,5 +1,7 @@
 //! Standard gRPC health and reflection, so grpcurl and any grpc client can find their way.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use parapet_tests::Parapet;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,

@@ -1,6 +1,8 @@
 //! TTLs fire on time, including ones that passed while Parapet was down; stopping Parapet
 //! never lifts a block.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use parapet_tests::{Parapet, block, hours, v1 as pb};

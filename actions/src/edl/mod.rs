@@ -4,9 +4,9 @@
 //! the firewall itself, which makes it Parapet's safe default adapter.
 //!
 //! Each entry remembers which intent steps hold it, so two intents blocking the same address do
-//! not undo each other: the address leaves the list when its last holder is rolled back. The
-//! lists are kept in one JSON file, replaced atomically and synced before an execution or
-//! rollback returns, so they survive restarts; concurrent changes share one write.
+//! not undo each other: the address leaves the list when its last holder is rolled back. Every
+//! change is synced to disk before an execution or rollback returns, so the lists survive
+//! restarts; concurrent changes share one sync (see `store`).
 
 mod store;
 
@@ -79,7 +79,7 @@ impl Edl {
                 )));
             }
         }
-        let store = Store::open(config.dir.join("edl.json"))?;
+        let store = Store::open(&config.dir)?;
         Ok(Self {
             config: Arc::new(config),
             store: Arc::new(store),

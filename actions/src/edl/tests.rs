@@ -161,3 +161,68 @@ async fn broad_blocks_are_refused_even_if_a_policy_allowed_them() {
     assert!(!e.retryable());
     assert_eq!(edl.render("block").unwrap(), "");
 }
+
+#[tokio::test]
+async fn the_change_log_is_folded_into_a_snapshot_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = edl(dir.path());
+    let mut handles = Vec::new();
+    for i in 0..1500u32 {
+        let s = step(
+            "block_ip",
+            "ip",
+            &format!("10.2.{}.{}", i / 250, i % 250),
+            &[],
+        );
+        handles.push(
+            Adapter::execute(&adapter, action(IntentId::generate(), &s))
+                .await
+                .unwrap(),
+        );
+    }
+    for h in handles.drain(..1000) {
+        Adapter::rollback(&adapter, h).await.unwrap();
+    }
+    let log_lines = std::fs::read_to_string(dir.path().join("edl.log"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        log_lines < 2500,
+        "the log was never folded: {log_lines} lines"
+    );
+    let reopened = edl(dir.path());
+    assert_eq!(
+        reopened.render("block").unwrap(),
+        adapter.render("block").unwrap()
+    );
+    assert_eq!(reopened.render("block").unwrap().lines().count(), 500);
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let adapter = edl(dir.path());
+        let s = step("block_ip", "ip", "192.0.2.77", &[]);
+        Adapter::execute(&adapter, action(IntentId::generate(), &s))
+            .await
+            .unwrap();
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("edl.log"))
+        .unwrap();
+    std::io::Write::write_all(&mut log, b"{\"hold\":true,\"li").unwrap();
+    let reopened = edl(dir.path());
+    assert_eq!(reopened.render("block").unwrap(), "192.0.2.77\n");
+    // what comes after the cut is readable again
+    let s = step("block_ip", "ip", "192.0.2.78", &[]);
+    Adapter::execute(&reopened, action(IntentId::generate(), &s))
+        .await
+        .unwrap();
+    assert_eq!(
+        edl(dir.path()).render("block").unwrap(),
+        "192.0.2.77\n192.0.2.78\n"
+    );
+}

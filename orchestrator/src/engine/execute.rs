@@ -30,33 +30,45 @@ impl Engine {
         if !matches!(record.state, State::Decided | State::Executing) {
             return Ok(());
         }
-        for i in 0..record.intent.steps.len() {
+        let steps = record.intent.steps.len();
+        for i in 0..steps {
             match record.steps[i].state {
                 StepState::Done => continue,
                 StepState::Pending | StepState::Executing => {}
                 // A failure was journaled but not its consequence: finish that.
                 _ => return self.fail(id, record).await,
             }
-            record = self
-                .append(id, Event::StepStarted { step: i as u32 })
-                .await?;
             let step = i as u32;
-            let event = match self.act(&record, step).await {
+            record = self.append(id, Event::StepStarted { step }).await?;
+            let mut events = vec![match self.act(&record, step).await {
                 Ok(handle) => Event::StepSucceeded { step, handle },
                 Err(e) => Event::StepFailed {
                     step,
                     retryable: e.retryable(),
                     error: e.message,
                 },
-            };
-            record = self.append(id, event).await?;
+            }];
+            // The last success and the activation share one journal write.
+            if i + 1 == steps && matches!(events[0], Event::StepSucceeded { .. }) {
+                let expires_at = record.intent.ttl.map(|ttl| self.now() + ttl);
+                events.push(Event::Activated { expires_at });
+            }
+            record = self
+                .inner
+                .journal
+                .append(id, SYSTEM_ACTOR, events)
+                .await?
+                .record;
             if record.steps[i].state == StepState::Failed {
                 return self.fail(id, record).await;
             }
         }
-        let expires_at = record.intent.ttl.map(|ttl| self.inner.clock.now() + ttl);
-        self.append(id, Event::Activated { expires_at }).await?;
-        if let Some(at) = expires_at {
+        if record.state == State::Executing {
+            // Every step was done before a restart; only the activation is missing.
+            let expires_at = record.intent.ttl.map(|ttl| self.now() + ttl);
+            record = self.append(id, Event::Activated { expires_at }).await?;
+        }
+        if let Some(at) = record.expires_at {
             self.schedule(at, id);
         }
         Ok(())

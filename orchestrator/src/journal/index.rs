@@ -21,7 +21,10 @@ use std::{collections::HashMap, io, sync::Arc};
 
 use parapet_model::IntentId;
 
-use super::{Entry, decode, encode, kv::Kv};
+use super::{
+    Entry, decode, encode,
+    kv::{Batch, Kv},
+};
 use crate::lifecycle::{Event, IntentRecord};
 
 pub(super) mod key {
@@ -143,7 +146,7 @@ impl Index {
         &self,
         before: Option<IntentId>,
     ) -> impl Iterator<Item = io::Result<IntentRecord>> + '_ {
-        let start = before.map(|id| key::intent(id));
+        let start = before.map(key::intent);
         self.kv
             .scan(b"i", start.as_deref(), true)
             .filter(move |r| match (r, before) {
@@ -168,7 +171,7 @@ pub(super) struct Stager<'a> {
     index: &'a Index,
     records: HashMap<IntentId, IntentRecord>,
     keys: HashMap<Vec<u8>, IntentId>,
-    batch: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    batch: Batch,
 }
 
 impl<'a> Stager<'a> {
@@ -228,7 +231,7 @@ impl<'a> Stager<'a> {
     }
 
     /// The write that makes the store reflect everything staged, up to `last_seq`.
-    pub(super) fn finish(mut self, last_seq: u64) -> io::Result<Vec<(Vec<u8>, Option<Vec<u8>>)>> {
+    pub(super) fn finish(mut self, last_seq: u64) -> io::Result<Batch> {
         for (id, record) in &self.records {
             self.batch.push((key::intent(*id), Some(encode(record)?)));
             let live = (!record.state.is_final()).then(Vec::new);

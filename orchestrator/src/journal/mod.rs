@@ -348,13 +348,12 @@ impl Writer {
         r: &Request,
         records: &mut Vec<Vec<u8>>,
     ) -> Result<(Appended, Vec<Entry>), AppendError> {
-        if let Some(Event::Received { intent }) = r.events.first() {
-            if let Some(holder) = stager
+        if let Some(Event::Received { intent }) = r.events.first()
+            && let Some(holder) = stager
                 .holder_of(&intent.source, &intent.idempotency_key)
                 .map_err(io_unavailable)?
-            {
-                return Err(AppendError::Duplicate(holder));
-            }
+        {
+            return Err(AppendError::Duplicate(holder));
         }
         let mut entries = Vec::with_capacity(r.events.len());
         let mut record: Option<IntentRecord> =
