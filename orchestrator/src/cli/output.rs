@@ -187,7 +187,7 @@ pub fn print_decision(d: &pb::Decision) {
     for r in &d.reasons {
         let step = r.step.map(|s| format!(" step {s}")).unwrap_or_default();
         outln!(
-            "  {:<9} {}{step}: {}",
+            "  {:<14} {}{step}: {}",
             outcome(r.effect),
             r.guardrail,
             r.message
