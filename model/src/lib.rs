@@ -23,10 +23,19 @@ pub use intent::{
 /// Input that cannot become a domain value, with the path of the field at fault
 /// (`steps[0].target.id`), so an API error can point at it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
 pub struct Invalid {
     pub field: String,
     pub message: String,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
 }
 
 impl Invalid {
