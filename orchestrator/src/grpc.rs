@@ -41,7 +41,7 @@ fn intent_id(text: &str, field: &str) -> Result<IntentId, Status> {
     text.parse().map_err(invalid(field))
 }
 
-type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Serves `parapet.v1.Intents`.
 pub struct Intents(pub Engine);
@@ -126,7 +126,7 @@ impl intents_server::Intents for Intents {
         }))
     }
 
-    type WatchStream = Stream2<pb::IntentEvent>;
+    type WatchStream = BoxStream<pb::IntentEvent>;
 
     async fn watch(
         &self,
@@ -243,7 +243,7 @@ const MAX_QUERY: usize = 100_000;
 
 #[tonic::async_trait]
 impl journal_server::Journal for Journal {
-    type QueryStream = Stream2<pb::JournalEntry>;
+    type QueryStream = BoxStream<pb::JournalEntry>;
 
     async fn query(
         &self,

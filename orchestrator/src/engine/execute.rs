@@ -23,7 +23,7 @@ impl Engine {
         }
     }
 
-    async fn execute_locked(&self, id: IntentId) -> Result<(), AppendError> {
+    pub(super) async fn execute_locked(&self, id: IntentId) -> Result<(), AppendError> {
         let Ok(mut record) = self.record(id) else {
             return Ok(());
         };

@@ -179,11 +179,13 @@ impl Engine {
         }
     }
 
-    fn spawn<F>(&self, work: F)
+    /// Runs work in the background, tracked so a shutdown waits for it. The work goes on if
+    /// whoever awaits the handle goes away (a client that disconnects mid-`wait`).
+    fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.inner.tasks.spawn(work);
+        self.inner.tasks.spawn(work)
     }
 }
 

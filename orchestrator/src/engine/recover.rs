@@ -37,22 +37,22 @@ impl Engine {
     }
 
     async fn resume(&self, id: IntentId) {
-        let record = match self.record(id) {
-            Ok(r) => r,
+        let _guard = self.inner.locks.lock(id).await;
+        let result = match self.record(id) {
+            Ok(record) if matches!(record.state, State::Decided | State::Executing) => {
+                self.execute_locked(id).await
+            }
+            Ok(record) if matches!(record.state, State::Expiring | State::RollingBack) => {
+                self.undo(id, record).await.map(drop)
+            }
+            Ok(_) => Ok(()),
             Err(e) => {
                 tracing::error!(intent = %id, error = %e, "cannot resume");
                 return;
             }
         };
-        match record.state {
-            State::Decided | State::Executing => self.execute(id).await,
-            State::Expiring | State::RollingBack => {
-                let _guard = self.inner.locks.lock(id).await;
-                if let Err(e) = self.undo(id, record).await {
-                    tracing::error!(intent = %id, error = %e, "rollback stopped; it resumes on restart");
-                }
-            }
-            _ => {}
+        if let Err(e) = result {
+            tracing::error!(intent = %id, error = %e, "resuming stopped; it resumes on restart");
         }
     }
 }

@@ -52,10 +52,11 @@ impl Engine {
         };
         if execute {
             let engine = self.clone();
-            self.spawn(async move { engine.execute(id).await });
+            let running = self.spawn(async move { engine.execute(id).await });
             if wait {
+                running.await.map_err(|_| Error::ShuttingDown)?;
                 return Ok(Submitted {
-                    record: self.wait_settled(id).await?,
+                    record: self.record(id)?,
                     duplicate: false,
                 });
             }

@@ -299,14 +299,17 @@ impl Writer {
         let mut announced = Vec::new();
         let mut replies: Vec<Reply> = Vec::with_capacity(requests.len());
 
+        let announce = self.changes.receiver_count() > 0;
         for r in requests.drain(..) {
             match self.stage(&mut stager, &r, &mut records) {
                 Ok((appended, entries)) => {
-                    let record = Arc::new(appended.record.clone());
-                    announced.extend(entries.into_iter().map(|entry| Change {
-                        entry,
-                        record: record.clone(),
-                    }));
+                    if announce {
+                        let record = Arc::new(appended.record.clone());
+                        announced.extend(entries.into_iter().map(|entry| Change {
+                            entry,
+                            record: record.clone(),
+                        }));
+                    }
                     replies.push((r.reply, Ok(appended)));
                 }
                 Err(e) => replies.push((r.reply, Err(e))),
@@ -330,10 +333,8 @@ impl Writer {
                 }
                 return;
             }
-            if self.changes.receiver_count() > 0 {
-                for change in announced {
-                    let _ = self.changes.send(change);
-                }
+            for change in announced {
+                let _ = self.changes.send(change);
             }
         }
         for (reply, result) in replies {
