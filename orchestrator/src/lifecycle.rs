@@ -170,14 +170,17 @@ pub struct StepRecord {
     pub error: Option<String>,
 }
 
+/// Step states from which a step can be undone.
+const UNDOABLE: &[StepState] = &[
+    StepState::Done,
+    StepState::RollingBack,
+    StepState::RollbackFailed,
+];
+
 impl StepRecord {
     /// Whether the step acted and has not been undone yet.
     pub fn needs_rollback(&self) -> bool {
-        self.handle.is_some()
-            && matches!(
-                self.state,
-                StepState::Done | StepState::RollingBack | StepState::RollbackFailed
-            )
+        self.handle.is_some() && UNDOABLE.contains(&self.state)
     }
 }
 
@@ -309,29 +312,13 @@ impl IntentRecord {
                 State::RollingBack
             }
             (State::Expiring | State::RollingBack, Event::StepRolledBack { step }) => {
-                let s = next.step_mut(
-                    *step,
-                    &[
-                        StepState::Done,
-                        StepState::RollingBack,
-                        StepState::RollbackFailed,
-                    ],
-                    &refuse,
-                )?;
+                let s = next.step_mut(*step, UNDOABLE, &refuse)?;
                 s.state = StepState::RolledBack;
                 s.error = None;
                 next.state
             }
             (State::Expiring | State::RollingBack, Event::StepRollbackFailed { step, error }) => {
-                let s = next.step_mut(
-                    *step,
-                    &[
-                        StepState::Done,
-                        StepState::RollingBack,
-                        StepState::RollbackFailed,
-                    ],
-                    &refuse,
-                )?;
+                let s = next.step_mut(*step, UNDOABLE, &refuse)?;
                 s.state = StepState::RollbackFailed;
                 s.error = Some(error.clone());
                 next.state

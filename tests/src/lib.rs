@@ -176,6 +176,19 @@ impl Parapet {
         out
     }
 
+    /// The first journal entry of an intent with this event kind.
+    pub async fn entry_of(&self, id: &str, kind: &str) -> pb::JournalEntry {
+        let q = pb::QueryJournalRequest {
+            intent_id: id.into(),
+            ..Default::default()
+        };
+        let entries = self.entries(q).await;
+        entries
+            .into_iter()
+            .find(|e| e.kind == kind)
+            .unwrap_or_else(|| panic!("{id} has no `{kind}` entry"))
+    }
+
     /// The event kinds of one intent's journal entries, in order.
     pub async fn story(&self, id: &str) -> Vec<String> {
         let q = pb::QueryJournalRequest {

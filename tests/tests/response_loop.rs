@@ -44,16 +44,7 @@ async fn a_block_is_served_to_firewalls_and_an_operator_rolls_it_back() {
             "rolled_back"
         ]
     );
-    let q = pb::QueryJournalRequest {
-        intent_id: id.clone(),
-        ..Default::default()
-    };
-    let started = p
-        .entries(q)
-        .await
-        .into_iter()
-        .find(|e| e.kind == "rollback_started")
-        .unwrap();
+    let started = p.entry_of(&id, "rollback_started").await;
     assert_eq!(started.actor, "alice@soc");
     assert!(
         started.payload_json.contains("false positive: CDN address"),

@@ -34,16 +34,7 @@ async fn an_action_is_rolled_back_when_its_ttl_passes() {
     p.wait_for(&resp.intent_id, pb::IntentState::RolledBack)
         .await;
     assert_eq!(p.edl("block").await, "");
-    let q = pb::QueryJournalRequest {
-        intent_id: resp.intent_id.clone(),
-        ..Default::default()
-    };
-    let started = p
-        .entries(q)
-        .await
-        .into_iter()
-        .find(|e| e.kind == "rollback_started")
-        .unwrap();
+    let started = p.entry_of(&resp.intent_id, "rollback_started").await;
     assert_eq!(started.actor, "parapet");
     assert!(
         started.payload_json.contains("\"cause\":\"ttl\""),
