@@ -178,25 +178,26 @@ impl intents_server::Intents for Intents {
                         return;
                     }
                 };
-                if only.is_some_and(|id| id != change.entry.intent_id)
-                    || change.entry.seq <= last_seq
-                {
+                let (Some(id), Some(record)) = (change.entry.intent_id, &change.record) else {
+                    continue;
+                };
+                if only.is_some_and(|only| only != id) || change.entry.seq <= last_seq {
                     continue;
                 }
-                let state = change.record.state;
+                let state = record.state;
                 let event = pb::IntentEvent {
-                    intent_id: change.entry.intent_id.to_string(),
+                    intent_id: id.to_string(),
                     state: conv::state(state).into(),
                     seq: change.entry.seq,
                     time: Some(conv::timestamp(change.entry.time)),
                     event: change.entry.event.kind().into(),
-                    intent: Some(conv::intent(&change.record)),
+                    intent: Some(conv::intent(record)),
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     return;
                 }
                 // A watch of one intent ends with it; the record is the one after its request.
-                if only.is_some() && state.is_final() && change.record.last_seq == change.entry.seq
+                if only.is_some() && state.is_final() && record.last_seq == change.entry.seq
                 {
                     return;
                 }

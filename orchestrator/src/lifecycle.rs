@@ -13,7 +13,7 @@
 use std::time::{Duration, SystemTime};
 
 use parapet_actions::RollbackHandle;
-use parapet_model::{Decision, Intent, Outcome, serde_time};
+use parapet_model::{ActionKind, Decision, Intent, Outcome, serde_time};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,7 +78,7 @@ pub enum RollbackCause {
     Compensation,
 }
 
-/// A change to an intent, as journaled.
+/// A change to an intent, or (the last variants) to Parapet itself, as journaled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
@@ -128,9 +128,33 @@ pub enum Event {
     RollbackFailed {
         error: String,
     },
+    /// The kill switch, for all action kinds (`kind` unset) or one, was engaged or released.
+    KillSwitch {
+        kind: Option<ActionKind>,
+        engaged: bool,
+        reason: String,
+    },
+    /// A policy took effect; decisions from now on carry its digest.
+    PolicyLoaded {
+        digest: String,
+        origin: String,
+    },
+    /// A policy was offered and refused; the one in effect stays.
+    PolicyRefused {
+        origin: String,
+        error: String,
+    },
 }
 
 impl Event {
+    /// Whether this is about Parapet itself rather than an intent.
+    pub fn is_system(&self) -> bool {
+        matches!(
+            self,
+            Self::KillSwitch { .. } | Self::PolicyLoaded { .. } | Self::PolicyRefused { .. }
+        )
+    }
+
     /// The event's name in the journal and the API.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -147,6 +171,9 @@ impl Event {
             Self::RolledBack => "rolled_back",
             Self::Failed { .. } => "failed",
             Self::RollbackFailed { .. } => "rollback_failed",
+            Self::KillSwitch { .. } => "kill_switch",
+            Self::PolicyLoaded { .. } => "policy_loaded",
+            Self::PolicyRefused { .. } => "policy_refused",
         }
     }
 }

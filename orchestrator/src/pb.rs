@@ -236,7 +236,7 @@ pub fn journal_entry(e: &Entry) -> pb::JournalEntry {
     pb::JournalEntry {
         seq: e.seq,
         time: Some(timestamp(e.time)),
-        intent_id: e.intent_id.to_string(),
+        intent_id: e.intent_id.map(|id| id.to_string()).unwrap_or_default(),
         kind: e.event.kind().to_owned(),
         actor: e.actor.clone(),
         payload_json: payload_json(&e.event),

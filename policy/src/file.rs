@@ -4,15 +4,17 @@
 //! cannot silently disable a guardrail), then [`Policy::from_toml`] checks what serde cannot
 //! (duplicates, ranges, ATT&CK ids) while it still knows where each value came from.
 
-use std::{collections::BTreeMap, fmt, ops::Range};
+use std::{collections::BTreeMap, fmt, ops::Range, time::Duration};
 
 use parapet_model::{ActionKind, Confidence, Severity};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
+use crate::rules::{Budget, CircuitBreaker, Fleet, Freeze, ProtectedRule, RateLimit, RawFreeze};
+
 /// A detection × action kind's autonomy: how far Parapet may go without a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     Auto,
@@ -91,6 +93,9 @@ pub struct DetectionPolicy {
     /// Below these Parapet does not act alone on this detection: `auto` becomes `approval`.
     pub min_severity: Option<Severity>,
     pub min_confidence: Option<Confidence>,
+    /// Below these Parapet does not act on this detection at all, not even with approval.
+    pub approval_min_severity: Option<Severity>,
+    pub approval_min_confidence: Option<Confidence>,
     /// Autonomy per action kind; a kind not listed is `forbidden`.
     pub actions: BTreeMap<ActionKind, Tier>,
     /// Where each action kind was granted, so a later check can point at it.
@@ -104,7 +109,15 @@ pub struct Policy {
     pub unknown_detection: UnknownDetection,
     pub min_prefix_v4: u8,
     pub min_prefix_v6: u8,
+    /// Shadow mode for everything: decide and record, never act.
+    pub shadow: bool,
     pub detections: BTreeMap<String, DetectionPolicy>,
+    pub protected: Vec<ProtectedRule>,
+    pub budgets: Vec<Budget>,
+    pub fleet: Fleet,
+    pub rate_limits: Vec<RateLimit>,
+    pub freezes: Vec<Freeze>,
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +127,17 @@ struct RawPolicy {
     defaults: RawDefaults,
     #[serde(default)]
     detections: Vec<RawDetection>,
+    #[serde(default)]
+    protected: Vec<Spanned<ProtectedRule>>,
+    #[serde(default)]
+    budgets: Vec<Spanned<Budget>>,
+    #[serde(default)]
+    fleet: Fleet,
+    #[serde(default)]
+    rate_limits: Vec<RateLimit>,
+    #[serde(default)]
+    freezes: Vec<Spanned<RawFreeze>>,
+    circuit_breaker: Option<Spanned<CircuitBreaker>>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +147,8 @@ struct RawDefaults {
     unknown_detection: UnknownDetection,
     min_prefix_v4: Option<Spanned<u8>>,
     min_prefix_v6: Option<Spanned<u8>>,
+    #[serde(default)]
+    shadow: bool,
 }
 
 impl Default for RawDefaults {
@@ -131,6 +157,7 @@ impl Default for RawDefaults {
             unknown_detection: default_unknown(),
             min_prefix_v4: None,
             min_prefix_v6: None,
+            shadow: false,
         }
     }
 }
@@ -154,6 +181,8 @@ struct RawDetection {
     expected_alerts_per_day: Option<Spanned<f64>>,
     min_severity: Option<Severity>,
     min_confidence: Option<Confidence>,
+    approval_min_severity: Option<Severity>,
+    approval_min_confidence: Option<Confidence>,
     #[serde(default)]
     actions: BTreeMap<Spanned<ActionKind>, Tier>,
 }
@@ -223,6 +252,8 @@ impl Policy {
                 expected_alerts_per_day: d.expected_alerts_per_day.map(Spanned::into_inner),
                 min_severity: d.min_severity,
                 min_confidence: d.min_confidence,
+                approval_min_severity: d.approval_min_severity,
+                approval_min_confidence: d.approval_min_confidence,
                 actions: d
                     .actions
                     .into_iter()
@@ -233,13 +264,56 @@ impl Policy {
             detections.insert(policy.id.clone(), policy);
         }
 
+        let mut protected = Vec::new();
+        for rule in raw.protected {
+            if rule.get_ref().is_empty() {
+                return Err(at(rule.span(), format!("protection `{}` matches nothing: set ids, cidrs, tags or attributes", rule.get_ref().name)));
+            }
+            protected.push(rule.into_inner());
+        }
+        let mut budgets: Vec<Budget> = Vec::new();
+        for budget in raw.budgets {
+            let span = budget.span();
+            budget.get_ref().check().map_err(|m| at(span.clone(), m))?;
+            if budgets.iter().any(|b| b.name == budget.get_ref().name) {
+                return Err(at(span, format!("budget `{}` is listed twice", budget.get_ref().name)));
+            }
+            budgets.push(budget.into_inner());
+        }
+        let freezes = raw
+            .freezes
+            .into_iter()
+            .map(|f| {
+                let span = f.span();
+                f.into_inner().resolve().map_err(|m| at(span, m))
+            })
+            .collect::<Result<_, _>>()?;
+        let circuit_breaker = match raw.circuit_breaker {
+            Some(cb) if !(0.0..=1.0).contains(&cb.get_ref().max_failure_rate) => {
+                return Err(at(cb.span(), "`max_failure_rate` must be between 0 and 1".into()));
+            }
+            cb => cb.map(Spanned::into_inner),
+        };
+
         Ok(Self {
             digest: format!("sha256:{:x}", Sha256::digest(text.as_bytes())),
             unknown_detection: raw.defaults.unknown_detection,
             min_prefix_v4,
             min_prefix_v6,
+            shadow: raw.defaults.shadow,
             detections,
+            protected,
+            budgets,
+            fleet: raw.fleet,
+            rate_limits: raw.rate_limits,
+            freezes,
+            circuit_breaker,
         })
+    }
+
+    /// The longest budget window: usage older than this no longer matters.
+    pub fn longest_window(&self) -> Duration {
+        self.budgets.iter().filter_map(|b| b.window).map(|w| w.0).max().unwrap_or_default()
     }
 
     /// `sha256:` and the hex SHA-256 of the file's bytes: `sha256sum` of the file gives the same.

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`file`]: the TOML schema, its validation, and errors that point at a line.
 //! - [`decide`]: the guardrails, evaluated in one documented order.
+//! - [`rules`]: protected targets, budgets, rate limits, freezes, the circuit breaker.
+//! - [`ledger`]: budget usage, kept by the caller and consulted by decisions.
 //!
 //! [`Decision`]: parapet_model::Decision
 
@@ -15,9 +17,12 @@
 
 pub mod decide;
 pub mod file;
+pub mod ledger;
+pub mod rules;
 
-pub use decide::{DecisionInput, guardrail};
+pub use decide::{DecisionInput, KillSwitches, guardrail};
 pub use file::{DetectionPolicy, Location, Policy, PolicyError, Tier, UnknownDetection};
+pub use ledger::{Claim, Ledger, Usage};
 
 /// The policy Parapet runs on when none is given: a small, safe inventory for trying it out.
 pub const EXAMPLE_POLICY: &str = include_str!("../example.toml");

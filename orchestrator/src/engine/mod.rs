@@ -169,7 +169,7 @@ impl Engine {
             loop {
                 tokio::select! {
                     change = changes.recv() => match change {
-                        Ok(c) if c.entry.intent_id != id => continue,
+                        Ok(c) if c.entry.intent_id != Some(id) => continue,
                         Ok(_) | Err(RecvError::Lagged(_)) => break,
                         Err(RecvError::Closed) => return Err(Error::ShuttingDown),
                     },

@@ -13,6 +13,7 @@
 //! | `t` target kind `\0` target id `\0` intent | (intents by target)   |
 //! | `d` rule id `\0` intent                 | (intents by detection)   |
 //! | `l` intent                              | (intents not yet final)  |
+//! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
 //!
 //! Numbers are big-endian and intents are their 16 UUIDv7 bytes, so keys sort by time.
 //! Strings cannot contain `\0`: validation refuses control characters.
@@ -58,6 +59,11 @@ pub(super) mod key {
 
     pub fn live(id: IntentId) -> Vec<u8> {
         [&b"l"[..], id.as_bytes()].concat()
+    }
+
+    /// An engaged kill switch: `s` `k` and the action kind, or `*` for all kinds.
+    pub fn kill_switch(kind: Option<&parapet_model::ActionKind>) -> Vec<u8> {
+        [b"sk", kind.map_or("*", |k| k.as_str()).as_bytes()].concat()
     }
 
     /// The intent id at the end of an index key.
@@ -136,6 +142,20 @@ impl Index {
         self.ids(&key::detection_prefix(rule))
     }
 
+    /// The engaged kill switches, each with the entry that engaged it: `None` is the global one.
+    pub fn kill_switches(&self) -> io::Result<Vec<(Option<parapet_model::ActionKind>, Entry)>> {
+        let mut out = Vec::new();
+        for pair in self.kv.scan(b"sk", None, false) {
+            let (k, v) = pair?;
+            let seq: [u8; 8] = v.as_slice().try_into().map_err(io::Error::other)?;
+            let Some(entry) = self.entry(u64::from_be_bytes(seq))? else { continue };
+            let name = String::from_utf8_lossy(&k[2..]).into_owned();
+            let kind = if name == "*" { None } else { Some(name.parse().map_err(io::Error::other)?) };
+            out.push((kind, entry));
+        }
+        Ok(out)
+    }
+
     /// Intents not in a final state: what recovery and the TTL timers look at.
     pub fn live_intents(&self) -> io::Result<Vec<IntentId>> {
         self.ids(b"l")
@@ -202,10 +222,16 @@ impl<'a> Stager<'a> {
     }
 
     /// Stages an entry (already checked against the state machine) and the record after it.
-    pub(super) fn stage(&mut self, entry: &Entry, encoded: &[u8], record: &IntentRecord) {
-        let id = entry.intent_id;
+    pub(super) fn stage(&mut self, entry: &Entry, encoded: &[u8], record: Option<&IntentRecord>) {
         self.batch
             .push((key::entry(entry.seq), Some(encoded.to_vec())));
+        if let Event::KillSwitch { kind, engaged, .. } = &entry.event {
+            let k = key::kill_switch(kind.as_ref());
+            self.batch.push((k, engaged.then(|| entry.seq.to_be_bytes().to_vec())));
+        }
+        let (Some(id), Some(record)) = (entry.intent_id, record) else {
+            return;
+        };
         self.batch
             .push((key::intent_entry(id, entry.seq), Some(Vec::new())));
         if let Event::Received { intent } = &entry.event {

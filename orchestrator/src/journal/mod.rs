@@ -43,7 +43,8 @@ pub struct Entry {
     pub seq: u64,
     #[serde(with = "serde_time::time")]
     pub time: SystemTime,
-    pub intent_id: IntentId,
+    /// The intent the event is about; none for events about Parapet itself.
+    pub intent_id: Option<IntentId>,
     /// Who caused it: a source, an operator, or `parapet` itself (timers, recovery).
     pub actor: String,
     pub event: Event,
@@ -58,11 +59,15 @@ pub struct Appended {
     pub record: IntentRecord,
 }
 
+/// What the writer answers: an append of system events has no record.
+type Written = (u64, u64, Option<IntentRecord>);
+
 /// A journaled change, as announced to watchers.
 #[derive(Debug, Clone)]
 pub struct Change {
     pub entry: Entry,
-    pub record: Arc<IntentRecord>,
+    /// The intent's record after the change; none for system events.
+    pub record: Option<Arc<IntentRecord>>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -76,16 +81,20 @@ pub enum AppendError {
     UnknownIntent(IntentId),
     #[error("intent {0} is already in the journal")]
     AlreadyReceived(IntentId),
+    /// System events and intent events cannot be mixed in one append.
+    #[error("events about Parapet itself and about an intent cannot be appended together")]
+    NotAnIntentEvent,
     /// The journal could not write; it refuses further appends rather than guess what is on disk.
     #[error("journal unavailable: {0}")]
     Unavailable(String),
 }
 
 struct Request {
-    intent_id: IntentId,
+    /// `None` for system events.
+    intent_id: Option<IntentId>,
     actor: String,
     events: Vec<Event>,
-    reply: oneshot::Sender<Result<Appended, AppendError>>,
+    reply: oneshot::Sender<Result<Written, AppendError>>,
 }
 
 /// Handle to the journal; cheap to clone.
@@ -136,6 +145,26 @@ impl Journal {
         actor: &str,
         events: Vec<Event>,
     ) -> Result<Appended, AppendError> {
+        let (first_seq, last_seq, record) = self.send(Some(intent_id), actor, events).await?;
+        let record = record.ok_or(AppendError::UnknownIntent(intent_id))?;
+        Ok(Appended {
+            first_seq,
+            last_seq,
+            record,
+        })
+    }
+
+    /// Journals an event about Parapet itself (kill switch, policy); returns its sequence number.
+    pub async fn append_system(&self, actor: &str, event: Event) -> Result<u64, AppendError> {
+        Ok(self.send(None, actor, vec![event]).await?.1)
+    }
+
+    async fn send(
+        &self,
+        intent_id: Option<IntentId>,
+        actor: &str,
+        events: Vec<Event>,
+    ) -> Result<Written, AppendError> {
         let (reply, rx) = oneshot::channel();
         let request = Request {
             intent_id,
@@ -199,14 +228,16 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
                 expected - 1
             )));
         }
-        let before = stager.record(entry.intent_id)?;
-        let record = advance(before, &entry).map_err(|e| {
-            io::Error::other(format!(
-                "journal entry {} cannot be applied: {e}",
-                entry.seq
-            ))
-        })?;
-        stager.stage(&entry, bytes, &record);
+        let record = match entry.intent_id {
+            Some(id) => Some(advance(stager.record(id)?, &entry).map_err(|e| {
+                io::Error::other(format!(
+                    "journal entry {} cannot be applied: {e}",
+                    entry.seq
+                ))
+            })?),
+            None => None,
+        };
+        stager.stage(&entry, bytes, record.as_ref());
         expected += 1;
         staged += 1;
         if staged == 10_000 {
@@ -235,14 +266,15 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
 
 /// The record after one entry: the only way records change, live or in replay.
 fn advance(record: Option<IntentRecord>, entry: &Entry) -> Result<IntentRecord, AppendError> {
+    let id = entry.intent_id.ok_or(AppendError::NotAnIntentEvent)?;
     match (record, &entry.event) {
         (None, Event::Received { intent }) => Ok(IntentRecord::received(intent.clone(), entry.seq)),
-        (Some(_), Event::Received { .. }) => Err(AppendError::AlreadyReceived(entry.intent_id)),
+        (Some(_), Event::Received { .. }) => Err(AppendError::AlreadyReceived(id)),
         (Some(mut record), event) => {
             record.apply(event, entry.seq, entry.time)?;
             Ok(record)
         }
-        (None, _) => Err(AppendError::UnknownIntent(entry.intent_id)),
+        (None, _) => Err(AppendError::UnknownIntent(id)),
     }
 }
 
@@ -263,10 +295,7 @@ struct Writer {
     failed: Option<String>,
 }
 
-type Reply = (
-    oneshot::Sender<Result<Appended, AppendError>>,
-    Result<Appended, AppendError>,
-);
+type Reply = (oneshot::Sender<Result<Written, AppendError>>, Result<Written, AppendError>);
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -302,15 +331,15 @@ impl Writer {
         let announce = self.changes.receiver_count() > 0;
         for r in requests.drain(..) {
             match self.stage(&mut stager, &r, &mut records) {
-                Ok((appended, entries)) => {
+                Ok((written, entries)) => {
                     if announce {
-                        let record = Arc::new(appended.record.clone());
+                        let record = written.2.clone().map(Arc::new);
                         announced.extend(entries.into_iter().map(|entry| Change {
                             entry,
                             record: record.clone(),
                         }));
                     }
-                    replies.push((r.reply, Ok(appended)));
+                    replies.push((r.reply, Ok(written)));
                 }
                 Err(e) => replies.push((r.reply, Err(e))),
             }
@@ -348,7 +377,7 @@ impl Writer {
         stager: &mut Stager<'_>,
         r: &Request,
         records: &mut Vec<Vec<u8>>,
-    ) -> Result<(Appended, Vec<Entry>), AppendError> {
+    ) -> Result<(Written, Vec<Entry>), AppendError> {
         if let Some(Event::Received { intent }) = r.events.first()
             && let Some(holder) = stager
                 .holder_of(&intent.source, &intent.idempotency_key)
@@ -356,9 +385,14 @@ impl Writer {
         {
             return Err(AppendError::Duplicate(holder));
         }
+        if r.events.iter().any(|e| e.is_system() != r.intent_id.is_none()) {
+            return Err(AppendError::NotAnIntentEvent);
+        }
         let mut entries = Vec::with_capacity(r.events.len());
-        let mut record: Option<IntentRecord> =
-            stager.record(r.intent_id).map_err(io_unavailable)?;
+        let mut record = match r.intent_id {
+            Some(id) => stager.record(id).map_err(io_unavailable)?,
+            None => None,
+        };
         for (i, event) in r.events.iter().enumerate() {
             let entry = Entry {
                 seq: self.next_seq + i as u64,
@@ -367,28 +401,23 @@ impl Writer {
                 actor: r.actor.clone(),
                 event: event.clone(),
             };
-            record = Some(advance(record, &entry)?);
+            if r.intent_id.is_some() {
+                record = Some(advance(record, &entry)?);
+            }
             entries.push(entry);
         }
-        let Some(record) = record else {
-            return Err(AppendError::UnknownIntent(r.intent_id));
-        };
+        if let (Some(id), None) = (r.intent_id, &record) {
+            return Err(AppendError::UnknownIntent(id));
+        }
         for entry in &entries {
             let bytes = encode(entry).map_err(io_unavailable)?;
             // the record after the whole request is what readers see for every entry of it
-            stager.stage(entry, &bytes, &record);
+            stager.stage(entry, &bytes, record.as_ref());
             records.push(bytes);
         }
         let first_seq = self.next_seq;
         self.next_seq += entries.len() as u64;
-        Ok((
-            Appended {
-                first_seq,
-                last_seq: self.next_seq - 1,
-                record,
-            },
-            entries,
-        ))
+        Ok(((first_seq, self.next_seq - 1, record), entries))
     }
 }
 

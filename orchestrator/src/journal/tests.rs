@@ -300,5 +300,45 @@ async fn watchers_see_each_change_with_the_record() {
     let second = changes.recv().await.unwrap();
     assert_eq!((first.entry.seq, second.entry.seq), (1, 2));
     assert_eq!(second.entry.event.kind(), "decided");
-    assert_eq!(second.record.state, State::Decided);
+    assert_eq!(second.record.unwrap().state, State::Decided);
+}
+
+#[tokio::test]
+async fn system_events_are_journaled_apart_from_intents() {
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        clock(),
+    )
+    .unwrap();
+    let engage = Event::KillSwitch {
+        kind: Some("block_ip".parse().unwrap()),
+        engaged: true,
+        reason: "bad rule".into(),
+    };
+    let seq = journal.append_system("alice", engage.clone()).await.unwrap();
+    let switches = journal.index().kill_switches().unwrap();
+    assert_eq!(switches.len(), 1);
+    assert_eq!(switches[0].0.as_ref().map(|k| k.as_str()), Some("block_ip"));
+    assert_eq!((switches[0].1.seq, switches[0].1.actor.as_str()), (seq, "alice"));
+
+    // an intent event cannot pass as a system one, nor the other way round
+    let i = intent("a");
+    assert!(matches!(
+        journal.append_system("x", Event::RolledBack).await,
+        Err(AppendError::NotAnIntentEvent)
+    ));
+    journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+    assert!(matches!(
+        journal.append(i.id, "x", vec![engage]).await,
+        Err(AppendError::NotAnIntentEvent)
+    ));
+
+    let release = Event::KillSwitch {
+        kind: Some("block_ip".parse().unwrap()),
+        engaged: false,
+        reason: "fixed".into(),
+    };
+    journal.append_system("alice", release).await.unwrap();
+    assert!(journal.index().kill_switches().unwrap().is_empty());
 }

@@ -89,3 +89,40 @@ fn grants_without_an_adapter_point_at_the_grant() {
     assert!(e.message.contains("`wipe_disk`"), "{e}");
     assert!(policy.check_action_kinds(|_| true).is_ok());
 }
+
+#[test]
+fn guardrail_settings_are_checked_where_they_are_written() {
+    let e = err("[[budgets]]\nname = \"b\"\nmax_per_window = 5\n");
+    assert_eq!(e.location.map(|l| l.line), Some(1));
+    assert_eq!(e.message, "budget `b` sets `max_per_window` without `window`");
+    let e = err("[[budgets]]\nname = \"b\"\nmax_per_window = 5\nwindow = \"soon\"\n");
+    assert_eq!(e.location.map(|l| l.line), Some(4));
+    assert!(e.message.contains("`soon` is not a duration"), "{e}");
+    let e = err("[[budgets]]\nname = \"b\"\nmax_active_percent = 150\n");
+    assert!(e.message.contains("(0, 100]"), "{e}");
+    let e = err("[[budgets]]\nname = \"b\"\nmax_active = 1\n[[budgets]]\nname = \"b\"\nmax_active = 2\n");
+    assert_eq!(e.location.map(|l| l.line), Some(4));
+
+    let e = err("[[freezes]]\nname = \"f\"\nstart = \"2027-01-01T00:00\"\nend = \"2027-01-02T00:00\"\ntime_zone = \"Mars/Olympus\"\n");
+    assert_eq!(e.message, "freeze `f`: `Mars/Olympus` is not a time zone");
+    let e = err("[[freezes]]\nname = \"f\"\nstart = \"2027-01-02T00:00\"\nend = \"2027-01-01T00:00\"\ntime_zone = \"UTC\"\n");
+    assert_eq!(e.message, "freeze `f` ends before it starts");
+
+    let e = err("[[protected]]\nname = \"p\"\neffect = \"deny\"\n");
+    assert!(e.message.contains("matches nothing"), "{e}");
+    let e = err("[[protected]]\nname = \"p\"\ncidrs = [\"10.0.0.300/24\"]\neffect = \"deny\"\n");
+    assert_eq!(e.location.map(|l| l.line), Some(3));
+
+    let e = err("[circuit_breaker]\nwindow = \"10m\"\nmin_calls = 5\nmax_failure_rate = 2.0\n");
+    assert!(e.message.contains("between 0 and 1"), "{e}");
+    let e = err("[[rate_limits]]\nname = \"r\"\nkey = \"ip\"\nmax = 1\nper = \"1m\"\n");
+    assert_eq!(e.location.map(|l| l.line), Some(3));
+}
+
+#[test]
+fn fleet_sizes_are_read_per_scope() {
+    let policy = Policy::from_toml("[fleet]\nglobal = 1000\n[fleet.site]\nhq = 400\nbranch = 50\n").unwrap();
+    assert_eq!(policy.fleet.size("global", "global"), Some(1000));
+    assert_eq!(policy.fleet.size("site", "hq"), Some(400));
+    assert_eq!(policy.fleet.size("site", "lab"), None);
+}

@@ -1,0 +1,116 @@
+//! Budget usage: what each budget has handed out, per scope. Pure bookkeeping with the times it
+//! is given; the engine owns one, changes it only while deciding (so a decision and its
+//! reservation are one step) and rebuilds it from the journal on start.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    time::SystemTime,
+};
+
+use parapet_model::IntentId;
+
+/// One unit of a budget claimed by one step: (budget name, scope value).
+pub type Claim = (String, String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holding {
+    units: u32,
+    /// When the holder's TTL should release it, if it has one: when a slot is expected to free.
+    until: Option<SystemTime>,
+}
+
+/// Budget usage per budget and scope value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ledger {
+    /// When units were taken, oldest first, for limits per window.
+    taken: HashMap<Claim, VecDeque<SystemTime>>,
+    /// Who holds units now, for limits on what is active at once.
+    active: HashMap<Claim, BTreeMap<IntentId, Holding>>,
+    /// What each intent holds, to release it.
+    held: HashMap<IntentId, Vec<Claim>>,
+}
+
+/// Usage of one budget in one scope, for reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub budget: String,
+    pub scope: String,
+    pub active: u32,
+    pub taken: Vec<SystemTime>,
+}
+
+impl Ledger {
+    /// Records that `id` takes these units at `at`, held until released.
+    pub fn reserve(&mut self, id: IntentId, at: SystemTime, until: Option<SystemTime>, claims: &[Claim]) {
+        for claim in claims {
+            self.taken.entry(claim.clone()).or_default().push_back(at);
+            let holders = self.active.entry(claim.clone()).or_default();
+            let h = holders.entry(id).or_insert(Holding { units: 0, until });
+            h.units += 1;
+        }
+        if !claims.is_empty() {
+            self.held.entry(id).or_default().extend(claims.iter().cloned());
+        }
+    }
+
+    /// Counts `id`'s units as taken at `at` without holding them: for rebuilding the windows of
+    /// intents that are no longer active.
+    pub fn record_taken(&mut self, at: SystemTime, claims: &[Claim]) {
+        for claim in claims {
+            self.taken.entry(claim.clone()).or_default().push_back(at);
+        }
+    }
+
+    /// Releases what `id` holds (rolled back, expired, failed). Window usage stays: those
+    /// targets were acted on.
+    pub fn release(&mut self, id: IntentId) {
+        for claim in self.held.remove(&id).unwrap_or_default() {
+            if let Some(holders) = self.active.get_mut(&claim) {
+                holders.remove(&id);
+                if holders.is_empty() {
+                    self.active.remove(&claim);
+                }
+            }
+        }
+    }
+
+    /// Forgets units taken before `before`; they count in no window any more.
+    pub fn prune(&mut self, before: SystemTime) {
+        self.taken.retain(|_, times| {
+            while times.front().is_some_and(|t| *t < before) {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+    }
+
+    /// Units taken since `since`, and the oldest of them.
+    pub fn taken_since(&self, claim: &Claim, since: SystemTime) -> (u32, Option<SystemTime>) {
+        let Some(times) = self.taken.get(claim) else { return (0, None) };
+        let recent: Vec<_> = times.iter().filter(|t| **t >= since).collect();
+        (recent.len() as u32, recent.first().map(|t| **t))
+    }
+
+    /// Units held now, and the earliest time a holder's TTL should release one.
+    pub fn active(&self, claim: &Claim) -> (u32, Option<SystemTime>) {
+        let Some(holders) = self.active.get(claim) else { return (0, None) };
+        let units = holders.values().map(|h| h.units).sum();
+        (units, holders.values().filter_map(|h| h.until).min())
+    }
+
+    /// Every budget and scope in use.
+    pub fn usage(&self) -> Vec<Usage> {
+        let mut claims: Vec<&Claim> = self.taken.keys().chain(self.active.keys()).collect();
+        claims.sort();
+        claims.dedup();
+        claims
+            .into_iter()
+            .map(|c| Usage {
+                budget: c.0.clone(),
+                scope: c.1.clone(),
+                active: self.active(c).0,
+                taken: self.taken.get(c).map(|t| t.iter().copied().collect()).unwrap_or_default(),
+            })
+            .collect()
+    }
+}

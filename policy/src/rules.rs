@@ -1,0 +1,258 @@
+//! The guardrails' settings as the policy file states them: protected targets, budgets, rate
+//! limits, change freezes, the circuit breaker. Each type checks itself when it is read, so an
+//! invalid value is reported at its line.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    time::{Duration, SystemTime},
+};
+
+use ipnet::IpNet;
+use parapet_model::{ActionKind, Step};
+use serde::Deserialize;
+
+/// A duration written as `90s`, `15m`, `1h 30m`, `7d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Span(pub Duration);
+
+impl TryFrom<String> for Span {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match humantime::parse_duration(&s) {
+            Ok(d) if !d.is_zero() => Ok(Self(d)),
+            Ok(_) => Err("a duration must be longer than zero".into()),
+            Err(e) => Err(format!("`{s}` is not a duration like `15m` or `1h`: {e}")),
+        }
+    }
+}
+
+/// Which action kinds a rule covers: all when the list is empty.
+fn covers(kinds: &[ActionKind], kind: &ActionKind) -> bool {
+    kinds.is_empty() || kinds.contains(kind)
+}
+
+/// The address a step acts on, if it names one: the target id, or a host's `ip` attribute.
+pub fn address(step: &Step) -> Option<IpNet> {
+    let candidates = std::iter::once(&step.target.id).chain(step.target.attributes.get("ip"));
+    candidates.filter_map(|v| v.parse::<IpNet>().ok().or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))).next()
+}
+
+/// What happens when a protected target would be acted on automatically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtectedEffect {
+    Approval,
+    Deny,
+}
+
+/// Crown jewels: targets never acted on without a person. A rule matches a step when every
+/// criterion it sets matches; write several rules for "any of".
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectedRule {
+    pub name: String,
+    /// Target ids, exactly.
+    #[serde(default)]
+    pub ids: Vec<String>,
+    /// Address blocks; a target overlapping one matches (blocking a /24 that holds a domain
+    /// controller touches the domain controller).
+    #[serde(default)]
+    pub cidrs: Vec<IpNet>,
+    /// Any of these in the target's comma-separated `tags` attribute.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Target attributes that must all be equal.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// The action kinds the protection applies to; all when empty.
+    #[serde(default)]
+    pub action_kinds: Vec<ActionKind>,
+    pub effect: ProtectedEffect,
+}
+
+impl ProtectedRule {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ids.is_empty() && self.cidrs.is_empty() && self.tags.is_empty() && self.attributes.is_empty()
+    }
+
+    pub fn matches(&self, step: &Step) -> bool {
+        let t = &step.target;
+        covers(&self.action_kinds, &step.kind)
+            && (self.ids.is_empty() || self.ids.contains(&t.id))
+            && (self.cidrs.is_empty()
+                || address(step).is_some_and(|a| self.cidrs.iter().any(|c| c.contains(&a) || a.contains(c))))
+            && (self.tags.is_empty()
+                || t.attributes.get("tags").is_some_and(|tags| {
+                    tags.split(',').map(str::trim).any(|tag| self.tags.iter().any(|p| p == tag))
+                }))
+            && self.attributes.iter().all(|(k, v)| t.attributes.get(k) == Some(v))
+    }
+}
+
+/// A blast-radius limit, per action kind and per scope.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    pub name: String,
+    /// The action kinds counted; all when empty.
+    #[serde(default)]
+    pub action_kinds: Vec<ActionKind>,
+    /// The target attribute that divides the fleet (`site`, `business_unit`), or `global`.
+    #[serde(default = "global")]
+    pub scope: String,
+    /// At most this many targets acted on per sliding `window`.
+    pub max_per_window: Option<u32>,
+    pub window: Option<Span>,
+    /// At most this many active at once.
+    pub max_active: Option<u32>,
+    /// At most this share of the scope's fleet active at once, in percent.
+    pub max_active_percent: Option<f64>,
+}
+
+fn global() -> String {
+    GLOBAL.to_owned()
+}
+
+/// The scope name for a budget over the whole fleet.
+pub const GLOBAL: &str = "global";
+
+/// The scope value of a target that lacks the scope's attribute.
+pub const UNSET: &str = "(unset)";
+
+impl Budget {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        match (self.max_per_window, self.window) {
+            (Some(_), None) => return Err(format!("budget `{}` sets `max_per_window` without `window`", self.name)),
+            (None, Some(_)) => return Err(format!("budget `{}` sets `window` without `max_per_window`", self.name)),
+            _ => {}
+        }
+        if self.max_per_window.is_none() && self.max_active.is_none() && self.max_active_percent.is_none() {
+            return Err(format!("budget `{}` sets no limit", self.name));
+        }
+        if let Some(p) = self.max_active_percent
+            && !(p > 0.0 && p <= 100.0)
+        {
+            return Err(format!("budget `{}`: `max_active_percent` must be in (0, 100]", self.name));
+        }
+        Ok(())
+    }
+
+    pub fn covers(&self, step: &Step) -> bool {
+        covers(&self.action_kinds, &step.kind)
+    }
+
+    /// The scope value a step falls in.
+    pub fn scope_of<'a>(&self, step: &'a Step) -> &'a str {
+        if self.scope == GLOBAL {
+            GLOBAL
+        } else {
+            step.target.attributes.get(&self.scope).map_or(UNSET, String::as_str)
+        }
+    }
+}
+
+/// Fleet sizes per scope, for percentage budgets.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct Fleet {
+    /// The whole fleet, for `global` budgets.
+    pub global: Option<u64>,
+    /// Attribute → value → size, e.g. `site` → `hq` → 400.
+    #[serde(flatten)]
+    pub scopes: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl Fleet {
+    pub fn size(&self, scope: &str, value: &str) -> Option<u64> {
+        if scope == GLOBAL {
+            self.global
+        } else {
+            self.scopes.get(scope)?.get(value).copied()
+        }
+    }
+}
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateKey {
+    Source,
+    Detection,
+    ActionKind,
+}
+
+/// At most `max` executions per `per` for each source, detection or action kind, with bursts up
+/// to `burst` (default `max`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub name: String,
+    pub key: RateKey,
+    pub max: u32,
+    pub per: Span,
+    pub burst: Option<u32>,
+}
+
+/// A change freeze: during it, the listed action kinds need approval. Times are wall-clock
+/// times in the freeze's time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Freeze {
+    pub name: String,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub action_kinds: Vec<ActionKind>,
+}
+
+impl Freeze {
+    pub fn applies(&self, step: &Step, now: SystemTime) -> bool {
+        covers(&self.action_kinds, &step.kind) && self.start <= now && now < self.end
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawFreeze {
+    pub name: String,
+    pub start: String,
+    pub end: String,
+    pub time_zone: String,
+    #[serde(default)]
+    pub action_kinds: Vec<ActionKind>,
+}
+
+impl RawFreeze {
+    pub(crate) fn resolve(self) -> Result<Freeze, String> {
+        let tz = jiff::tz::TimeZone::get(&self.time_zone)
+            .map_err(|_| format!("freeze `{}`: `{}` is not a time zone", self.name, self.time_zone))?;
+        let at = |text: &str| -> Result<SystemTime, String> {
+            let civil: jiff::civil::DateTime = text
+                .parse()
+                .map_err(|_| format!("freeze `{}`: `{text}` is not a date and time like `2026-12-20T00:00`", self.name))?;
+            let instant = tz.to_timestamp(civil).map_err(|e| format!("freeze `{}`: {e}", self.name))?;
+            SystemTime::try_from(instant).map_err(|e| format!("freeze `{}`: {e}", self.name))
+        };
+        let (start, end) = (at(&self.start)?, at(&self.end)?);
+        if end <= start {
+            return Err(format!("freeze `{}` ends before it starts", self.name));
+        }
+        Ok(Freeze {
+            name: self.name,
+            start,
+            end,
+            action_kinds: self.action_kinds,
+        })
+    }
+}
+
+/// Trips the kill switch of an action kind when its adapter fails too often.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreaker {
+    pub window: Span,
+    /// Fewer calls than this in the window never trip it.
+    pub min_calls: u32,
+    /// Failed calls over all calls in the window, from 0 to 1.
+    pub max_failure_rate: f64,
+}
