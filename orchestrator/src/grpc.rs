@@ -197,8 +197,7 @@ impl intents_server::Intents for Intents {
                     return;
                 }
                 // A watch of one intent ends with it; the record is the one after its request.
-                if only.is_some() && state.is_final() && record.last_seq == change.entry.seq
-                {
+                if only.is_some() && state.is_final() && record.last_seq == change.entry.seq {
                     return;
                 }
             }

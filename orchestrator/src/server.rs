@@ -101,8 +101,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         clock,
         EngineConfig {
             adapter_timeout: config.adapter_timeout,
+            policy_path: config.policy.clone(),
         },
-    )?;
+    )
+    .await?;
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await

@@ -79,8 +79,17 @@ impl Policy {
 
         for (i, step) in input.steps.iter().enumerate() {
             if input.kill_switches.stops(&step.kind) {
-                let which = if input.kill_switches.global { "the global kill switch is on".to_owned() } else { format!("the kill switch for `{}` is on", step.kind) };
-                reasons.push(reason(guardrail::KILL_SWITCH, Outcome::Deny, Some(i), which));
+                let which = if input.kill_switches.global {
+                    "the global kill switch is on".to_owned()
+                } else {
+                    format!("the kill switch for `{}` is on", step.kind)
+                };
+                reasons.push(reason(
+                    guardrail::KILL_SWITCH,
+                    Outcome::Deny,
+                    Some(i),
+                    which,
+                ));
             }
         }
 
@@ -89,7 +98,10 @@ impl Policy {
                 guardrail::INVENTORY,
                 Outcome::Execute,
                 None,
-                format!("detection `{}` is in the inventory (owner `{}`)", d.id, d.owner),
+                format!(
+                    "detection `{}` is in the inventory (owner `{}`)",
+                    d.id, d.owner
+                ),
             ),
             (None, unknown) => reason(
                 guardrail::INVENTORY,
@@ -116,7 +128,10 @@ impl Policy {
                     guardrail::PROTECTED_TARGET,
                     effect,
                     Some(i),
-                    format!("`{}:{}` is protected by `{}` and {then}", step.target.kind, step.target.id, rule.name),
+                    format!(
+                        "`{}:{}` is protected by `{}` and {then}",
+                        step.target.kind, step.target.id, rule.name
+                    ),
                 ));
             }
         }
@@ -124,7 +139,11 @@ impl Policy {
         if let Some(d) = known {
             let mut tiers = BTreeSet::new();
             for (i, step) in input.steps.iter().enumerate() {
-                let tier = d.actions.get(&step.kind).copied().unwrap_or(Tier::Forbidden);
+                let tier = d
+                    .actions
+                    .get(&step.kind)
+                    .copied()
+                    .unwrap_or(Tier::Forbidden);
                 tiers.insert(tier);
                 let effect = match tier {
                     Tier::Auto => Outcome::Execute,
@@ -132,12 +151,21 @@ impl Policy {
                     Tier::Shadow => Outcome::Shadow,
                     Tier::Forbidden => Outcome::Deny,
                 };
-                let granted = if d.actions.contains_key(&step.kind) { "" } else { " (not granted)" };
+                let granted = if d.actions.contains_key(&step.kind) {
+                    ""
+                } else {
+                    " (not granted)"
+                };
                 reasons.push(reason(
                     guardrail::AUTONOMY_TIER,
                     effect,
                     Some(i),
-                    format!("`{}` × `{}` is `{}`{granted}", d.id, step.kind, tier.as_str()),
+                    format!(
+                        "`{}` × `{}` is `{}`{granted}",
+                        d.id,
+                        step.kind,
+                        tier.as_str()
+                    ),
                 ));
             }
             if tiers.contains(&Tier::Auto) || tiers.contains(&Tier::Approval) {
@@ -151,7 +179,10 @@ impl Policy {
                     guardrail::CHANGE_FREEZE,
                     Outcome::AwaitApproval,
                     Some(i),
-                    format!("`{}` is frozen by `{}`: a person must approve", step.kind, freeze.name),
+                    format!(
+                        "`{}` is frozen by `{}`: a person must approve",
+                        step.kind, freeze.name
+                    ),
                 ));
             }
         }
@@ -170,7 +201,11 @@ impl Policy {
             retry_after = self.budgets_allow(input, &mut reasons);
         }
 
-        let outcome = reasons.iter().map(|r| r.effect).max().unwrap_or(Outcome::Deny);
+        let outcome = reasons
+            .iter()
+            .map(|r| r.effect)
+            .max()
+            .unwrap_or(Outcome::Deny);
         Decision {
             outcome,
             reasons,
@@ -192,22 +227,32 @@ impl Policy {
 
     /// Checks every budget the steps fall under; returns when the refusing budgets all have a
     /// slot again, if that can be known.
-    fn budgets_allow(&self, input: DecisionInput<'_>, reasons: &mut Vec<Reason>) -> Option<Duration> {
+    fn budgets_allow(
+        &self,
+        input: DecisionInput<'_>,
+        reasons: &mut Vec<Reason>,
+    ) -> Option<Duration> {
         let mut units: BTreeMap<Claim, u32> = BTreeMap::new();
         for claim in self.claims(input.steps) {
             *units.entry(claim).or_default() += 1;
         }
         let mut waits = Vec::new();
         for (claim, n) in units {
-            let Some(budget) = self.budgets.iter().find(|b| b.name == claim.0) else { continue };
-            let (effect, message, wait) = budget_check(budget, &self.fleet_size(budget, &claim.1), &claim, n, input);
+            let Some(budget) = self.budgets.iter().find(|b| b.name == claim.0) else {
+                continue;
+            };
+            let (effect, message, wait) =
+                budget_check(budget, &self.fleet_size(budget, &claim.1), &claim, n, input);
             if effect == Outcome::Deny {
                 waits.push(wait);
             }
             reasons.push(reason(guardrail::BUDGET, effect, None, message));
         }
         // Known only if every refusing budget can say when it frees.
-        waits.into_iter().collect::<Option<Vec<_>>>().and_then(|w| w.into_iter().max())
+        waits
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .and_then(|w| w.into_iter().max())
     }
 
     fn fleet_size(&self, budget: &Budget, value: &str) -> Option<u64> {
@@ -216,7 +261,11 @@ impl Policy {
 
     fn target_scope(&self, i: usize, step: &Step) -> Option<Reason> {
         let net = crate::rules::address(step)?;
-        let min = if net.addr().is_ipv4() { self.min_prefix_v4 } else { self.min_prefix_v6 };
+        let min = if net.addr().is_ipv4() {
+            self.min_prefix_v4
+        } else {
+            self.min_prefix_v6
+        };
         (net.prefix_len() < min).then(|| {
             reason(
                 guardrail::TARGET_SCOPE,
@@ -246,8 +295,16 @@ fn budget_check(
         let window_text = humantime::format_duration(window.0);
         if used + n > max {
             let wait = oldest.map(|t| until(t + window.0));
-            let when = wait.map(|w| format!("; a slot frees in {}", humantime::format_duration(round(w)))).unwrap_or_default();
-            return (Outcome::Deny, format!("{name}: {used} of {max} used in the last {window_text}, {n} more asked{when}"), wait);
+            let when = wait
+                .map(|w| format!("; a slot frees in {}", humantime::format_duration(round(w))))
+                .unwrap_or_default();
+            return (
+                Outcome::Deny,
+                format!(
+                    "{name}: {used} of {max} used in the last {window_text}, {n} more asked{when}"
+                ),
+                wait,
+            );
         }
         seen.push(format!("{used} of {max} in the last {window_text}"));
     }
@@ -255,23 +312,46 @@ fn budget_check(
     if let Some(max) = budget.max_active {
         if active + n > max {
             let wait = next_free.map(until);
-            let when = wait.map(|w| format!("; a TTL frees one in {}", humantime::format_duration(round(w)))).unwrap_or_default();
-            return (Outcome::Deny, format!("{name}: {active} of {max} active, {n} more asked{when}"), wait);
+            let when = wait
+                .map(|w| {
+                    format!(
+                        "; a TTL frees one in {}",
+                        humantime::format_duration(round(w))
+                    )
+                })
+                .unwrap_or_default();
+            return (
+                Outcome::Deny,
+                format!("{name}: {active} of {max} active, {n} more asked{when}"),
+                wait,
+            );
         }
         seen.push(format!("{active} of {max} active"));
     }
     if let Some(pct) = budget.max_active_percent {
         let Some(size) = *fleet else {
-            return (Outcome::Deny, format!("{name}: no fleet size for `{}` to take {pct}% of", claim.1), None);
+            return (
+                Outcome::Deny,
+                format!("{name}: no fleet size for `{}` to take {pct}% of", claim.1),
+                None,
+            );
         };
         let allowed = (pct / 100.0 * size as f64).floor() as u64;
         if u64::from(active + n) > allowed {
             let wait = next_free.map(until);
-            return (Outcome::Deny, format!("{name}: {active} of {allowed} ({pct}% of {size}) active, {n} more asked"), wait);
+            return (
+                Outcome::Deny,
+                format!("{name}: {active} of {allowed} ({pct}% of {size}) active, {n} more asked"),
+                wait,
+            );
         }
         seen.push(format!("{active} of {allowed} ({pct}% of {size}) active"));
     }
-    (Outcome::Execute, format!("{name}: {}", seen.join(", ")), None)
+    (
+        Outcome::Execute,
+        format!("{name}: {}", seen.join(", ")),
+        None,
+    )
 }
 
 /// Whole seconds, for messages.
@@ -283,20 +363,38 @@ fn threshold(d: &crate::DetectionPolicy, det: &Detection, any_auto: bool) -> Rea
     let below = |sev: Option<parapet_model::Severity>, conf: Option<parapet_model::Confidence>| {
         let mut short = Vec::new();
         if let Some(min) = sev.filter(|min| det.severity < *min) {
-            short.push(format!("severity `{}` is below `{}`", det.severity.as_str(), min.as_str()));
+            short.push(format!(
+                "severity `{}` is below `{}`",
+                det.severity.as_str(),
+                min.as_str()
+            ));
         }
         if let Some(min) = conf.filter(|min| det.confidence < *min) {
-            short.push(format!("confidence {} is below {}", det.confidence.get(), min.get()));
+            short.push(format!(
+                "confidence {} is below {}",
+                det.confidence.get(),
+                min.get()
+            ));
         }
         short
     };
     let to_ask = below(d.approval_min_severity, d.approval_min_confidence);
     if !to_ask.is_empty() {
-        return reason(guardrail::THRESHOLD, Outcome::Deny, None, format!("{}: not acting at all", to_ask.join(", ")));
+        return reason(
+            guardrail::THRESHOLD,
+            Outcome::Deny,
+            None,
+            format!("{}: not acting at all", to_ask.join(", ")),
+        );
     }
     let alone = below(d.min_severity, d.min_confidence);
     if any_auto && !alone.is_empty() {
-        return reason(guardrail::THRESHOLD, Outcome::AwaitApproval, None, format!("{}: not acting alone", alone.join(", ")));
+        return reason(
+            guardrail::THRESHOLD,
+            Outcome::AwaitApproval,
+            None,
+            format!("{}: not acting alone", alone.join(", ")),
+        );
     }
     reason(
         guardrail::THRESHOLD,
@@ -310,7 +408,12 @@ fn threshold(d: &crate::DetectionPolicy, det: &Detection, any_auto: bool) -> Rea
     )
 }
 
-pub(crate) fn reason(guardrail: &str, effect: Outcome, step: Option<usize>, message: String) -> Reason {
+pub(crate) fn reason(
+    guardrail: &str,
+    effect: Outcome,
+    step: Option<usize>,
+    message: String,
+) -> Reason {
     Reason {
         guardrail: guardrail.to_owned(),
         effect,

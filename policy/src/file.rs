@@ -267,7 +267,13 @@ impl Policy {
         let mut protected = Vec::new();
         for rule in raw.protected {
             if rule.get_ref().is_empty() {
-                return Err(at(rule.span(), format!("protection `{}` matches nothing: set ids, cidrs, tags or attributes", rule.get_ref().name)));
+                return Err(at(
+                    rule.span(),
+                    format!(
+                        "protection `{}` matches nothing: set ids, cidrs, tags or attributes",
+                        rule.get_ref().name
+                    ),
+                ));
             }
             protected.push(rule.into_inner());
         }
@@ -276,7 +282,10 @@ impl Policy {
             let span = budget.span();
             budget.get_ref().check().map_err(|m| at(span.clone(), m))?;
             if budgets.iter().any(|b| b.name == budget.get_ref().name) {
-                return Err(at(span, format!("budget `{}` is listed twice", budget.get_ref().name)));
+                return Err(at(
+                    span,
+                    format!("budget `{}` is listed twice", budget.get_ref().name),
+                ));
             }
             budgets.push(budget.into_inner());
         }
@@ -290,7 +299,10 @@ impl Policy {
             .collect::<Result<_, _>>()?;
         let circuit_breaker = match raw.circuit_breaker {
             Some(cb) if !(0.0..=1.0).contains(&cb.get_ref().max_failure_rate) => {
-                return Err(at(cb.span(), "`max_failure_rate` must be between 0 and 1".into()));
+                return Err(at(
+                    cb.span(),
+                    "`max_failure_rate` must be between 0 and 1".into(),
+                ));
             }
             cb => cb.map(Spanned::into_inner),
         };
@@ -313,7 +325,12 @@ impl Policy {
 
     /// The longest budget window: usage older than this no longer matters.
     pub fn longest_window(&self) -> Duration {
-        self.budgets.iter().filter_map(|b| b.window).map(|w| w.0).max().unwrap_or_default()
+        self.budgets
+            .iter()
+            .filter_map(|b| b.window)
+            .map(|w| w.0)
+            .max()
+            .unwrap_or_default()
     }
 
     /// `sha256:` and the hex SHA-256 of the file's bytes: `sha256sum` of the file gives the same.

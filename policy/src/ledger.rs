@@ -41,7 +41,13 @@ pub struct Usage {
 
 impl Ledger {
     /// Records that `id` takes these units at `at`, held until released.
-    pub fn reserve(&mut self, id: IntentId, at: SystemTime, until: Option<SystemTime>, claims: &[Claim]) {
+    pub fn reserve(
+        &mut self,
+        id: IntentId,
+        at: SystemTime,
+        until: Option<SystemTime>,
+        claims: &[Claim],
+    ) {
         for claim in claims {
             self.taken.entry(claim.clone()).or_default().push_back(at);
             let holders = self.active.entry(claim.clone()).or_default();
@@ -49,7 +55,10 @@ impl Ledger {
             h.units += 1;
         }
         if !claims.is_empty() {
-            self.held.entry(id).or_default().extend(claims.iter().cloned());
+            self.held
+                .entry(id)
+                .or_default()
+                .extend(claims.iter().cloned());
         }
     }
 
@@ -86,14 +95,18 @@ impl Ledger {
 
     /// Units taken since `since`, and the oldest of them.
     pub fn taken_since(&self, claim: &Claim, since: SystemTime) -> (u32, Option<SystemTime>) {
-        let Some(times) = self.taken.get(claim) else { return (0, None) };
+        let Some(times) = self.taken.get(claim) else {
+            return (0, None);
+        };
         let recent: Vec<_> = times.iter().filter(|t| **t >= since).collect();
         (recent.len() as u32, recent.first().map(|t| **t))
     }
 
     /// Units held now, and the earliest time a holder's TTL should release one.
     pub fn active(&self, claim: &Claim) -> (u32, Option<SystemTime>) {
-        let Some(holders) = self.active.get(claim) else { return (0, None) };
+        let Some(holders) = self.active.get(claim) else {
+            return (0, None);
+        };
         let units = holders.values().map(|h| h.units).sum();
         (units, holders.values().filter_map(|h| h.until).min())
     }
@@ -109,7 +122,11 @@ impl Ledger {
                 budget: c.0.clone(),
                 scope: c.1.clone(),
                 active: self.active(c).0,
-                taken: self.taken.get(c).map(|t| t.iter().copied().collect()).unwrap_or_default(),
+                taken: self
+                    .taken
+                    .get(c)
+                    .map(|t| t.iter().copied().collect())
+                    .unwrap_or_default(),
             })
             .collect()
     }

@@ -37,7 +37,13 @@ fn covers(kinds: &[ActionKind], kind: &ActionKind) -> bool {
 /// The address a step acts on, if it names one: the target id, or a host's `ip` attribute.
 pub fn address(step: &Step) -> Option<IpNet> {
     let candidates = std::iter::once(&step.target.id).chain(step.target.attributes.get("ip"));
-    candidates.filter_map(|v| v.parse::<IpNet>().ok().or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))).next()
+    candidates
+        .filter_map(|v| {
+            v.parse::<IpNet>()
+                .ok()
+                .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))
+        })
+        .next()
 }
 
 /// What happens when a protected target would be acted on automatically.
@@ -75,7 +81,10 @@ pub struct ProtectedRule {
 
 impl ProtectedRule {
     pub(crate) fn is_empty(&self) -> bool {
-        self.ids.is_empty() && self.cidrs.is_empty() && self.tags.is_empty() && self.attributes.is_empty()
+        self.ids.is_empty()
+            && self.cidrs.is_empty()
+            && self.tags.is_empty()
+            && self.attributes.is_empty()
     }
 
     pub fn matches(&self, step: &Step) -> bool {
@@ -83,12 +92,18 @@ impl ProtectedRule {
         covers(&self.action_kinds, &step.kind)
             && (self.ids.is_empty() || self.ids.contains(&t.id))
             && (self.cidrs.is_empty()
-                || address(step).is_some_and(|a| self.cidrs.iter().any(|c| c.contains(&a) || a.contains(c))))
+                || address(step)
+                    .is_some_and(|a| self.cidrs.iter().any(|c| c.contains(&a) || a.contains(c))))
             && (self.tags.is_empty()
                 || t.attributes.get("tags").is_some_and(|tags| {
-                    tags.split(',').map(str::trim).any(|tag| self.tags.iter().any(|p| p == tag))
+                    tags.split(',')
+                        .map(str::trim)
+                        .any(|tag| self.tags.iter().any(|p| p == tag))
                 }))
-            && self.attributes.iter().all(|(k, v)| t.attributes.get(k) == Some(v))
+            && self
+                .attributes
+                .iter()
+                .all(|(k, v)| t.attributes.get(k) == Some(v))
     }
 }
 
@@ -125,17 +140,33 @@ pub const UNSET: &str = "(unset)";
 impl Budget {
     pub(crate) fn check(&self) -> Result<(), String> {
         match (self.max_per_window, self.window) {
-            (Some(_), None) => return Err(format!("budget `{}` sets `max_per_window` without `window`", self.name)),
-            (None, Some(_)) => return Err(format!("budget `{}` sets `window` without `max_per_window`", self.name)),
+            (Some(_), None) => {
+                return Err(format!(
+                    "budget `{}` sets `max_per_window` without `window`",
+                    self.name
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "budget `{}` sets `window` without `max_per_window`",
+                    self.name
+                ));
+            }
             _ => {}
         }
-        if self.max_per_window.is_none() && self.max_active.is_none() && self.max_active_percent.is_none() {
+        if self.max_per_window.is_none()
+            && self.max_active.is_none()
+            && self.max_active_percent.is_none()
+        {
             return Err(format!("budget `{}` sets no limit", self.name));
         }
         if let Some(p) = self.max_active_percent
             && !(p > 0.0 && p <= 100.0)
         {
-            return Err(format!("budget `{}`: `max_active_percent` must be in (0, 100]", self.name));
+            return Err(format!(
+                "budget `{}`: `max_active_percent` must be in (0, 100]",
+                self.name
+            ));
         }
         Ok(())
     }
@@ -149,7 +180,10 @@ impl Budget {
         if self.scope == GLOBAL {
             GLOBAL
         } else {
-            step.target.attributes.get(&self.scope).map_or(UNSET, String::as_str)
+            step.target
+                .attributes
+                .get(&self.scope)
+                .map_or(UNSET, String::as_str)
         }
     }
 }
@@ -190,9 +224,9 @@ pub enum RateKey {
 pub struct RateLimit {
     pub name: String,
     pub key: RateKey,
-    pub max: u32,
+    pub max: std::num::NonZeroU32,
     pub per: Span,
-    pub burst: Option<u32>,
+    pub burst: Option<std::num::NonZeroU32>,
 }
 
 /// A change freeze: during it, the listed action kinds need approval. Times are wall-clock
@@ -224,13 +258,22 @@ pub(crate) struct RawFreeze {
 
 impl RawFreeze {
     pub(crate) fn resolve(self) -> Result<Freeze, String> {
-        let tz = jiff::tz::TimeZone::get(&self.time_zone)
-            .map_err(|_| format!("freeze `{}`: `{}` is not a time zone", self.name, self.time_zone))?;
+        let tz = jiff::tz::TimeZone::get(&self.time_zone).map_err(|_| {
+            format!(
+                "freeze `{}`: `{}` is not a time zone",
+                self.name, self.time_zone
+            )
+        })?;
         let at = |text: &str| -> Result<SystemTime, String> {
-            let civil: jiff::civil::DateTime = text
-                .parse()
-                .map_err(|_| format!("freeze `{}`: `{text}` is not a date and time like `2026-12-20T00:00`", self.name))?;
-            let instant = tz.to_timestamp(civil).map_err(|e| format!("freeze `{}`: {e}", self.name))?;
+            let civil: jiff::civil::DateTime = text.parse().map_err(|_| {
+                format!(
+                    "freeze `{}`: `{text}` is not a date and time like `2026-12-20T00:00`",
+                    self.name
+                )
+            })?;
+            let instant = tz
+                .to_timestamp(civil)
+                .map_err(|e| format!("freeze `{}`: {e}", self.name))?;
             SystemTime::try_from(instant).map_err(|e| format!("freeze `{}`: {e}", self.name))
         };
         let (start, end) = (at(&self.start)?, at(&self.end)?);

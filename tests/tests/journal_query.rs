@@ -59,15 +59,17 @@ async fn queries_filter_by_target_detection_intent_and_time() {
     q.detection = "edr.c2_beacon".into();
     assert_eq!(intents_of(p.entries(q).await), vec![a.clone()]);
 
-    // time range: [t0, t1) holds only the first intent's submission and execution
+    // time range: [t0, t1) holds the policy the server started on, then only the first
+    // intent's submission and execution
     let q = pb::QueryJournalRequest {
         since: Some(t0.into()),
         until: Some(t1.into()),
         ..Default::default()
     };
     let early = p.entries(q).await;
-    assert_eq!(early.len(), 5);
-    assert!(early.iter().all(|e| e.intent_id == a));
+    assert_eq!(early[0].kind, "policy_loaded");
+    assert_eq!(early.len(), 1 + 5);
+    assert!(early[1..].iter().all(|e| e.intent_id == a));
     let q = pb::QueryJournalRequest {
         since: Some(t1.into()),
         ..Default::default()
@@ -103,5 +105,6 @@ async fn pages_continue_after_the_last_sequence_number() {
         after = page.last().unwrap().seq;
         seen.extend(page.into_iter().map(|e| e.seq));
     }
-    assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+    // the policy the server started on, then four intents of five entries
+    assert_eq!(seen, (1..=21).collect::<Vec<u64>>());
 }

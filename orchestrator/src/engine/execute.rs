@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use parapet_actions::{Action, Error as ActionError};
 use parapet_model::IntentId;
 
-use super::{Engine, SYSTEM_ACTOR};
+use super::{Engine, SYSTEM_ACTOR, guards};
 use crate::{
     journal::AppendError,
     lifecycle::{Event, IntentRecord, RollbackCause, State, StepState},
@@ -39,6 +39,19 @@ impl Engine {
                 _ => return self.fail(id, record).await,
             }
             let step = i as u32;
+            let kind = &record.intent.steps[i].kind;
+            if self.inner.guards.lock().kill_switches.stops(kind) {
+                // Engaged after the decision: this step must not start, and those done are undone.
+                let refused = Event::StepFailed {
+                    step,
+                    retryable: false,
+                    error: format!("the kill switch stops `{kind}`"),
+                };
+                record = self
+                    .append_all(id, vec![Event::StepStarted { step }, refused])
+                    .await?;
+                return self.fail(id, record).await;
+            }
             record = self.append(id, Event::StepStarted { step }).await?;
             let mut events = vec![match self.act(&record, step).await {
                 Ok(handle) => Event::StepSucceeded { step, handle },
@@ -53,12 +66,7 @@ impl Engine {
                 let expires_at = record.intent.ttl.map(|ttl| self.now() + ttl);
                 events.push(Event::Activated { expires_at });
             }
-            record = self
-                .inner
-                .journal
-                .append(id, SYSTEM_ACTOR, events)
-                .await?
-                .record;
+            record = self.append_all(id, events).await?;
             if record.steps[i].state == StepState::Failed {
                 return self.fail(id, record).await;
             }
@@ -91,9 +99,31 @@ impl Engine {
             step: s,
             ttl: intent.ttl,
         };
-        tokio::time::timeout(self.inner.config.adapter_timeout, adapter.execute(action))
-            .await
-            .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout)))
+        let result =
+            tokio::time::timeout(self.inner.config.adapter_timeout, adapter.execute(action))
+                .await
+                .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout)));
+        let trip = {
+            let policy = self.policy();
+            let mut g = self.inner.guards.lock();
+            guards::tally(
+                &mut g,
+                policy.circuit_breaker.as_ref(),
+                &s.kind,
+                self.now(),
+                result.is_err(),
+            )
+        };
+        if let Some(reason) = trip {
+            tracing::warn!(kind = %s.kind, %reason, "tripping the kill switch");
+            if let Err(e) = self
+                .set_kill_switch(Some(s.kind.clone()), true, SYSTEM_ACTOR, &reason)
+                .await
+            {
+                tracing::error!(error = %e, "could not trip the kill switch");
+            }
+        }
+        result
     }
 
     /// A step failed: undo what was done (compensation), then end `failed` with the cause.
@@ -176,12 +206,25 @@ impl Engine {
         id: IntentId,
         event: Event,
     ) -> Result<IntentRecord, AppendError> {
-        Ok(self
+        self.append_all(id, vec![event]).await
+    }
+
+    /// Journals the engine's own events; an intent that ends frees its budget units.
+    async fn append_all(
+        &self,
+        id: IntentId,
+        events: Vec<Event>,
+    ) -> Result<IntentRecord, AppendError> {
+        let record = self
             .inner
             .journal
-            .append(id, SYSTEM_ACTOR, vec![event])
+            .append(id, SYSTEM_ACTOR, events)
             .await?
-            .record)
+            .record;
+        if record.state.is_final() {
+            self.inner.guards.lock().ledger.release(id);
+        }
+        Ok(record)
     }
 
     pub(super) fn now(&self) -> SystemTime {

@@ -10,9 +10,13 @@
 //! - [`submit`](Engine::submit): decide, journal, start execution; idempotency and TTL extension.
 //! - `execute`: run the steps in order, compensate in reverse if one fails, undo on request.
 //! - `rollback`: operator rollbacks and TTL expiry, with the durable timer.
-//! - `recover`: on start, resume whatever the journal shows in flight.
+//! - `recover`: on start, resume whatever the journal shows in flight; rebuild budget usage.
+//! - `admin`: kill switches, policy reload, status.
+//! - `guards`: the guardrails' state (budgets, kill switches, rate limiters, breaker tally).
 
+mod admin;
 mod execute;
+mod guards;
 mod locks;
 mod recover;
 mod rollback;
@@ -29,9 +33,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     clock::SharedClock,
     journal::{AppendError, Journal},
-    lifecycle::{IntentRecord, State},
+    lifecycle::{Event, IntentRecord, State},
 };
 
+pub use admin::{KillSwitch, Status};
 pub use rollback::RolledBack;
 pub use submit::Submitted;
 
@@ -63,12 +68,15 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub struct EngineConfig {
     /// How long one adapter call may take before it counts as failed.
     pub adapter_timeout: Duration,
+    /// Where the policy came from, to reload it; `None` for the built-in example.
+    pub policy_path: Option<std::path::PathBuf>,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             adapter_timeout: Duration::from_secs(30),
+            policy_path: None,
         }
     }
 }
@@ -81,7 +89,11 @@ pub struct Engine {
 
 struct Inner {
     journal: Journal,
-    policy: Arc<Policy>,
+    /// Swapped whole on reload; a decision uses the one it started with.
+    policy: parking_lot::RwLock<Arc<Policy>>,
+    guards: parking_lot::Mutex<guards::Guards>,
+    /// Serialises kill-switch changes and reloads, so journal order and memory agree.
+    admin: tokio::sync::Mutex<()>,
     registry: Registry,
     clock: SharedClock,
     config: EngineConfig,
@@ -93,9 +105,10 @@ struct Inner {
 }
 
 impl Engine {
-    /// Starts the engine over an opened journal: the TTL timer runs and whatever the journal
-    /// shows in flight is resumed.
-    pub fn start(
+    /// Starts the engine over an opened journal: the policy in effect is journaled, budget
+    /// usage and kill switches are rebuilt from the journal, the TTL timer runs, and whatever
+    /// the journal shows in flight is resumed.
+    pub async fn start(
         journal: Journal,
         policy: Arc<Policy>,
         registry: Registry,
@@ -106,7 +119,9 @@ impl Engine {
         let engine = Self {
             inner: Arc::new(Inner {
                 journal,
-                policy,
+                policy: parking_lot::RwLock::new(policy),
+                guards: parking_lot::Mutex::default(),
+                admin: tokio::sync::Mutex::new(()),
                 registry,
                 clock,
                 config,
@@ -121,6 +136,20 @@ impl Engine {
             .inner
             .tasks
             .spawn(async move { timer.run_timers(timer_rx).await });
+        let origin = match &engine.inner.config.policy_path {
+            Some(path) => path.display().to_string(),
+            None => "built-in example".to_owned(),
+        };
+        let loaded = Event::PolicyLoaded {
+            digest: engine.policy().digest().to_owned(),
+            origin,
+        };
+        engine
+            .inner
+            .journal
+            .append_system(SYSTEM_ACTOR, loaded)
+            .await?;
+        engine.restore_guards(&engine.policy())?;
         engine.recover()?;
         Ok(engine)
     }
@@ -129,8 +158,9 @@ impl Engine {
         &self.inner.journal
     }
 
-    pub fn policy(&self) -> &Policy {
-        &self.inner.policy
+    /// The policy in effect.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner.policy.read().clone()
     }
 
     pub fn registry(&self) -> &Registry {

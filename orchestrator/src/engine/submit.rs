@@ -1,9 +1,9 @@
 //! Submitting an intent: decide, journal, start.
 
-use parapet_model::{IntentId, IntentRequest, Outcome};
+use parapet_model::{Decision, Intent, IntentId, IntentRequest, Outcome};
 use parapet_policy::DecisionInput;
 
-use super::{Engine, Error, Result};
+use super::{Engine, Error, Result, guards};
 use crate::{
     journal::AppendError,
     lifecycle::{Event, IntentRecord, State},
@@ -34,15 +34,17 @@ impl Engine {
             return self.repeat(existing, &request, wait).await;
         }
         let id = IntentId::generate();
-        let intent = request.clone().into_intent(id, self.inner.clock.now());
-        let decision = self.inner.policy.decide(DecisionInput {
-            detection: &intent.detection,
-            steps: &intent.steps,
-        });
+        let intent = request.clone().into_intent(id, self.now());
+        let decision = self.decide(&intent);
         let execute = decision.outcome == Outcome::Execute;
         let source = intent.source.clone();
         let events = vec![Event::Received { intent }, Event::Decided { decision }];
-        let record = match self.inner.journal.append(id, &source, events).await {
+        let appended = self.inner.journal.append(id, &source, events).await;
+        if appended.is_err() && execute {
+            // Nothing was recorded, so nothing may hold the budget.
+            self.inner.guards.lock().ledger.release(id);
+        }
+        let record = match appended {
             Ok(appended) => appended.record,
             // Lost a race with a concurrent submission of the same key.
             Err(AppendError::Duplicate(existing)) => {
@@ -65,6 +67,40 @@ impl Engine {
             record,
             duplicate: false,
         })
+    }
+
+    /// Decides, and for an intent that will execute checks the rate limits and reserves its
+    /// budget units, all under one lock: two concurrent submissions can never both take the
+    /// last unit of a budget.
+    fn decide(&self, intent: &Intent) -> Decision {
+        let policy = self.policy();
+        let now = intent.received_at;
+        let mut guards = self.inner.guards.lock();
+        let g = &mut *guards;
+        if let Some(before) = now.checked_sub(policy.longest_window()) {
+            g.ledger.prune(before);
+        }
+        let mut decision = policy.decide(DecisionInput {
+            detection: &intent.detection,
+            steps: &intent.steps,
+            now,
+            kill_switches: &g.kill_switches,
+            ledger: &g.ledger,
+        });
+        if decision.outcome == Outcome::Execute {
+            let (reasons, wait) = guards::rate_limit(g, intent);
+            if reasons.iter().any(|r| r.effect == Outcome::Deny) {
+                decision.outcome = Outcome::Deny;
+                decision.retry_after = wait;
+            }
+            decision.reasons.extend(reasons);
+        }
+        if decision.outcome == Outcome::Execute {
+            let until = intent.ttl.map(|ttl| now + ttl);
+            g.ledger
+                .reserve(intent.id, now, until, &policy.claims(&intent.steps));
+        }
+        decision
     }
 
     /// A repeated submission returns the first intent and never acts again. A repeat for an

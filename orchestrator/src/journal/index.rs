@@ -148,9 +148,15 @@ impl Index {
         for pair in self.kv.scan(b"sk", None, false) {
             let (k, v) = pair?;
             let seq: [u8; 8] = v.as_slice().try_into().map_err(io::Error::other)?;
-            let Some(entry) = self.entry(u64::from_be_bytes(seq))? else { continue };
+            let Some(entry) = self.entry(u64::from_be_bytes(seq))? else {
+                continue;
+            };
             let name = String::from_utf8_lossy(&k[2..]).into_owned();
-            let kind = if name == "*" { None } else { Some(name.parse().map_err(io::Error::other)?) };
+            let kind = if name == "*" {
+                None
+            } else {
+                Some(name.parse().map_err(io::Error::other)?)
+            };
             out.push((kind, entry));
         }
         Ok(out)
@@ -227,7 +233,8 @@ impl<'a> Stager<'a> {
             .push((key::entry(entry.seq), Some(encoded.to_vec())));
         if let Event::KillSwitch { kind, engaged, .. } = &entry.event {
             let k = key::kill_switch(kind.as_ref());
-            self.batch.push((k, engaged.then(|| entry.seq.to_be_bytes().to_vec())));
+            self.batch
+                .push((k, engaged.then(|| entry.seq.to_be_bytes().to_vec())));
         }
         let (Some(id), Some(record)) = (entry.intent_id, record) else {
             return;

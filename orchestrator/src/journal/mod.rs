@@ -295,7 +295,10 @@ struct Writer {
     failed: Option<String>,
 }
 
-type Reply = (oneshot::Sender<Result<Written, AppendError>>, Result<Written, AppendError>);
+type Reply = (
+    oneshot::Sender<Result<Written, AppendError>>,
+    Result<Written, AppendError>,
+);
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Request>) {
@@ -385,7 +388,10 @@ impl Writer {
         {
             return Err(AppendError::Duplicate(holder));
         }
-        if r.events.iter().any(|e| e.is_system() != r.intent_id.is_none()) {
+        if r.events
+            .iter()
+            .any(|e| e.is_system() != r.intent_id.is_none())
+        {
             return Err(AppendError::NotAnIntentEvent);
         }
         let mut entries = Vec::with_capacity(r.events.len());

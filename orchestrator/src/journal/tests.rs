@@ -316,11 +316,17 @@ async fn system_events_are_journaled_apart_from_intents() {
         engaged: true,
         reason: "bad rule".into(),
     };
-    let seq = journal.append_system("alice", engage.clone()).await.unwrap();
+    let seq = journal
+        .append_system("alice", engage.clone())
+        .await
+        .unwrap();
     let switches = journal.index().kill_switches().unwrap();
     assert_eq!(switches.len(), 1);
     assert_eq!(switches[0].0.as_ref().map(|k| k.as_str()), Some("block_ip"));
-    assert_eq!((switches[0].1.seq, switches[0].1.actor.as_str()), (seq, "alice"));
+    assert_eq!(
+        (switches[0].1.seq, switches[0].1.actor.as_str()),
+        (seq, "alice")
+    );
 
     // an intent event cannot pass as a system one, nor the other way round
     let i = intent("a");

@@ -45,7 +45,14 @@ fn now() -> SystemTime {
 }
 
 fn decide(policy: &str, det: &Detection, steps: &[Step]) -> Decision {
-    decide_with(policy, det, steps, &KillSwitches::default(), &Ledger::default(), now())
+    decide_with(
+        policy,
+        det,
+        steps,
+        &KillSwitches::default(),
+        &Ledger::default(),
+        now(),
+    )
 }
 
 fn decide_with(
@@ -66,7 +73,10 @@ fn decide_with(
 }
 
 fn with_attrs(mut s: Step, attrs: &[(&str, &str)]) -> Step {
-    s.target.attributes = attrs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    s.target.attributes = attrs
+        .iter()
+        .map(|(k, v)| ((*k).into(), (*v).into()))
+        .collect();
     s
 }
 
@@ -193,15 +203,30 @@ fn broad_address_blocks_are_denied_with_all_reasons_kept() {
 fn the_kill_switch_stops_everything_or_one_kind() {
     let det = detection("c2", Severity::Critical, 1.0);
     let s = [step("block_ip", "ip", "192.0.2.7")];
-    let all = KillSwitches { global: true, ..Default::default() };
+    let all = KillSwitches {
+        global: true,
+        ..Default::default()
+    };
     let d = decide_with(POLICY, &det, &s, &all, &Ledger::default(), now());
     assert_eq!(d.outcome, Outcome::Deny);
     assert_eq!(d.reasons[0].guardrail, guardrail::KILL_SWITCH);
     assert_eq!(d.reasons[0].message, "the global kill switch is on");
-    let other = KillSwitches { kinds: ["isolate_host".parse().unwrap()].into(), ..Default::default() };
-    assert_eq!(decide_with(POLICY, &det, &s, &other, &Ledger::default(), now()).outcome, Outcome::Execute);
-    let this = KillSwitches { kinds: ["block_ip".parse().unwrap()].into(), ..Default::default() };
-    assert_eq!(decide_with(POLICY, &det, &s, &this, &Ledger::default(), now()).outcome, Outcome::Deny);
+    let other = KillSwitches {
+        kinds: ["isolate_host".parse().unwrap()].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide_with(POLICY, &det, &s, &other, &Ledger::default(), now()).outcome,
+        Outcome::Execute
+    );
+    let this = KillSwitches {
+        kinds: ["block_ip".parse().unwrap()].into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        decide_with(POLICY, &det, &s, &this, &Ledger::default(), now()).outcome,
+        Outcome::Deny
+    );
 }
 
 const PROTECTED: &str = r#"
@@ -233,22 +258,49 @@ fn protected_targets_match_by_tag_cidr_and_attributes() {
     let det = detection("c2", Severity::Critical, 1.0);
     let outcome = |s: Step| {
         let d = decide(PROTECTED, &det, &[s]);
-        (d.outcome, d.reasons.iter().find(|r| r.guardrail == guardrail::PROTECTED_TARGET).map(|r| r.message.clone()))
+        (
+            d.outcome,
+            d.reasons
+                .iter()
+                .find(|r| r.guardrail == guardrail::PROTECTED_TARGET)
+                .map(|r| r.message.clone()),
+        )
     };
-    let dc = with_attrs(step("isolate_host", "host", "dc01"), &[("tags", "windows, domain-controller"), ("ip", "10.1.1.1")]);
+    let dc = with_attrs(
+        step("isolate_host", "host", "dc01"),
+        &[("tags", "windows, domain-controller"), ("ip", "10.1.1.1")],
+    );
     assert_eq!(
         outcome(dc),
-        (Outcome::Deny, Some("`host:dc01` is protected by `domain controllers` and is never acted on".into()))
+        (
+            Outcome::Deny,
+            Some("`host:dc01` is protected by `domain controllers` and is never acted on".into())
+        )
     );
     // inside the block, or a block overlapping it
-    assert_eq!(outcome(step("block_ip", "ip", "10.20.0.9")).0, Outcome::AwaitApproval);
-    assert_eq!(outcome(step("block_ip", "ip", "10.20.0.0/24")).0, Outcome::AwaitApproval);
-    assert_eq!(outcome(step("block_ip", "ip", "10.21.0.9")), (Outcome::Execute, None));
+    assert_eq!(
+        outcome(step("block_ip", "ip", "10.20.0.9")).0,
+        Outcome::AwaitApproval
+    );
+    assert_eq!(
+        outcome(step("block_ip", "ip", "10.20.0.0/24")).0,
+        Outcome::AwaitApproval
+    );
+    assert_eq!(
+        outcome(step("block_ip", "ip", "10.21.0.9")),
+        (Outcome::Execute, None)
+    );
     // every attribute must match, and only for the kinds listed
-    let exec = with_attrs(step("isolate_host", "host", "ceo-laptop"), &[("site", "hq"), ("role", "executive"), ("ip", "10.9.9.9")]);
+    let exec = with_attrs(
+        step("isolate_host", "host", "ceo-laptop"),
+        &[("site", "hq"), ("role", "executive"), ("ip", "10.9.9.9")],
+    );
     assert_eq!(outcome(exec.clone()).0, Outcome::AwaitApproval);
     let mut branch = exec.clone();
-    branch.target.attributes.insert("site".into(), "branch".into());
+    branch
+        .target
+        .attributes
+        .insert("site".into(), "branch".into());
     assert_eq!(outcome(branch).0, Outcome::Execute);
     let mut blocked = exec;
     blocked.kind = "block_ip".parse().unwrap();
@@ -257,16 +309,31 @@ fn protected_targets_match_by_tag_cidr_and_attributes() {
 
 #[test]
 fn a_second_threshold_refuses_to_act_at_all() {
-    let policy = POLICY.replace("min_confidence = 0.8", "min_confidence = 0.8\napproval_min_confidence = 0.4");
+    let policy = POLICY.replace(
+        "min_confidence = 0.8",
+        "min_confidence = 0.8\napproval_min_confidence = 0.4",
+    );
     let s = [step("block_ip", "ip", "192.0.2.7")];
-    assert_eq!(decide(&policy, &detection("c2", Severity::High, 0.9), &s).outcome, Outcome::Execute);
-    assert_eq!(decide(&policy, &detection("c2", Severity::High, 0.5), &s).outcome, Outcome::AwaitApproval);
+    assert_eq!(
+        decide(&policy, &detection("c2", Severity::High, 0.9), &s).outcome,
+        Outcome::Execute
+    );
+    assert_eq!(
+        decide(&policy, &detection("c2", Severity::High, 0.5), &s).outcome,
+        Outcome::AwaitApproval
+    );
     let d = decide(&policy, &detection("c2", Severity::High, 0.3), &s);
     assert_eq!(d.outcome, Outcome::Deny);
-    assert_eq!(d.reasons.last().unwrap().message, "confidence 0.3 is below 0.4: not acting at all");
+    assert_eq!(
+        d.reasons.last().unwrap().message,
+        "confidence 0.3 is below 0.4: not acting at all"
+    );
     // an approval tier below the floor is refused too
     let s = [step("isolate_host", "host", "web-1")];
-    assert_eq!(decide(&policy, &detection("c2", Severity::High, 0.3), &s).outcome, Outcome::Deny);
+    assert_eq!(
+        decide(&policy, &detection("c2", Severity::High, 0.3), &s).outcome,
+        Outcome::Deny
+    );
 }
 
 #[test]
@@ -277,8 +344,20 @@ fn a_change_freeze_in_its_time_zone_asks_for_approval() {
     let det = detection("c2", Severity::Critical, 1.0);
     let s = [step("block_ip", "ip", "192.0.2.7")];
     // 09:00 in New York in January is 14:00 UTC
-    let t = |h: u64, m: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_971_200 + h * 3600 + m * 60);
-    let at = |time| decide_with(&policy, &det, &s, &KillSwitches::default(), &Ledger::default(), time).outcome;
+    let t = |h: u64, m: u64| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_799_971_200 + h * 3600 + m * 60)
+    };
+    let at = |time| {
+        decide_with(
+            &policy,
+            &det,
+            &s,
+            &KillSwitches::default(),
+            &Ledger::default(),
+            time,
+        )
+        .outcome
+    };
     assert_eq!(at(t(13, 59)), Outcome::Execute);
     assert_eq!(at(t(14, 0)), Outcome::AwaitApproval);
     assert_eq!(at(t(21, 59)), Outcome::AwaitApproval);
@@ -287,8 +366,15 @@ fn a_change_freeze_in_its_time_zone_asks_for_approval() {
 
 #[test]
 fn global_shadow_mode_records_and_never_acts() {
-    let policy = POLICY.replace("unknown_detection = \"deny\"", "unknown_detection = \"deny\"\nshadow = true");
-    let d = decide(&policy, &detection("c2", Severity::Critical, 1.0), &[step("block_ip", "ip", "192.0.2.7")]);
+    let policy = POLICY.replace(
+        "unknown_detection = \"deny\"",
+        "unknown_detection = \"deny\"\nshadow = true",
+    );
+    let d = decide(
+        &policy,
+        &detection("c2", Severity::Critical, 1.0),
+        &[step("block_ip", "ip", "192.0.2.7")],
+    );
     assert_eq!(d.outcome, Outcome::Shadow);
     assert_eq!(d.reasons.last().unwrap().guardrail, guardrail::SHADOW_MODE);
 }
@@ -316,7 +402,10 @@ global = 20
 "#;
 
 fn host(name: &str, site: &str) -> Step {
-    with_attrs(step("isolate_host", "host", name), &[("site", site), ("ip", "192.0.2.1")])
+    with_attrs(
+        step("isolate_host", "host", name),
+        &[("site", site), ("ip", "192.0.2.1")],
+    )
 }
 
 #[test]
@@ -325,7 +414,13 @@ fn budgets_refuse_past_their_limits_and_say_when_to_retry() {
     let det = detection("c2", Severity::Critical, 1.0);
     let mut ledger = Ledger::default();
     let decide_at = |ledger: &Ledger, steps: &[Step], t: SystemTime| {
-        policy.decide(DecisionInput { detection: &det, steps, now: t, kill_switches: &KillSwitches::default(), ledger })
+        policy.decide(DecisionInput {
+            detection: &det,
+            steps,
+            now: t,
+            kill_switches: &KillSwitches::default(),
+            ledger,
+        })
     };
     let t0 = now();
     for (n, minutes) in [(0, 0u64), (1, 10)] {
@@ -333,22 +428,37 @@ fn budgets_refuse_past_their_limits_and_say_when_to_retry() {
         let at = t0 + Duration::from_secs(minutes * 60);
         let d = decide_at(&ledger, &steps, at);
         assert_eq!(d.outcome, Outcome::Execute, "{d:?}");
-        ledger.reserve(parapet_model::IntentId::generate(), at, None, &policy.claims(&steps));
+        ledger.reserve(
+            parapet_model::IntentId::generate(),
+            at,
+            None,
+            &policy.claims(&steps),
+        );
     }
     // a third in the same hour at hq is refused; the first leaves the window at t0 + 1h
     let t = t0 + Duration::from_secs(20 * 60);
     let d = decide_at(&ledger, &[host("h2", "hq")], t);
     assert_eq!(d.outcome, Outcome::Deny);
     assert_eq!(d.retry_after, Some(Duration::from_secs(40 * 60)));
-    let refusal = d.reasons.iter().find(|r| r.effect == Outcome::Deny).unwrap();
+    let refusal = d
+        .reasons
+        .iter()
+        .find(|r| r.effect == Outcome::Deny)
+        .unwrap();
     assert_eq!(
         refusal.message,
         "budget `isolations per site` (site=hq): 2 of 2 used in the last 1h, 1 more asked; a slot frees in 40m"
     );
     // another site has its own budget
-    assert_eq!(decide_at(&ledger, &[host("b1", "branch")], t).outcome, Outcome::Execute);
+    assert_eq!(
+        decide_at(&ledger, &[host("b1", "branch")], t).outcome,
+        Outcome::Execute
+    );
     // and after the window, hq has room again
-    assert_eq!(decide_at(&ledger, &[host("h2", "hq")], t0 + Duration::from_secs(3601)).outcome, Outcome::Execute);
+    assert_eq!(
+        decide_at(&ledger, &[host("h2", "hq")], t0 + Duration::from_secs(3601)).outcome,
+        Outcome::Execute
+    );
 }
 
 #[test]
@@ -360,33 +470,69 @@ fn active_and_percentage_budgets_free_on_release() {
     // 10% of 20 is 2 active at once, across sites
     for (n, site) in ["a", "b"].iter().enumerate() {
         let steps = [host(&format!("h{n}"), site)];
-        let d = policy.decide(DecisionInput { detection: &det, steps: &steps, now: now(), kill_switches: &KillSwitches::default(), ledger: &ledger });
+        let d = policy.decide(DecisionInput {
+            detection: &det,
+            steps: &steps,
+            now: now(),
+            kill_switches: &KillSwitches::default(),
+            ledger: &ledger,
+        });
         assert_eq!(d.outcome, Outcome::Execute);
         let id = parapet_model::IntentId::generate();
-        ledger.reserve(id, now(), Some(now() + Duration::from_secs(600)), &policy.claims(&steps));
+        ledger.reserve(
+            id,
+            now(),
+            Some(now() + Duration::from_secs(600)),
+            &policy.claims(&steps),
+        );
         ids.push(id);
     }
     let steps = [host("h3", "c")];
-    let d = policy.decide(DecisionInput { detection: &det, steps: &steps, now: now(), kill_switches: &KillSwitches::default(), ledger: &ledger });
+    let d = policy.decide(DecisionInput {
+        detection: &det,
+        steps: &steps,
+        now: now(),
+        kill_switches: &KillSwitches::default(),
+        ledger: &ledger,
+    });
     assert_eq!(d.outcome, Outcome::Deny);
     assert_eq!(d.retry_after, Some(Duration::from_secs(600)), "{d:?}");
     ledger.release(ids[0]);
-    let d = policy.decide(DecisionInput { detection: &det, steps: &steps, now: now(), kill_switches: &KillSwitches::default(), ledger: &ledger });
+    let d = policy.decide(DecisionInput {
+        detection: &det,
+        steps: &steps,
+        now: now(),
+        kill_switches: &KillSwitches::default(),
+        ledger: &ledger,
+    });
     assert_eq!(d.outcome, Outcome::Execute);
 }
 
 #[test]
 fn a_percentage_without_a_fleet_size_denies() {
     let policy = BUDGETS.replace("[fleet]\nglobal = 20\n", "");
-    let d = decide(&policy, &detection("c2", Severity::Critical, 1.0), &[host("h", "hq")]);
+    let d = decide(
+        &policy,
+        &detection("c2", Severity::Critical, 1.0),
+        &[host("h", "hq")],
+    );
     assert_eq!(d.outcome, Outcome::Deny);
-    assert!(d.reasons.iter().any(|r| r.message.contains("no fleet size")), "{d:?}");
+    assert!(
+        d.reasons
+            .iter()
+            .any(|r| r.message.contains("no fleet size")),
+        "{d:?}"
+    );
 }
 
 #[test]
 fn budgets_are_not_consulted_for_what_will_not_execute() {
     let policy = BUDGETS.replace("isolate_host = \"auto\"", "isolate_host = \"approval\"");
-    let d = decide(&policy, &detection("c2", Severity::Critical, 1.0), &[host("h", "hq")]);
+    let d = decide(
+        &policy,
+        &detection("c2", Severity::Critical, 1.0),
+        &[host("h", "hq")],
+    );
     assert_eq!(d.outcome, Outcome::AwaitApproval);
     assert!(d.reasons.iter().all(|r| r.guardrail != guardrail::BUDGET));
 }

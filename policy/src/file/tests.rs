@@ -94,18 +94,27 @@ fn grants_without_an_adapter_point_at_the_grant() {
 fn guardrail_settings_are_checked_where_they_are_written() {
     let e = err("[[budgets]]\nname = \"b\"\nmax_per_window = 5\n");
     assert_eq!(e.location.map(|l| l.line), Some(1));
-    assert_eq!(e.message, "budget `b` sets `max_per_window` without `window`");
+    assert_eq!(
+        e.message,
+        "budget `b` sets `max_per_window` without `window`"
+    );
     let e = err("[[budgets]]\nname = \"b\"\nmax_per_window = 5\nwindow = \"soon\"\n");
     assert_eq!(e.location.map(|l| l.line), Some(4));
     assert!(e.message.contains("`soon` is not a duration"), "{e}");
     let e = err("[[budgets]]\nname = \"b\"\nmax_active_percent = 150\n");
     assert!(e.message.contains("(0, 100]"), "{e}");
-    let e = err("[[budgets]]\nname = \"b\"\nmax_active = 1\n[[budgets]]\nname = \"b\"\nmax_active = 2\n");
+    let e = err(
+        "[[budgets]]\nname = \"b\"\nmax_active = 1\n[[budgets]]\nname = \"b\"\nmax_active = 2\n",
+    );
     assert_eq!(e.location.map(|l| l.line), Some(4));
 
-    let e = err("[[freezes]]\nname = \"f\"\nstart = \"2027-01-01T00:00\"\nend = \"2027-01-02T00:00\"\ntime_zone = \"Mars/Olympus\"\n");
+    let e = err(
+        "[[freezes]]\nname = \"f\"\nstart = \"2027-01-01T00:00\"\nend = \"2027-01-02T00:00\"\ntime_zone = \"Mars/Olympus\"\n",
+    );
     assert_eq!(e.message, "freeze `f`: `Mars/Olympus` is not a time zone");
-    let e = err("[[freezes]]\nname = \"f\"\nstart = \"2027-01-02T00:00\"\nend = \"2027-01-01T00:00\"\ntime_zone = \"UTC\"\n");
+    let e = err(
+        "[[freezes]]\nname = \"f\"\nstart = \"2027-01-02T00:00\"\nend = \"2027-01-01T00:00\"\ntime_zone = \"UTC\"\n",
+    );
     assert_eq!(e.message, "freeze `f` ends before it starts");
 
     let e = err("[[protected]]\nname = \"p\"\neffect = \"deny\"\n");
@@ -121,7 +130,8 @@ fn guardrail_settings_are_checked_where_they_are_written() {
 
 #[test]
 fn fleet_sizes_are_read_per_scope() {
-    let policy = Policy::from_toml("[fleet]\nglobal = 1000\n[fleet.site]\nhq = 400\nbranch = 50\n").unwrap();
+    let policy =
+        Policy::from_toml("[fleet]\nglobal = 1000\n[fleet.site]\nhq = 400\nbranch = 50\n").unwrap();
     assert_eq!(policy.fleet.size("global", "global"), Some(1000));
     assert_eq!(policy.fleet.size("site", "hq"), Some(400));
     assert_eq!(policy.fleet.size("site", "lab"), None);

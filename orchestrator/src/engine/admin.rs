@@ -1,0 +1,191 @@
+//! What operators and admins change about Parapet itself: kill switches and the policy.
+
+use std::{sync::Arc, time::SystemTime};
+
+use parapet_model::ActionKind;
+use parapet_policy::{Ledger, Policy, Usage};
+
+use super::{Engine, Error, Result, guards};
+use crate::{
+    journal::{Entry, Query},
+    lifecycle::{Event, State},
+};
+
+/// An engaged kill switch and the journal entry that engaged it.
+#[derive(Debug, Clone)]
+pub struct KillSwitch {
+    /// `None` for the global switch.
+    pub kind: Option<ActionKind>,
+    pub engaged_by: Entry,
+}
+
+/// What `parapet status` shows.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub policy: Arc<Policy>,
+    pub kill_switches: Vec<KillSwitch>,
+    pub budgets: Vec<Usage>,
+}
+
+impl Engine {
+    /// Engages or releases a kill switch, journaled with who and why. Engaging stops new
+    /// executions at once; rollbacks still run. Releasing also forgets the circuit breaker's
+    /// tally for the kind, so it starts afresh.
+    pub async fn set_kill_switch(
+        &self,
+        kind: Option<ActionKind>,
+        engaged: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Vec<KillSwitch>> {
+        let _admin = self.inner.admin.lock().await;
+        let event = Event::KillSwitch {
+            kind: kind.clone(),
+            engaged,
+            reason: reason.to_owned(),
+        };
+        self.inner.journal.append_system(actor, event).await?;
+        {
+            let mut g = self.inner.guards.lock();
+            match &kind {
+                None => g.kill_switches.global = engaged,
+                Some(k) if engaged => {
+                    g.kill_switches.kinds.insert(k.clone());
+                }
+                Some(k) => {
+                    g.kill_switches.kinds.remove(k);
+                    g.calls.remove(k);
+                }
+            }
+        }
+        self.kill_switches()
+    }
+
+    pub fn kill_switches(&self) -> Result<Vec<KillSwitch>> {
+        Ok(self
+            .inner
+            .journal
+            .index()
+            .kill_switches()?
+            .into_iter()
+            .map(|(kind, engaged_by)| KillSwitch { kind, engaged_by })
+            .collect())
+    }
+
+    pub fn status(&self) -> Result<Status> {
+        Ok(Status {
+            policy: self.policy(),
+            kill_switches: self.kill_switches()?,
+            budgets: self.inner.guards.lock().ledger.usage(),
+        })
+    }
+
+    /// Reads the policy file again. A valid policy applies to intents decided from now on; an
+    /// invalid one is refused and the one in effect stays. Both are journaled.
+    pub async fn reload_policy(&self, actor: &str) -> Result<(String, String)> {
+        let _admin = self.inner.admin.lock().await;
+        let Some(path) = self.inner.config.policy_path.clone() else {
+            return Err(Error::FailedPrecondition(
+                "Parapet runs on the built-in example policy; start it with --policy to reload one"
+                    .into(),
+            ));
+        };
+        let origin = path.display().to_string();
+        let loaded = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read `{origin}`: {e}"))
+            .and_then(|text| Policy::from_toml(&text).map_err(|e| format!("{origin}: {e}")))
+            .and_then(|p| {
+                p.check_action_kinds(|k| self.inner.registry.has_kind(k))
+                    .map(|()| p)
+                    .map_err(|e| format!("{origin}: {e}"))
+            });
+        let policy = match loaded {
+            Ok(p) => p,
+            Err(error) => {
+                let refused = Event::PolicyRefused {
+                    origin,
+                    error: error.clone(),
+                };
+                self.inner.journal.append_system(actor, refused).await?;
+                return Err(Error::FailedPrecondition(format!(
+                    "policy refused, the previous one stays: {error}"
+                )));
+            }
+        };
+        let previous = self.policy().digest().to_owned();
+        let event = Event::PolicyLoaded {
+            digest: policy.digest().to_owned(),
+            origin,
+        };
+        self.inner.journal.append_system(actor, event).await?;
+        let policy = Arc::new(policy);
+        *self.inner.policy.write() = policy.clone();
+        self.restore_guards(&policy)?;
+        tracing::info!(digest = policy.digest(), "policy reloaded");
+        Ok((previous, policy.digest().to_owned()))
+    }
+
+    /// Rebuilds the guardrails' state from the journal: kill switches, rate limiters, and
+    /// budget usage (active holders, and what was taken within the longest budget window).
+    /// Never reset by a restart: what the journal says was used stays used.
+    pub(super) fn restore_guards(&self, policy: &Policy) -> Result<()> {
+        let index = self.inner.journal.index();
+        let now = self.now();
+        let mut ledger = Ledger::default();
+        let live = index.live_intents()?;
+        for id in &live {
+            let Some(r) = index.record(*id)? else {
+                continue;
+            };
+            let holds = matches!(
+                r.state,
+                State::Decided
+                    | State::Executing
+                    | State::Active
+                    | State::Expiring
+                    | State::RollingBack
+            );
+            if holds {
+                let at = r.intent.received_at;
+                let until = r.expires_at.or_else(|| r.intent.ttl.map(|t| at + t));
+                ledger.reserve(*id, at, until, &policy.claims(&r.intent.steps));
+            }
+        }
+        let window = policy.longest_window();
+        if !window.is_zero() {
+            let since = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
+            let q = Query {
+                since: Some(since),
+                limit: usize::MAX,
+                ..Query::default()
+            };
+            for entry in index.query(&q)? {
+                let (Some(id), Event::Decided { decision }) = (entry.intent_id, &entry.event)
+                else {
+                    continue;
+                };
+                if decision.outcome != parapet_model::Outcome::Execute || live.contains(&id) {
+                    continue;
+                }
+                if let Some(r) = index.record(id)? {
+                    ledger.record_taken(entry.time, &policy.claims(&r.intent.steps));
+                }
+            }
+            ledger.prune(since);
+        }
+        let mut kill_switches = parapet_policy::KillSwitches::default();
+        for (kind, _) in index.kill_switches()? {
+            match kind {
+                None => kill_switches.global = true,
+                Some(k) => {
+                    kill_switches.kinds.insert(k);
+                }
+            }
+        }
+        let mut g = self.inner.guards.lock();
+        g.ledger = ledger;
+        g.kill_switches = kill_switches;
+        g.limiters = guards::limiters(policy, &self.inner.clock);
+        Ok(())
+    }
+}
