@@ -3,7 +3,7 @@
 use std::{pin::Pin, time::SystemTime};
 
 use parapet_model::{IntentId, Invalid};
-use parapet_proto::v1::{self as pb, intents_server, journal_server, rollbacks_server};
+use parapet_proto::v1::{self as pb, admin_server, intents_server, journal_server, rollbacks_server};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
@@ -284,5 +284,108 @@ impl journal_server::Journal for Journal {
             .map_err(Error::from)?;
         let stream = tokio_stream::iter(entries.into_iter().map(|e| Ok(conv::journal_entry(&e))));
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Serves `parapet.v1.Admin`.
+pub struct Admin(pub Engine);
+
+fn kill_switch(k: &crate::engine::KillSwitch) -> pb::KillSwitch {
+    let reason = match &k.engaged_by.event {
+        crate::lifecycle::Event::KillSwitch { reason, .. } => reason.clone(),
+        _ => String::new(),
+    };
+    pb::KillSwitch {
+        action_kind: k.kind.as_ref().map(ToString::to_string).unwrap_or_default(),
+        reason,
+        engaged_by: k.engaged_by.actor.clone(),
+        since: Some(conv::timestamp(k.engaged_by.time)),
+        seq: k.engaged_by.seq,
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for Admin {
+    async fn set_kill_switch(
+        &self,
+        request: Request<pb::SetKillSwitchRequest>,
+    ) -> Result<Response<pb::SetKillSwitchResponse>, Status> {
+        let req = request.into_inner();
+        let kind = if req.action_kind.is_empty() {
+            None
+        } else {
+            let kind: parapet_model::ActionKind = req.action_kind.parse().map_err(invalid("action_kind"))?;
+            if !self.0.registry().has_kind(&kind) {
+                return Err(Status::invalid_argument(format!("action_kind: no adapter performs `{kind}`")));
+            }
+            Some(kind)
+        };
+        if req.reason.trim().is_empty() {
+            return Err(Status::invalid_argument("reason: is required; it is kept in the journal"));
+        }
+        let actor = if req.requested_by.is_empty() { "anonymous" } else { &req.requested_by };
+        let engaged = self.0.set_kill_switch(kind, req.engaged, actor, &req.reason).await?;
+        Ok(Response::new(pb::SetKillSwitchResponse {
+            engaged: engaged.iter().map(kill_switch).collect(),
+        }))
+    }
+
+    async fn reload_policy(
+        &self,
+        request: Request<pb::ReloadPolicyRequest>,
+    ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        let req = request.into_inner();
+        let actor = if req.requested_by.is_empty() { "anonymous" } else { &req.requested_by };
+        let (previous_digest, policy_digest) = self.0.reload_policy(actor).await?;
+        Ok(Response::new(pb::ReloadPolicyResponse {
+            previous_digest,
+            policy_digest,
+        }))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let status = self.0.status()?;
+        let budgets = status
+            .budgets
+            .iter()
+            .map(|row| pb::BudgetUsage {
+                budget: row.budget.name.clone(),
+                scope: row.budget.scope.clone(),
+                scope_value: row.scope_value.clone(),
+                active: row.active,
+                max_active: row.budget.max_active,
+                used_in_window: row.used_in_window,
+                max_per_window: row.budget.max_per_window,
+                window: row.budget.window.map(|w| conv::pb_duration(w.0)),
+                max_active_from_percent: row.max_from_percent,
+            })
+            .collect();
+        let rate_limits = status
+            .policy
+            .rate_limits
+            .iter()
+            .map(|r| pb::RateLimitInfo {
+                name: r.name.clone(),
+                key: match r.key {
+                    parapet_policy::rules::RateKey::Source => "source",
+                    parapet_policy::rules::RateKey::Detection => "detection",
+                    parapet_policy::rules::RateKey::ActionKind => "action_kind",
+                }
+                .into(),
+                max: r.max.get(),
+                per: Some(conv::pb_duration(r.per.0)),
+                burst: r.burst.unwrap_or(r.max).get(),
+            })
+            .collect();
+        Ok(Response::new(pb::GetStatusResponse {
+            policy_digest: status.policy.digest().to_owned(),
+            kill_switches: status.kill_switches.iter().map(kill_switch).collect(),
+            budgets,
+            rate_limits,
+            shadow: status.policy.shadow,
+        }))
     }
 }

@@ -9,8 +9,8 @@ use parapet_actions::{
 };
 use parapet_policy::{EXAMPLE_POLICY, Policy};
 use parapet_proto::v1::{
-    FILE_DESCRIPTOR_SET, intents_server::IntentsServer, journal_server::JournalServer,
-    rollbacks_server::RollbacksServer,
+    FILE_DESCRIPTOR_SET, admin_server::AdminServer, intents_server::IntentsServer,
+    journal_server::JournalServer, rollbacks_server::RollbacksServer,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -124,6 +124,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .set_serving::<RollbacksServer<grpc::Rollbacks>>()
         .await;
     health.set_serving::<JournalServer<grpc::Journal>>().await;
+    health.set_serving::<AdminServer<grpc::Admin>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -145,6 +146,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             JournalServer::new(grpc::Journal(engine.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
+        .add_service(AdminServer::new(grpc::Admin(engine.clone())))
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small answers back for the peer's delayed ACK.
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),

@@ -17,8 +17,8 @@ use parapet_orchestrator::{
     server::{self, Running},
 };
 use parapet_proto::v1::{
-    self as pb, intents_client::IntentsClient, journal_client::JournalClient,
-    rollbacks_client::RollbacksClient,
+    self as pb, admin_client::AdminClient, intents_client::IntentsClient,
+    journal_client::JournalClient, rollbacks_client::RollbacksClient,
 };
 use tonic::transport::Channel;
 
@@ -117,6 +117,26 @@ impl Parapet {
 
     pub fn journal(&self) -> JournalClient<Channel> {
         JournalClient::new(self.channel.clone())
+    }
+
+    pub fn admin(&self) -> AdminClient<Channel> {
+        AdminClient::new(self.channel.clone())
+    }
+
+    /// Replaces the policy file the server was started with (reload it to take effect).
+    pub fn write_policy(&self, text: &str) {
+        std::fs::write(self.policy.as_ref().expect("started with a policy file"), text).unwrap();
+    }
+
+    /// Engages (or releases) a kill switch as an operator would.
+    pub async fn kill_switch(&self, kind: &str, engaged: bool) -> pb::SetKillSwitchResponse {
+        let req = pb::SetKillSwitchRequest {
+            action_kind: kind.into(),
+            engaged,
+            reason: "test".into(),
+            requested_by: "bob@soc".into(),
+        };
+        self.admin().set_kill_switch(req).await.unwrap().into_inner()
     }
 
     pub async fn submit(

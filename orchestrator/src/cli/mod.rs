@@ -2,7 +2,7 @@
 //! errors go to stderr.
 //!
 //! One file per noun: `serve`, `intent` (submit, get, list, watch), `rollback`, `journal`,
-//! `policy`; `output` renders what they print.
+//! `policy`, `admin` (kill switch, status, reload); `output` renders what they print.
 
 /// `println!` for data: a closed stdout (`parapet journal query | head`) ends the program
 /// quietly instead of panicking.
@@ -17,6 +17,7 @@ macro_rules! outln {
     }};
 }
 
+mod admin;
 mod intent;
 mod journal;
 mod output;
@@ -71,6 +72,11 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Engage or release the kill switch.
+    #[command(subcommand)]
+    KillSwitch(admin::KillSwitch),
+    /// What the guardrails hold now: policy, kill switches, budgets, rate limits.
+    Status,
 }
 
 pub fn main() -> ExitCode {
@@ -95,7 +101,12 @@ pub fn main() -> ExitCode {
             Command::Watch(args) => intent::watch(&connect(&cli.server).await?, args, out).await,
             Command::Rollback(args) => rollback::run(&connect(&cli.server).await?, args, out).await,
             Command::Journal(cmd) => journal::run(&connect(&cli.server).await?, cmd, out).await,
+            Command::Policy(policy::Command::Reload { by }) => {
+                admin::reload(&connect(&cli.server).await?, by, out).await
+            }
             Command::Policy(cmd) => policy::run(cmd, out),
+            Command::KillSwitch(cmd) => admin::kill_switch(&connect(&cli.server).await?, cmd, out).await,
+            Command::Status => admin::status(&connect(&cli.server).await?, out).await,
         }
     });
     match result {

@@ -14,10 +14,18 @@ pub enum Command {
         /// The policy file.
         file: PathBuf,
     },
+    /// Ask the server to re-read its policy file (as SIGHUP does).
+    Reload {
+        /// Who; kept in the journal [default: $USER]
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 pub fn run(cmd: Command, out: Output) -> anyhow::Result<()> {
-    let Command::Check { file } = cmd;
+    let Command::Check { file } = cmd else {
+        anyhow::bail!("`policy reload` talks to the server");
+    };
     let text = std::fs::read_to_string(&file)
         .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))?;
     let policy =
@@ -54,9 +62,13 @@ pub fn run(cmd: Command, out: Output) -> anyhow::Result<()> {
         out.table(&["DETECTION", "OWNER", "ATT&CK", "ACTIONS"], rows);
     }
     eprintln!(
-        "{}: valid, {} detections, digest {}",
+        "{}: valid, {} detections, {} protections, {} budgets, {} rate limits, {} freezes, digest {}",
         file.display(),
         policy.detections.len(),
+        policy.protected.len(),
+        policy.budgets.len(),
+        policy.rate_limits.len(),
+        policy.freezes.len(),
         policy.digest()
     );
     Ok(())

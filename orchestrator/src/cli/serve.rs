@@ -71,17 +71,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for list in running.engine().registry().kinds() {
         tracing::debug!(kind = %list, "action kind available");
     }
-    wait_for_signal().await?;
-    eprintln!("parapet: stopping; active actions stay in force");
-    running.shutdown().await
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => { r?; break; }
+            _ = term.recv() => break,
+            _ = hup.recv() => match running.engine().reload_policy("signal:SIGHUP").await {
+                Ok((_, digest)) => eprintln!("parapet: policy reloaded ({digest})"),
+                Err(e) => eprintln!("parapet: {e}"),
+            },
+        }
     }
-    Ok(())
+    eprintln!("parapet: stopping; active actions stay in force");
+    running.shutdown().await
 }

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::SystemTime};
 
 use parapet_model::ActionKind;
-use parapet_policy::{Ledger, Policy, Usage};
+use parapet_policy::{Ledger, Policy, Usage, rules::Budget};
 
 use super::{Engine, Error, Result, guards};
 use crate::{
@@ -24,7 +24,20 @@ pub struct KillSwitch {
 pub struct Status {
     pub policy: Arc<Policy>,
     pub kill_switches: Vec<KillSwitch>,
-    pub budgets: Vec<Usage>,
+    /// One row per budget and scope value in use; a budget nothing uses has one row of zeros.
+    pub budgets: Vec<BudgetRow>,
+}
+
+/// A budget's usage in one scope.
+#[derive(Debug, Clone)]
+pub struct BudgetRow {
+    pub budget: Budget,
+    pub scope_value: String,
+    pub active: u32,
+    /// Units taken within the budget's window, if it has one.
+    pub used_in_window: Option<u32>,
+    /// The active limit its percentage gives with the fleet size, if both are known.
+    pub max_from_percent: Option<u64>,
 }
 
 impl Engine {
@@ -73,10 +86,41 @@ impl Engine {
     }
 
     pub fn status(&self) -> Result<Status> {
+        let policy = self.policy();
+        let now = self.now();
+        let usage: Vec<Usage> = self.inner.guards.lock().ledger.usage();
+        let mut budgets = Vec::new();
+        for budget in &policy.budgets {
+            let mut rows: Vec<(String, u32, Vec<SystemTime>)> = usage
+                .iter()
+                .filter(|u| u.budget == budget.name)
+                .map(|u| (u.scope.clone(), u.active, u.taken.clone()))
+                .collect();
+            if rows.is_empty() {
+                rows.push((String::new(), 0, Vec::new()));
+            }
+            for (scope_value, active, taken) in rows {
+                let used_in_window = budget.window.map(|w| {
+                    let since = now.checked_sub(w.0).unwrap_or(SystemTime::UNIX_EPOCH);
+                    taken.iter().filter(|t| **t >= since).count() as u32
+                });
+                let max_from_percent = budget.max_active_percent.and_then(|pct| {
+                    let size = policy.fleet.size(&budget.scope, &scope_value)?;
+                    Some((pct / 100.0 * size as f64).floor() as u64)
+                });
+                budgets.push(BudgetRow {
+                    budget: budget.clone(),
+                    scope_value,
+                    active,
+                    used_in_window,
+                    max_from_percent,
+                });
+            }
+        }
         Ok(Status {
-            policy: self.policy(),
+            policy,
             kill_switches: self.kill_switches()?,
-            budgets: self.inner.guards.lock().ledger.usage(),
+            budgets,
         })
     }
 

@@ -36,7 +36,7 @@ use crate::{
     lifecycle::{Event, IntentRecord, State},
 };
 
-pub use admin::{KillSwitch, Status};
+pub use admin::{BudgetRow, KillSwitch, Status};
 pub use rollback::RolledBack;
 pub use submit::Submitted;
 

@@ -1,0 +1,147 @@
+//! `parapet kill-switch`, `parapet status`, `parapet policy reload`
+
+use parapet_proto::v1::{self as pb, admin_client::AdminClient};
+use serde_json::json;
+use tonic::transport::Channel;
+
+use super::output::{self, Output};
+
+#[derive(clap::Subcommand)]
+pub enum KillSwitch {
+    /// Stop new executions at once, globally or for one action kind; rollbacks still run.
+    Engage(SwitchArgs),
+    /// Let executions run again (also resets a tripped circuit breaker).
+    Release(SwitchArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SwitchArgs {
+    /// One action kind; every kind when omitted.
+    #[arg(long)]
+    kind: Option<String>,
+    /// Why; kept in the journal.
+    #[arg(long)]
+    reason: String,
+    /// Who; kept in the journal [default: $USER]
+    #[arg(long = "by")]
+    requested_by: Option<String>,
+}
+
+fn actor(given: Option<String>) -> String {
+    given.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into())
+}
+
+fn print_switches(switches: &[pb::KillSwitch], out: Output) {
+    if out.json {
+        for k in switches {
+            out.json_line(&json!({
+                "action_kind": if k.action_kind.is_empty() { "*" } else { &k.action_kind },
+                "reason": k.reason,
+                "engaged_by": k.engaged_by,
+                "since": output::time(k.since.as_ref()),
+                "seq": k.seq,
+            }));
+        }
+        return;
+    }
+    if switches.is_empty() {
+        outln!("no kill switch is engaged");
+        return;
+    }
+    let rows = switches
+        .iter()
+        .map(|k| {
+            vec![
+                if k.action_kind.is_empty() { "* (all)".into() } else { k.action_kind.clone() },
+                output::time(k.since.as_ref()),
+                k.engaged_by.clone(),
+                k.reason.clone(),
+            ]
+        })
+        .collect();
+    out.table(&["KILL SWITCH", "SINCE", "BY", "REASON"], rows);
+}
+
+pub async fn kill_switch(channel: &Channel, cmd: KillSwitch, out: Output) -> anyhow::Result<()> {
+    let (engaged, args) = match cmd {
+        KillSwitch::Engage(a) => (true, a),
+        KillSwitch::Release(a) => (false, a),
+    };
+    let req = pb::SetKillSwitchRequest {
+        action_kind: args.kind.unwrap_or_default(),
+        engaged,
+        reason: args.reason,
+        requested_by: actor(args.requested_by),
+    };
+    let resp = AdminClient::new(channel.clone()).set_kill_switch(req).await?.into_inner();
+    print_switches(&resp.engaged, out);
+    Ok(())
+}
+
+pub async fn reload(channel: &Channel, by: Option<String>, out: Output) -> anyhow::Result<()> {
+    let req = pb::ReloadPolicyRequest { requested_by: actor(by) };
+    let resp = AdminClient::new(channel.clone()).reload_policy(req).await?.into_inner();
+    if out.json {
+        out.json_line(&json!({"previous_digest": resp.previous_digest, "policy_digest": resp.policy_digest}));
+    } else if resp.previous_digest == resp.policy_digest {
+        outln!("policy reloaded, unchanged ({})", resp.policy_digest);
+    } else {
+        outln!("policy {} replaces {}", resp.policy_digest, resp.previous_digest);
+    }
+    Ok(())
+}
+
+pub async fn status(channel: &Channel, out: Output) -> anyhow::Result<()> {
+    let s = AdminClient::new(channel.clone()).get_status(pb::GetStatusRequest {}).await?.into_inner();
+    if out.json {
+        out.json_line(&json!({"policy_digest": s.policy_digest, "shadow": s.shadow}));
+        print_switches(&s.kill_switches, out);
+        for b in &s.budgets {
+            out.json_line(&json!({
+                "budget": b.budget, "scope": b.scope, "scope_value": b.scope_value,
+                "active": b.active, "max_active": b.max_active,
+                "used_in_window": b.used_in_window, "max_per_window": b.max_per_window,
+                "max_active_from_percent": b.max_active_from_percent,
+            }));
+        }
+        return Ok(());
+    }
+    outln!("policy  {}{}", s.policy_digest, if s.shadow { " (shadow mode: nothing acts)" } else { "" });
+    outln!();
+    print_switches(&s.kill_switches, out);
+    if !s.budgets.is_empty() {
+        outln!();
+        let limit = |used: u32, max: Option<u32>| max.map_or("-".to_owned(), |m| format!("{used}/{m}"));
+        let rows = s
+            .budgets
+            .iter()
+            .map(|b| {
+                let scope = if b.scope_value.is_empty() { b.scope.clone() } else { format!("{}={}", b.scope, b.scope_value) };
+                let window = b.window.and_then(|w| std::time::Duration::try_from(w).ok()).map(humantime::format_duration);
+                vec![
+                    b.budget.clone(),
+                    scope,
+                    limit(b.active, b.max_active.or(b.max_active_from_percent.map(|m| m as u32))),
+                    match (b.used_in_window, b.max_per_window, window) {
+                        (Some(used), Some(max), Some(w)) => format!("{used}/{max} per {w}"),
+                        _ => "-".into(),
+                    },
+                ]
+            })
+            .collect();
+        out.table(&["BUDGET", "SCOPE", "ACTIVE", "WINDOW"], rows);
+    }
+    if !s.rate_limits.is_empty() {
+        outln!();
+        let rows = s
+            .rate_limits
+            .iter()
+            .map(|r| {
+                let per = r.per.and_then(|p| std::time::Duration::try_from(p).ok()).map(humantime::format_duration);
+                vec![r.name.clone(), r.key.clone(), format!("{} per {}", r.max, per.map(|p| p.to_string()).unwrap_or_default()), r.burst.to_string()]
+            })
+            .collect();
+        out.table(&["RATE LIMIT", "BY", "RATE", "BURST"], rows);
+    }
+    Ok(())
+}
