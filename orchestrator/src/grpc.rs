@@ -3,7 +3,9 @@
 use std::{pin::Pin, time::SystemTime};
 
 use parapet_model::{IntentId, Invalid};
-use parapet_proto::v1::{self as pb, admin_server, intents_server, journal_server, rollbacks_server};
+use parapet_proto::v1::{
+    self as pb, admin_server, intents_server, journal_server, rollbacks_server,
+};
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
@@ -314,17 +316,29 @@ impl admin_server::Admin for Admin {
         let kind = if req.action_kind.is_empty() {
             None
         } else {
-            let kind: parapet_model::ActionKind = req.action_kind.parse().map_err(invalid("action_kind"))?;
+            let kind: parapet_model::ActionKind =
+                req.action_kind.parse().map_err(invalid("action_kind"))?;
             if !self.0.registry().has_kind(&kind) {
-                return Err(Status::invalid_argument(format!("action_kind: no adapter performs `{kind}`")));
+                return Err(Status::invalid_argument(format!(
+                    "action_kind: no adapter performs `{kind}`"
+                )));
             }
             Some(kind)
         };
         if req.reason.trim().is_empty() {
-            return Err(Status::invalid_argument("reason: is required; it is kept in the journal"));
+            return Err(Status::invalid_argument(
+                "reason: is required; it is kept in the journal",
+            ));
         }
-        let actor = if req.requested_by.is_empty() { "anonymous" } else { &req.requested_by };
-        let engaged = self.0.set_kill_switch(kind, req.engaged, actor, &req.reason).await?;
+        let actor = if req.requested_by.is_empty() {
+            "anonymous"
+        } else {
+            &req.requested_by
+        };
+        let engaged = self
+            .0
+            .set_kill_switch(kind, req.engaged, actor, &req.reason)
+            .await?;
         Ok(Response::new(pb::SetKillSwitchResponse {
             engaged: engaged.iter().map(kill_switch).collect(),
         }))
@@ -335,7 +349,11 @@ impl admin_server::Admin for Admin {
         request: Request<pb::ReloadPolicyRequest>,
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
         let req = request.into_inner();
-        let actor = if req.requested_by.is_empty() { "anonymous" } else { &req.requested_by };
+        let actor = if req.requested_by.is_empty() {
+            "anonymous"
+        } else {
+            &req.requested_by
+        };
         let (previous_digest, policy_digest) = self.0.reload_policy(actor).await?;
         Ok(Response::new(pb::ReloadPolicyResponse {
             previous_digest,

@@ -125,7 +125,11 @@ impl Parapet {
 
     /// Replaces the policy file the server was started with (reload it to take effect).
     pub fn write_policy(&self, text: &str) {
-        std::fs::write(self.policy.as_ref().expect("started with a policy file"), text).unwrap();
+        std::fs::write(
+            self.policy.as_ref().expect("started with a policy file"),
+            text,
+        )
+        .unwrap();
     }
 
     /// Engages (or releases) a kill switch as an operator would.
@@ -136,7 +140,11 @@ impl Parapet {
             reason: "test".into(),
             requested_by: "bob@soc".into(),
         };
-        self.admin().set_kill_switch(req).await.unwrap().into_inner()
+        self.admin()
+            .set_kill_switch(req)
+            .await
+            .unwrap()
+            .into_inner()
     }
 
     pub async fn submit(

@@ -212,11 +212,25 @@ action_kinds = ["isolate_host"]
 async fn protected_targets_are_never_acted_on_alone() {
     let p = Parapet::start_with_policy(Some(GUARDED)).await;
     let mut dc = block("p1", "unused");
-    dc.steps = vec![step("isolate_host", "host", "dc01", &[("tags", "windows,domain-controller"), ("ip", "10.1.0.5")])];
+    dc.steps = vec![step(
+        "isolate_host",
+        "host",
+        "dc01",
+        &[("tags", "windows,domain-controller"), ("ip", "10.1.0.5")],
+    )];
     let r = p.submit(dc).await.unwrap();
     assert_eq!(r.state, pb::IntentState::Denied as i32);
-    let why = r.decision.unwrap().reasons.into_iter().find(|r| r.guardrail == "protected_target").unwrap();
-    assert_eq!(why.message, "`host:dc01` is protected by `domain controllers` and is never acted on");
+    let why = r
+        .decision
+        .unwrap()
+        .reasons
+        .into_iter()
+        .find(|r| r.guardrail == "protected_target")
+        .unwrap();
+    assert_eq!(
+        why.message,
+        "`host:dc01` is protected by `domain controllers` and is never acted on"
+    );
 
     let r = p.submit(block("p2", "10.20.0.7")).await.unwrap();
     assert_eq!(r.state, pb::IntentState::AwaitingApproval as i32);
@@ -228,18 +242,38 @@ async fn a_change_freeze_turns_automatic_isolation_into_approval() {
     let p = Parapet::start_with_policy(Some(GUARDED)).await;
     let isolate = |key: &str| {
         let mut req = block(key, "unused");
-        req.steps = vec![step("isolate_host", "host", "web-1", &[("ip", "192.0.2.8")])];
+        req.steps = vec![step(
+            "isolate_host",
+            "host",
+            "web-1",
+            &[("ip", "192.0.2.8")],
+        )];
         req
     };
     // the test clock starts at 08:00 UTC on 2027-01-15, an hour before the freeze
-    assert_eq!(p.submit(isolate("f1")).await.unwrap().state, pb::IntentState::Active as i32);
+    assert_eq!(
+        p.submit(isolate("f1")).await.unwrap().state,
+        pb::IntentState::Active as i32
+    );
     p.clock.advance(std::time::Duration::from_secs(3600));
     let frozen = p.submit(isolate("f2")).await.unwrap();
     assert_eq!(frozen.state, pb::IntentState::AwaitingApproval as i32);
-    let why = frozen.decision.unwrap().reasons.into_iter().find(|r| r.guardrail == "change_freeze").unwrap();
-    assert_eq!(why.message, "`isolate_host` is frozen by `quarter close`: a person must approve");
+    let why = frozen
+        .decision
+        .unwrap()
+        .reasons
+        .into_iter()
+        .find(|r| r.guardrail == "change_freeze")
+        .unwrap();
+    assert_eq!(
+        why.message,
+        "`isolate_host` is frozen by `quarter close`: a person must approve"
+    );
     // blocks are not frozen
-    assert_eq!(p.submit(block("f3", "198.51.100.3")).await.unwrap().state, pb::IntentState::Active as i32);
+    assert_eq!(
+        p.submit(block("f3", "198.51.100.3")).await.unwrap().state,
+        pb::IntentState::Active as i32
+    );
 }
 
 #[tokio::test]
@@ -249,10 +283,15 @@ async fn a_reloaded_policy_decides_new_intents_and_a_broken_one_is_refused() {
     assert_eq!(first.state, pb::IntentState::Active as i32);
     let old_digest = first.decision.unwrap().policy_digest;
 
-    p.write_policy(&GUARDED.replace("[[detections]]", "[defaults]\nshadow = true\n\n[[detections]]"));
+    p.write_policy(&GUARDED.replace(
+        "[[detections]]",
+        "[defaults]\nshadow = true\n\n[[detections]]",
+    ));
     let reloaded = p
         .admin()
-        .reload_policy(pb::ReloadPolicyRequest { requested_by: "carol".into() })
+        .reload_policy(pb::ReloadPolicyRequest {
+            requested_by: "carol".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -260,16 +299,33 @@ async fn a_reloaded_policy_decides_new_intents_and_a_broken_one_is_refused() {
     assert_ne!(reloaded.policy_digest, old_digest);
     let shadowed = p.submit(block("r2", "198.51.100.2")).await.unwrap();
     assert_eq!(shadowed.state, pb::IntentState::Shadowed as i32);
-    assert_eq!(shadowed.decision.unwrap().policy_digest, reloaded.policy_digest);
+    assert_eq!(
+        shadowed.decision.unwrap().policy_digest,
+        reloaded.policy_digest
+    );
     // the intent decided before keeps its decision and its policy
-    assert_eq!(p.get(&first.intent_id).await.decision.unwrap().policy_digest, old_digest);
+    assert_eq!(
+        p.get(&first.intent_id)
+            .await
+            .decision
+            .unwrap()
+            .policy_digest,
+        old_digest
+    );
 
     p.write_policy("[[detections]]\nid = \"x\"\n[detections.actions]\nblock_ip = \"sometimes\"\n");
-    let err = p.admin().reload_policy(pb::ReloadPolicyRequest::default()).await.unwrap_err();
+    let err = p
+        .admin()
+        .reload_policy(pb::ReloadPolicyRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("line 4"), "{}", err.message());
     let still = p.submit(block("r3", "198.51.100.3")).await.unwrap();
-    assert_eq!(still.decision.unwrap().policy_digest, reloaded.policy_digest);
+    assert_eq!(
+        still.decision.unwrap().policy_digest,
+        reloaded.policy_digest
+    );
 
     let policy_events: Vec<_> = p
         .entries(pb::QueryJournalRequest::default())

@@ -28,7 +28,9 @@ pub struct SwitchArgs {
 }
 
 fn actor(given: Option<String>) -> String {
-    given.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "cli".into())
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
 }
 
 fn print_switches(switches: &[pb::KillSwitch], out: Output) {
@@ -52,7 +54,11 @@ fn print_switches(switches: &[pb::KillSwitch], out: Output) {
         .iter()
         .map(|k| {
             vec![
-                if k.action_kind.is_empty() { "* (all)".into() } else { k.action_kind.clone() },
+                if k.action_kind.is_empty() {
+                    "* (all)".into()
+                } else {
+                    k.action_kind.clone()
+                },
                 output::time(k.since.as_ref()),
                 k.engaged_by.clone(),
                 k.reason.clone(),
@@ -73,26 +79,43 @@ pub async fn kill_switch(channel: &Channel, cmd: KillSwitch, out: Output) -> any
         reason: args.reason,
         requested_by: actor(args.requested_by),
     };
-    let resp = AdminClient::new(channel.clone()).set_kill_switch(req).await?.into_inner();
+    let resp = AdminClient::new(channel.clone())
+        .set_kill_switch(req)
+        .await?
+        .into_inner();
     print_switches(&resp.engaged, out);
     Ok(())
 }
 
 pub async fn reload(channel: &Channel, by: Option<String>, out: Output) -> anyhow::Result<()> {
-    let req = pb::ReloadPolicyRequest { requested_by: actor(by) };
-    let resp = AdminClient::new(channel.clone()).reload_policy(req).await?.into_inner();
+    let req = pb::ReloadPolicyRequest {
+        requested_by: actor(by),
+    };
+    let resp = AdminClient::new(channel.clone())
+        .reload_policy(req)
+        .await?
+        .into_inner();
     if out.json {
-        out.json_line(&json!({"previous_digest": resp.previous_digest, "policy_digest": resp.policy_digest}));
+        out.json_line(
+            &json!({"previous_digest": resp.previous_digest, "policy_digest": resp.policy_digest}),
+        );
     } else if resp.previous_digest == resp.policy_digest {
         outln!("policy reloaded, unchanged ({})", resp.policy_digest);
     } else {
-        outln!("policy {} replaces {}", resp.policy_digest, resp.previous_digest);
+        outln!(
+            "policy {} replaces {}",
+            resp.policy_digest,
+            resp.previous_digest
+        );
     }
     Ok(())
 }
 
 pub async fn status(channel: &Channel, out: Output) -> anyhow::Result<()> {
-    let s = AdminClient::new(channel.clone()).get_status(pb::GetStatusRequest {}).await?.into_inner();
+    let s = AdminClient::new(channel.clone())
+        .get_status(pb::GetStatusRequest {})
+        .await?
+        .into_inner();
     if out.json {
         out.json_line(&json!({"policy_digest": s.policy_digest, "shadow": s.shadow}));
         print_switches(&s.kill_switches, out);
@@ -106,22 +129,41 @@ pub async fn status(channel: &Channel, out: Output) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    outln!("policy  {}{}", s.policy_digest, if s.shadow { " (shadow mode: nothing acts)" } else { "" });
+    outln!(
+        "policy  {}{}",
+        s.policy_digest,
+        if s.shadow {
+            " (shadow mode: nothing acts)"
+        } else {
+            ""
+        }
+    );
     outln!();
     print_switches(&s.kill_switches, out);
     if !s.budgets.is_empty() {
         outln!();
-        let limit = |used: u32, max: Option<u32>| max.map_or("-".to_owned(), |m| format!("{used}/{m}"));
+        let limit =
+            |used: u32, max: Option<u32>| max.map_or("-".to_owned(), |m| format!("{used}/{m}"));
         let rows = s
             .budgets
             .iter()
             .map(|b| {
-                let scope = if b.scope_value.is_empty() { b.scope.clone() } else { format!("{}={}", b.scope, b.scope_value) };
-                let window = b.window.and_then(|w| std::time::Duration::try_from(w).ok()).map(humantime::format_duration);
+                let scope = if b.scope_value.is_empty() {
+                    b.scope.clone()
+                } else {
+                    format!("{}={}", b.scope, b.scope_value)
+                };
+                let window = b
+                    .window
+                    .and_then(|w| std::time::Duration::try_from(w).ok())
+                    .map(humantime::format_duration);
                 vec![
                     b.budget.clone(),
                     scope,
-                    limit(b.active, b.max_active.or(b.max_active_from_percent.map(|m| m as u32))),
+                    limit(
+                        b.active,
+                        b.max_active.or(b.max_active_from_percent.map(|m| m as u32)),
+                    ),
                     match (b.used_in_window, b.max_per_window, window) {
                         (Some(used), Some(max), Some(w)) => format!("{used}/{max} per {w}"),
                         _ => "-".into(),
@@ -137,8 +179,20 @@ pub async fn status(channel: &Channel, out: Output) -> anyhow::Result<()> {
             .rate_limits
             .iter()
             .map(|r| {
-                let per = r.per.and_then(|p| std::time::Duration::try_from(p).ok()).map(humantime::format_duration);
-                vec![r.name.clone(), r.key.clone(), format!("{} per {}", r.max, per.map(|p| p.to_string()).unwrap_or_default()), r.burst.to_string()]
+                let per = r
+                    .per
+                    .and_then(|p| std::time::Duration::try_from(p).ok())
+                    .map(humantime::format_duration);
+                vec![
+                    r.name.clone(),
+                    r.key.clone(),
+                    format!(
+                        "{} per {}",
+                        r.max,
+                        per.map(|p| p.to_string()).unwrap_or_default()
+                    ),
+                    r.burst.to_string(),
+                ]
             })
             .collect();
         out.table(&["RATE LIMIT", "BY", "RATE", "BURST"], rows);

@@ -105,7 +105,9 @@ pub fn main() -> ExitCode {
                 admin::reload(&connect(&cli.server).await?, by, out).await
             }
             Command::Policy(cmd) => policy::run(cmd, out),
-            Command::KillSwitch(cmd) => admin::kill_switch(&connect(&cli.server).await?, cmd, out).await,
+            Command::KillSwitch(cmd) => {
+                admin::kill_switch(&connect(&cli.server).await?, cmd, out).await
+            }
             Command::Status => admin::status(&connect(&cli.server).await?, out).await,
         }
     });

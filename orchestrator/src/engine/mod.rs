@@ -226,3 +226,6 @@ fn in_progress(state: State) -> bool {
         State::Received | State::Decided | State::Executing | State::Expiring | State::RollingBack
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -331,17 +331,10 @@ impl Writer {
         let mut announced = Vec::new();
         let mut replies: Vec<Reply> = Vec::with_capacity(requests.len());
 
-        let announce = self.changes.receiver_count() > 0;
         for r in requests.drain(..) {
             match self.stage(&mut stager, &r, &mut records) {
                 Ok((written, entries)) => {
-                    if announce {
-                        let record = written.2.clone().map(Arc::new);
-                        announced.extend(entries.into_iter().map(|entry| Change {
-                            entry,
-                            record: record.clone(),
-                        }));
-                    }
+                    announced.push((replies.len(), entries));
                     replies.push((r.reply, Ok(written)));
                 }
                 Err(e) => replies.push((r.reply, Err(e))),
@@ -365,8 +358,21 @@ impl Writer {
                 }
                 return;
             }
-            for change in announced {
-                let _ = self.changes.send(change);
+            // Checked only now, after the index write: a reader subscribes before it reads the
+            // index, so it either sees this batch there or is subscribed by now.
+            if self.changes.receiver_count() > 0 {
+                for (i, entries) in announced {
+                    let record = match &replies[i].1 {
+                        Ok((_, _, record)) => record.clone().map(Arc::new),
+                        Err(_) => continue,
+                    };
+                    for entry in entries {
+                        let _ = self.changes.send(Change {
+                            entry,
+                            record: record.clone(),
+                        });
+                    }
+                }
             }
         }
         for (reply, result) in replies {

@@ -1,0 +1,224 @@
+//! Budgets under any interleaving of submissions, rollbacks and expiries, checked against the
+//! journal itself; and the usage a restart rebuilds equals the usage before it.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use parapet_actions::{
+    Registry,
+    edl::{Edl, EdlConfig},
+};
+use parapet_model::{Confidence, Detection, IntentRequest, Outcome, Severity, Step, Target};
+use parapet_policy::Policy;
+use proptest::prelude::*;
+
+use super::*;
+use crate::clock::Clock as _;
+use crate::{
+    clock::ManualClock,
+    journal::{Journal, Query, kv::MemKv, log::MemLog},
+};
+
+const POLICY: &str = r#"
+[[detections]]
+id = "d"
+[detections.actions]
+block_ip = "auto"
+
+[[budgets]]
+name = "per site"
+scope = "site"
+max_active = 3
+max_per_window = 4
+window = "30m"
+"#;
+
+const SITES: [&str; 2] = ["hq", "branch"];
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Submit a block at a site, with a TTL in minutes or none.
+    Submit { site: usize, ttl: Option<u64> },
+    /// Roll back the n-th intent submitted so far, if any.
+    Rollback(usize),
+    /// Let minutes pass.
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..SITES.len(), prop::option::of(1u64..40)).prop_map(|(site, ttl)| Op::Submit { site, ttl }),
+        2 => (0usize..64).prop_map(Op::Rollback),
+        1 => (1u64..20).prop_map(Op::Advance),
+    ]
+}
+
+fn request(n: usize, site: &str, ttl: Option<u64>) -> IntentRequest {
+    let target = Target::new(
+        "ip".into(),
+        format!("198.51.100.{}", n % 250),
+        [("site".to_owned(), site.to_owned())].into(),
+    )
+    .unwrap();
+    let step = Step::new("block_ip".parse().unwrap(), target, BTreeMap::new()).unwrap();
+    let det = Detection::new(
+        "d".into(),
+        Severity::High,
+        Confidence::try_from(1.0).unwrap(),
+        String::new(),
+    )
+    .unwrap();
+    IntentRequest::new(
+        format!("k{n}"),
+        "s".into(),
+        det,
+        vec![step],
+        ttl.map(|m| Duration::from_secs(m * 60)),
+        String::new(),
+    )
+    .unwrap()
+}
+
+async fn engine(dir: &std::path::Path, clock: &ManualClock) -> Engine {
+    let clock: crate::clock::SharedClock = Arc::new(clock.clone());
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        clock.clone(),
+    )
+    .unwrap();
+    let mut registry = Registry::new();
+    registry
+        .register(Arc::new(
+            Edl::open(EdlConfig::with_default_lists(dir.to_path_buf())).unwrap(),
+        ))
+        .unwrap();
+    let policy = Arc::new(Policy::from_toml(POLICY).unwrap());
+    Engine::start(journal, policy, registry, clock, EngineConfig::default())
+        .await
+        .unwrap()
+}
+
+/// What the journal says each site holds and has taken in the window: the truth to check the
+/// ledger and the limits against.
+fn truth(engine: &Engine, now: SystemTime) -> HashMap<String, (u32, u32)> {
+    let index = engine.journal().index();
+    let mut out: HashMap<String, (u32, u32)> = HashMap::new();
+    let since = now - Duration::from_secs(30 * 60);
+    for entry in index
+        .query(&Query {
+            limit: usize::MAX,
+            ..Query::default()
+        })
+        .unwrap()
+    {
+        let (Some(id), Event::Decided { decision }) = (entry.intent_id, &entry.event) else {
+            continue;
+        };
+        if decision.outcome != Outcome::Execute {
+            continue;
+        }
+        let record = index.record(id).unwrap().unwrap();
+        let site = record.intent.steps[0].target.attributes["site"].clone();
+        let slot = out.entry(site).or_default();
+        if !record.state.is_final() {
+            slot.0 += 1;
+        }
+        if entry.time >= since {
+            slot.1 += 1;
+        }
+    }
+    out
+}
+
+fn ledger_view(engine: &Engine) -> HashMap<String, (u32, u32)> {
+    engine
+        .status()
+        .unwrap()
+        .budgets
+        .into_iter()
+        .filter(|row| !row.scope_value.is_empty())
+        .map(|row| {
+            (
+                row.scope_value,
+                (row.active, row.used_in_window.unwrap_or(0)),
+            )
+        })
+        .filter(|(_, usage)| *usage != (0, 0))
+        .collect()
+}
+
+/// Waits until no work is in flight: every intent settled, and every background task (which
+/// releases budget units after its last journal write) finished but the timer.
+async fn settle(engine: &Engine) {
+    for id in engine.journal().index().live_intents().unwrap() {
+        engine.wait_settled(id).await.unwrap();
+    }
+    while engine.inner.tasks.len() > 1 {
+        tokio::task::yield_now().await;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn no_interleaving_takes_a_budget_past_its_limit(batches in prop::collection::vec(prop::collection::vec(op(), 1..6), 1..8)) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+            let engine = engine(dir.path(), &clock).await;
+            let mut submitted = Vec::new();
+            let mut n = 0;
+            for batch in batches {
+                // everything in a batch runs at once
+                let mut tasks = tokio::task::JoinSet::new();
+                for op in batch {
+                    match op {
+                        Op::Submit { site, ttl } => {
+                            n += 1;
+                            let e = engine.clone();
+                            let req = request(n, SITES[site], ttl);
+                            tasks.spawn(async move { e.submit(req, false).await.map(|s| Some(s.record.intent.id)) });
+                        }
+                        Op::Rollback(i) if !submitted.is_empty() => {
+                            let e = engine.clone();
+                            let id = submitted[i % submitted.len()];
+                            tasks.spawn(async move {
+                                match e.rollback(id, "op", "test", false).await {
+                                    Ok(_) | Err(Error::FailedPrecondition(_)) => Ok(None),
+                                    Err(e) => Err(e),
+                                }
+                            });
+                        }
+                        Op::Rollback(_) => {}
+                        Op::Advance(minutes) => clock.advance(Duration::from_secs(minutes * 60)),
+                    }
+                }
+                while let Some(r) = tasks.join_next().await {
+                    if let Some(id) = r.unwrap().unwrap() {
+                        submitted.push(id);
+                    }
+                }
+                settle(&engine).await;
+                let now = clock.now();
+                let truth = truth(&engine, now);
+                for (site, (active, in_window)) in &truth {
+                    prop_assert!(*active <= 3, "{site}: {active} active");
+                    prop_assert!(*in_window <= 4, "{site}: {in_window} in the window");
+                }
+                let filtered: HashMap<_, _> = truth.into_iter().filter(|(_, u)| *u != (0, 0)).collect();
+                prop_assert_eq!(&ledger_view(&engine), &filtered);
+                // what a restart rebuilds from the journal is what was there before it
+                engine.restore_guards(&engine.policy()).unwrap();
+                prop_assert_eq!(ledger_view(&engine), filtered);
+            }
+            engine.stop().await;
+            Ok(())
+        })?;
+    }
+}
