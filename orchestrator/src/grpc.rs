@@ -377,7 +377,7 @@ impl admin_server::Admin for Admin {
                 max_active: row.budget.max_active,
                 used_in_window: row.used_in_window,
                 max_per_window: row.budget.max_per_window,
-                window: row.budget.window.map(|w| conv::pb_duration(w.0)),
+                window: row.budget.window.as_ref().map(|w| conv::pb_duration(w.0)),
                 max_active_from_percent: row.max_from_percent,
             })
             .collect();

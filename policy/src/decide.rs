@@ -22,6 +22,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
     time::{Duration, SystemTime},
 };
 
@@ -288,11 +289,13 @@ fn budget_check(
     let name = format!("budget `{}` ({}={})", budget.name, budget.scope, claim.1);
     let now = input.now;
     let until = |t: SystemTime| t.duration_since(now).unwrap_or_default();
-    let mut seen = Vec::new();
-    if let (Some(max), Some(window)) = (budget.max_per_window, budget.window) {
+    // What a passing budget saw, written straight into its message.
+    let mut seen = name.clone();
+    seen.push(':');
+    if let (Some(max), Some(window)) = (budget.max_per_window, &budget.window) {
         let since = now.checked_sub(window.0).unwrap_or(SystemTime::UNIX_EPOCH);
         let (used, oldest) = input.ledger.taken_since(claim, since);
-        let window_text = humantime::format_duration(window.0);
+        let window_text = &window.1;
         if used + n > max {
             let wait = oldest.map(|t| until(t + window.0));
             let when = wait
@@ -306,12 +309,13 @@ fn budget_check(
                 wait,
             );
         }
-        seen.push(format!("{used} of {max} in the last {window_text}"));
+        let _ = write!(seen, " {used} of {max} in the last {window_text},");
     }
-    let (active, next_free) = input.ledger.active(claim);
+    let active = input.ledger.active(claim);
+    let next_free = || input.ledger.next_release(claim).map(until);
     if let Some(max) = budget.max_active {
         if active + n > max {
-            let wait = next_free.map(until);
+            let wait = next_free();
             let when = wait
                 .map(|w| {
                     format!(
@@ -326,7 +330,7 @@ fn budget_check(
                 wait,
             );
         }
-        seen.push(format!("{active} of {max} active"));
+        let _ = write!(seen, " {active} of {max} active,");
     }
     if let Some(pct) = budget.max_active_percent {
         let Some(size) = *fleet else {
@@ -338,20 +342,17 @@ fn budget_check(
         };
         let allowed = (pct / 100.0 * size as f64).floor() as u64;
         if u64::from(active + n) > allowed {
-            let wait = next_free.map(until);
+            let wait = next_free();
             return (
                 Outcome::Deny,
                 format!("{name}: {active} of {allowed} ({pct}% of {size}) active, {n} more asked"),
                 wait,
             );
         }
-        seen.push(format!("{active} of {allowed} ({pct}% of {size}) active"));
+        let _ = write!(seen, " {active} of {allowed} ({pct}% of {size}) active,");
     }
-    (
-        Outcome::Execute,
-        format!("{name}: {}", seen.join(", ")),
-        None,
-    )
+    seen.pop();
+    (Outcome::Execute, seen, None)
 }
 
 /// Whole seconds, for messages.

@@ -327,7 +327,7 @@ impl Policy {
     pub fn longest_window(&self) -> Duration {
         self.budgets
             .iter()
-            .filter_map(|b| b.window)
+            .filter_map(|b| b.window.as_ref())
             .map(|w| w.0)
             .max()
             .unwrap_or_default()

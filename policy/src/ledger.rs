@@ -12,6 +12,13 @@ use parapet_model::IntentId;
 /// One unit of a budget claimed by one step: (budget name, scope value).
 pub type Claim = (String, String);
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Holders {
+    /// The sum of `by.units`, kept so a decision need not add them up.
+    units: u32,
+    by: BTreeMap<IntentId, Holding>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Holding {
     units: u32,
@@ -25,7 +32,7 @@ pub struct Ledger {
     /// When units were taken, oldest first, for limits per window.
     taken: HashMap<Claim, VecDeque<SystemTime>>,
     /// Who holds units now, for limits on what is active at once.
-    active: HashMap<Claim, BTreeMap<IntentId, Holding>>,
+    active: HashMap<Claim, Holders>,
     /// What each intent holds, to release it.
     held: HashMap<IntentId, Vec<Claim>>,
 }
@@ -49,10 +56,14 @@ impl Ledger {
         claims: &[Claim],
     ) {
         for claim in claims {
-            self.taken.entry(claim.clone()).or_default().push_back(at);
+            push_sorted(self.taken.entry(claim.clone()).or_default(), at);
             let holders = self.active.entry(claim.clone()).or_default();
-            let h = holders.entry(id).or_insert(Holding { units: 0, until });
-            h.units += 1;
+            holders.units += 1;
+            holders
+                .by
+                .entry(id)
+                .or_insert(Holding { units: 0, until })
+                .units += 1;
         }
         if !claims.is_empty() {
             self.held
@@ -66,7 +77,7 @@ impl Ledger {
     /// intents that are no longer active.
     pub fn record_taken(&mut self, at: SystemTime, claims: &[Claim]) {
         for claim in claims {
-            self.taken.entry(claim.clone()).or_default().push_back(at);
+            push_sorted(self.taken.entry(claim.clone()).or_default(), at);
         }
     }
 
@@ -75,8 +86,10 @@ impl Ledger {
     pub fn release(&mut self, id: IntentId) {
         for claim in self.held.remove(&id).unwrap_or_default() {
             if let Some(holders) = self.active.get_mut(&claim) {
-                holders.remove(&id);
-                if holders.is_empty() {
+                if let Some(h) = holders.by.remove(&id) {
+                    holders.units -= h.units;
+                }
+                if holders.by.is_empty() {
                     self.active.remove(&claim);
                 }
             }
@@ -102,13 +115,19 @@ impl Ledger {
         (recent.len() as u32, recent.first().map(|t| **t))
     }
 
-    /// Units held now, and the earliest time a holder's TTL should release one.
-    pub fn active(&self, claim: &Claim) -> (u32, Option<SystemTime>) {
-        let Some(holders) = self.active.get(claim) else {
-            return (0, None);
-        };
-        let units = holders.values().map(|h| h.units).sum();
-        (units, holders.values().filter_map(|h| h.until).min())
+    /// Units held now.
+    pub fn active(&self, claim: &Claim) -> u32 {
+        self.active.get(claim).map_or(0, |h| h.units)
+    }
+
+    /// The earliest time a holder's TTL should release a unit, if any holder has a TTL.
+    pub fn next_release(&self, claim: &Claim) -> Option<SystemTime> {
+        self.active
+            .get(claim)?
+            .by
+            .values()
+            .filter_map(|h| h.until)
+            .min()
     }
 
     /// Every budget and scope in use.
@@ -121,7 +140,7 @@ impl Ledger {
             .map(|c| Usage {
                 budget: c.0.clone(),
                 scope: c.1.clone(),
-                active: self.active(c).0,
+                active: self.active(c),
                 taken: self
                     .taken
                     .get(c)
@@ -130,4 +149,10 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+/// Keeps times sorted (they almost always arrive in order, so this appends).
+fn push_sorted(times: &mut VecDeque<SystemTime>, at: SystemTime) {
+    let pos = times.partition_point(|t| *t <= at);
+    times.insert(pos, at);
 }

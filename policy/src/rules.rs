@@ -12,17 +12,17 @@ use ipnet::IpNet;
 use parapet_model::{ActionKind, Step};
 use serde::Deserialize;
 
-/// A duration written as `90s`, `15m`, `1h 30m`, `7d`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// A duration written as `90s`, `15m`, `1h 30m`, `7d`, and as it was written, for messages.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
-pub struct Span(pub Duration);
+pub struct Span(pub Duration, pub String);
 
 impl TryFrom<String> for Span {
     type Error = String;
 
     fn try_from(s: String) -> Result<Self, String> {
         match humantime::parse_duration(&s) {
-            Ok(d) if !d.is_zero() => Ok(Self(d)),
+            Ok(d) if !d.is_zero() => Ok(Self(d, s)),
             Ok(_) => Err("a duration must be longer than zero".into()),
             Err(e) => Err(format!("`{s}` is not a duration like `15m` or `1h`: {e}")),
         }
@@ -139,7 +139,7 @@ pub const UNSET: &str = "(unset)";
 
 impl Budget {
     pub(crate) fn check(&self) -> Result<(), String> {
-        match (self.max_per_window, self.window) {
+        match (self.max_per_window, &self.window) {
             (Some(_), None) => {
                 return Err(format!(
                     "budget `{}` sets `max_per_window` without `window`",
@@ -290,7 +290,7 @@ impl RawFreeze {
 }
 
 /// Trips the kill switch of an action kind when its adapter fails too often.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreaker {
     pub window: Span,

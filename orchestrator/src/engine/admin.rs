@@ -100,7 +100,7 @@ impl Engine {
                 rows.push((String::new(), 0, Vec::new()));
             }
             for (scope_value, active, taken) in rows {
-                let used_in_window = budget.window.map(|w| {
+                let used_in_window = budget.window.as_ref().map(|w| {
                     let since = now.checked_sub(w.0).unwrap_or(SystemTime::UNIX_EPOCH);
                     taken.iter().filter(|t| **t >= since).count() as u32
                 });
