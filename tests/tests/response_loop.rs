@@ -16,7 +16,16 @@ async fn a_block_is_served_to_firewalls_and_an_operator_rolls_it_back() {
         .iter()
         .map(|r| r.guardrail.as_str())
         .collect();
-    assert_eq!(guardrails, ["inventory", "autonomy_tier", "threshold"]);
+    assert_eq!(
+        guardrails,
+        [
+            "inventory",
+            "autonomy_tier",
+            "threshold",
+            "budget",
+            "rate_limit"
+        ]
+    );
     assert_eq!(resp.state, pb::IntentState::Active as i32);
     assert_eq!(p.edl("block").await, "198.51.100.7\n");
 

@@ -171,6 +171,7 @@ impl Engine {
 
     /// Rebuilds the guardrails' state from the journal: kill switches, rate limiters, and
     /// budget usage (active holders, and what was taken within the longest budget window).
+    /// Units count from when the intent was decided, as they did when it was.
     /// Never reset by a restart: what the journal says was used stays used.
     pub(super) fn restore_guards(&self, policy: &Policy) -> Result<()> {
         let index = self.inner.journal.index();
@@ -212,7 +213,7 @@ impl Engine {
                     continue;
                 }
                 if let Some(r) = index.record(id)? {
-                    ledger.record_taken(entry.time, &policy.claims(&r.intent.steps));
+                    ledger.record_taken(r.intent.received_at, &policy.claims(&r.intent.steps));
                 }
             }
             ledger.prune(since);

@@ -127,7 +127,7 @@ fn truth(engine: &Engine, now: SystemTime) -> HashMap<String, (u32, u32)> {
         if !record.state.is_final() {
             slot.0 += 1;
         }
-        if entry.time >= since {
+        if record.intent.received_at >= since {
             slot.1 += 1;
         }
     }
