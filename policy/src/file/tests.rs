@@ -136,3 +136,21 @@ fn fleet_sizes_are_read_per_scope() {
     assert_eq!(policy.fleet.size("site", "hq"), Some(400));
     assert_eq!(policy.fleet.size("site", "lab"), None);
 }
+
+#[test]
+fn the_policy_examples_in_the_readme_are_valid() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("## The policy file").unwrap();
+    let end = start + readme[start..].find("## Configuration").unwrap();
+    let blocks: Vec<&str> = readme[start..end]
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect();
+    assert!(blocks.len() >= 6, "found {} blocks", blocks.len());
+    let policy = Policy::from_toml(&blocks.concat()).unwrap_or_else(|e| panic!("README policy: {e}"));
+    assert_eq!(policy.protected.len(), 3);
+    assert_eq!(policy.budgets.len(), 1);
+    assert_eq!(policy.fleet.size("site", "branch-lyon"), Some(80));
+    assert!(policy.circuit_breaker.is_some());
+}
