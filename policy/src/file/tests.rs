@@ -148,7 +148,8 @@ fn the_policy_examples_in_the_readme_are_valid() {
         .map(|b| &b[..b.find("```").unwrap()])
         .collect();
     assert!(blocks.len() >= 6, "found {} blocks", blocks.len());
-    let policy = Policy::from_toml(&blocks.concat()).unwrap_or_else(|e| panic!("README policy: {e}"));
+    let policy =
+        Policy::from_toml(&blocks.concat()).unwrap_or_else(|e| panic!("README policy: {e}"));
     assert_eq!(policy.protected.len(), 3);
     assert_eq!(policy.budgets.len(), 1);
     assert_eq!(policy.fleet.size("site", "branch-lyon"), Some(80));
