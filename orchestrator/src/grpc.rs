@@ -4,7 +4,8 @@ use std::{pin::Pin, time::SystemTime};
 
 use parapet_model::{IntentId, Invalid};
 use parapet_proto::v1::{
-    self as pb, admin_server, intents_server, journal_server, rollbacks_server,
+    self as pb, admin_server, approvals_server, intents_server, journal_server, rollbacks_server,
+    verdicts_server,
 };
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -22,7 +23,10 @@ impl From<Error> for Status {
             Error::Invalid(invalid) => Status::invalid_argument(invalid.to_string()),
             Error::NotFound(_) => Status::not_found(e.to_string()),
             Error::IdempotencyConflict { .. } => Status::already_exists(e.to_string()),
-            Error::FailedPrecondition(_) => Status::failed_precondition(e.to_string()),
+            Error::FailedPrecondition(_) | Error::Refused(_) => {
+                Status::failed_precondition(e.to_string())
+            }
+            Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::ShuttingDown => Status::unavailable(e.to_string()),
             Error::Journal(_) | Error::Storage(_) => {
                 tracing::error!(error = %e, "request failed");
@@ -405,5 +409,121 @@ impl admin_server::Admin for Admin {
             rate_limits,
             shadow: status.policy.shadow,
         }))
+    }
+}
+
+fn answer(req: &pb::AnswerRequest) -> Result<(IntentId, &str), Status> {
+    let id = intent_id(&req.intent_id, "intent_id")?;
+    if req.reason.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "reason: is required; it is kept in the journal",
+        ));
+    }
+    let by = if req.requested_by.is_empty() {
+        "anonymous"
+    } else {
+        &req.requested_by
+    };
+    Ok((id, by))
+}
+
+/// Serves `parapet.v1.Approvals`.
+pub struct Approvals(pub Engine);
+
+#[tonic::async_trait]
+impl approvals_server::Approvals for Approvals {
+    async fn list_pending(
+        &self,
+        _request: Request<pb::ListPendingRequest>,
+    ) -> Result<Response<pb::ListPendingResponse>, Status> {
+        let intents = self.0.pending()?.iter().map(conv::intent).collect();
+        Ok(Response::new(pb::ListPendingResponse { intents }))
+    }
+
+    async fn approve(
+        &self,
+        request: Request<pb::AnswerRequest>,
+    ) -> Result<Response<pb::Intent>, Status> {
+        let req = request.into_inner();
+        let (id, by) = answer(&req)?;
+        Ok(Response::new(conv::intent(
+            &self.0.approve(id, by, &req.reason).await?,
+        )))
+    }
+
+    async fn reject(
+        &self,
+        request: Request<pb::AnswerRequest>,
+    ) -> Result<Response<pb::Intent>, Status> {
+        let req = request.into_inner();
+        let (id, by) = answer(&req)?;
+        Ok(Response::new(conv::intent(
+            &self.0.reject(id, by, &req.reason).await?,
+        )))
+    }
+}
+
+/// Serves `parapet.v1.Verdicts`.
+pub struct Verdicts(pub Engine);
+
+#[tonic::async_trait]
+impl verdicts_server::Verdicts for Verdicts {
+    async fn judge(
+        &self,
+        request: Request<pb::VerdictRequest>,
+    ) -> Result<Response<pb::Intent>, Status> {
+        let req = request.into_inner();
+        let id = intent_id(&req.intent_id, "intent_id")?;
+        let verdict = match pb::VerdictKind::try_from(req.verdict) {
+            Ok(pb::VerdictKind::TruePositive) => crate::lifecycle::Verdict::TruePositive,
+            Ok(pb::VerdictKind::FalsePositive) => crate::lifecycle::Verdict::FalsePositive,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "verdict: must be TRUE_POSITIVE or FALSE_POSITIVE",
+                ));
+            }
+        };
+        let by = if req.requested_by.is_empty() {
+            "anonymous"
+        } else {
+            &req.requested_by
+        };
+        Ok(Response::new(conv::intent(
+            &self.0.judge(id, by, verdict, &req.note).await?,
+        )))
+    }
+
+    async fn precision(
+        &self,
+        _request: Request<pb::PrecisionRequest>,
+    ) -> Result<Response<pb::PrecisionResponse>, Status> {
+        let policy = self.0.policy();
+        let rows = self
+            .0
+            .precision()?
+            .into_iter()
+            .map(|((detection, kind), p)| {
+                let tier = policy
+                    .detections
+                    .get(&detection)
+                    .and_then(|d| kind.parse().ok().and_then(|k| d.actions.get(&k).copied()))
+                    .map_or(
+                        if policy.detections.contains_key(&detection) {
+                            "forbidden"
+                        } else {
+                            "unknown detection"
+                        },
+                        |t| t.as_str(),
+                    );
+                pb::PrecisionRow {
+                    detection,
+                    action_kind: kind,
+                    true_positives: p.true_positives,
+                    false_positives: p.false_positives,
+                    tier: tier.to_owned(),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::PrecisionResponse { rows }))
     }
 }

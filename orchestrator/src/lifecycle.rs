@@ -78,6 +78,23 @@ pub enum RollbackCause {
     Compensation,
 }
 
+/// An operator's later judgement of an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    TruePositive,
+    FalsePositive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TruePositive => "true_positive",
+            Self::FalsePositive => "false_positive",
+        }
+    }
+}
+
 /// A change to an intent, or (the last variants) to Parapet itself, as journaled.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,6 +145,26 @@ pub enum Event {
     RollbackFailed {
         error: String,
     },
+    /// A person approved a waiting intent; `decision` is the guardrails' re-check at that moment.
+    Approved {
+        by: String,
+        reason: String,
+        decision: Decision,
+    },
+    /// A person rejected a waiting intent, or it waited too long.
+    Rejected {
+        by: String,
+        reason: String,
+    },
+    /// A person judged the detection behind the intent; changes no state.
+    Judged {
+        by: String,
+        verdict: Verdict,
+        note: String,
+        /// For a false positive: until when this detection is suppressed on these targets.
+        #[serde(with = "serde_time::opt_time")]
+        suppress_until: Option<SystemTime>,
+    },
     /// The kill switch, for all action kinds (`kind` unset) or one, was engaged or released.
     KillSwitch {
         kind: Option<ActionKind>,
@@ -171,6 +208,9 @@ impl Event {
             Self::RolledBack => "rolled_back",
             Self::Failed { .. } => "failed",
             Self::RollbackFailed { .. } => "rollback_failed",
+            Self::Approved { .. } => "approved",
+            Self::Rejected { .. } => "rejected",
+            Self::Judged { .. } => "verdict",
             Self::KillSwitch { .. } => "kill_switch",
             Self::PolicyLoaded { .. } => "policy_loaded",
             Self::PolicyRefused { .. } => "policy_refused",
@@ -221,9 +261,21 @@ pub struct IntentRecord {
     pub expires_at: Option<SystemTime>,
     pub rollback_cause: Option<RollbackCause>,
     pub error: Option<String>,
+    /// Who approved or rejected it, and why.
+    pub answer: Option<Answer>,
+    /// The latest verdict on it.
+    pub verdict: Option<(Verdict, String)>,
     pub updated_at: SystemTime,
     /// The journal entry that last changed the record.
     pub last_seq: u64,
+}
+
+/// A person's answer to an intent awaiting approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub approved: bool,
+    pub by: String,
+    pub reason: String,
 }
 
 /// An event that is impossible in the intent's current state.
@@ -253,6 +305,8 @@ impl IntentRecord {
             expires_at: None,
             rollback_cause: None,
             error: None,
+            answer: None,
+            verdict: None,
             last_seq: seq,
         }
     }
@@ -278,6 +332,37 @@ impl IntentRecord {
                     Outcome::Shadow => State::Shadowed,
                     Outcome::Deny => State::Denied,
                 }
+            }
+            (
+                State::AwaitingApproval,
+                Event::Approved {
+                    by,
+                    reason,
+                    decision,
+                },
+            ) => {
+                if decision.outcome != Outcome::Execute {
+                    return Err(refuse);
+                }
+                next.decision = Some(decision.clone());
+                next.answer = Some(Answer {
+                    approved: true,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                });
+                State::Decided
+            }
+            (State::AwaitingApproval, Event::Rejected { by, reason }) => {
+                next.answer = Some(Answer {
+                    approved: false,
+                    by: by.clone(),
+                    reason: reason.clone(),
+                });
+                State::Rejected
+            }
+            (state, Event::Judged { by, verdict, .. }) if state != State::Received => {
+                next.verdict = Some((*verdict, by.clone()));
+                state
             }
             (State::Decided | State::Executing, Event::StepStarted { step }) => {
                 next.step_mut(*step, &[StepState::Pending, StepState::Executing], &refuse)?

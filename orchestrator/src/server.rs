@@ -9,8 +9,9 @@ use parapet_actions::{
 };
 use parapet_policy::{EXAMPLE_POLICY, Policy};
 use parapet_proto::v1::{
-    FILE_DESCRIPTOR_SET, admin_server::AdminServer, intents_server::IntentsServer,
-    journal_server::JournalServer, rollbacks_server::RollbacksServer,
+    FILE_DESCRIPTOR_SET, admin_server::AdminServer, approvals_server::ApprovalsServer,
+    intents_server::IntentsServer, journal_server::JournalServer,
+    rollbacks_server::RollbacksServer, verdicts_server::VerdictsServer,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -125,6 +126,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .await;
     health.set_serving::<JournalServer<grpc::Journal>>().await;
     health.set_serving::<AdminServer<grpc::Admin>>().await;
+    health
+        .set_serving::<ApprovalsServer<grpc::Approvals>>()
+        .await;
+    health.set_serving::<VerdictsServer<grpc::Verdicts>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -147,6 +152,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(AdminServer::new(grpc::Admin(engine.clone())))
+        .add_service(ApprovalsServer::new(grpc::Approvals(engine.clone())))
+        .add_service(VerdictsServer::new(grpc::Verdicts(engine.clone())))
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small answers back for the peer's delayed ACK.
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),

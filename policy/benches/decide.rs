@@ -71,12 +71,15 @@ fn main() {
     .unwrap();
     let steps = [step(4242)];
     let switches = KillSwitches::default();
+    let suppressions = parapet_policy::rules::Suppressions::default();
     let input = DecisionInput {
         detection: &detection,
         steps: &steps,
         now,
         kill_switches: &switches,
         ledger: &ledger,
+        suppressions: &suppressions,
+        approved: false,
     };
 
     for _ in 0..10_000 {

@@ -7,6 +7,8 @@
 //! 1. [`guardrail::KILL_SWITCH`]: is the kill switch on, globally or for a step's action kind?
 //! 2. [`guardrail::INVENTORY`]: is the detection documented? Unknown detections get the policy's
 //!    `unknown_detection` (approval or deny), never `execute`.
+//!    Then [`guardrail::SUPPRESSION`]: per step, was this detection on this target judged a
+//!    false positive recently?
 //! 3. [`guardrail::TARGET_SCOPE`]: per step, is an address block narrower than the minimum prefix?
 //! 4. [`guardrail::PROTECTED_TARGET`]: per step, does a protection rule match the target?
 //! 5. [`guardrail::AUTONOMY_TIER`]: per step, the detection × action kind tier.
@@ -31,13 +33,14 @@ use parapet_model::{ActionKind, Decision, Detection, Outcome, Reason, Step};
 use crate::{
     Policy, Tier, UnknownDetection,
     ledger::{Claim, Ledger},
-    rules::{Budget, ProtectedEffect},
+    rules::{Budget, ProtectedEffect, Suppressions},
 };
 
 /// Stable guardrail names, as they appear in [`Reason::guardrail`].
 pub mod guardrail {
     pub const KILL_SWITCH: &str = "kill_switch";
     pub const INVENTORY: &str = "inventory";
+    pub const SUPPRESSION: &str = "suppression";
     pub const TARGET_SCOPE: &str = "target_scope";
     pub const PROTECTED_TARGET: &str = "protected_target";
     pub const AUTONOMY_TIER: &str = "autonomy_tier";
@@ -69,6 +72,9 @@ pub struct DecisionInput<'a> {
     pub now: SystemTime,
     pub kill_switches: &'a KillSwitches,
     pub ledger: &'a Ledger,
+    pub suppressions: &'a Suppressions,
+    /// A person approved the intent: findings that ask for approval are satisfied.
+    pub approved: bool,
 }
 
 impl Policy {
@@ -114,6 +120,24 @@ impl Policy {
                 format!("detection `{}` is not in the inventory", det.rule_id),
             ),
         });
+
+        for (i, step) in input.steps.iter().enumerate() {
+            if let Some(s) = input.suppressions.get(&det.rule_id, step, input.now) {
+                reasons.push(reason(
+                    guardrail::SUPPRESSION,
+                    Outcome::Deny,
+                    Some(i),
+                    format!(
+                        "`{}` on `{}:{}` was judged a false positive by `{}`; suppressed until {}",
+                        det.rule_id,
+                        step.target.kind,
+                        step.target.id,
+                        s.by,
+                        humantime::format_rfc3339_seconds(s.until)
+                    ),
+                ));
+            }
+        }
 
         for (i, step) in input.steps.iter().enumerate() {
             reasons.extend(self.target_scope(i, step));
@@ -197,16 +221,17 @@ impl Policy {
             ));
         }
 
+        // An approval satisfies every finding that asked for one.
+        let effect = |r: &Reason| match r.effect {
+            Outcome::AwaitApproval if input.approved => Outcome::Execute,
+            e => e,
+        };
         let mut retry_after = None;
-        if reasons.iter().all(|r| r.effect == Outcome::Execute) {
+        if reasons.iter().all(|r| effect(r) == Outcome::Execute) {
             retry_after = self.budgets_allow(input, &mut reasons);
         }
 
-        let outcome = reasons
-            .iter()
-            .map(|r| r.effect)
-            .max()
-            .unwrap_or(Outcome::Deny);
+        let outcome = reasons.iter().map(effect).max().unwrap_or(Outcome::Deny);
         Decision {
             outcome,
             reasons,

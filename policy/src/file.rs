@@ -11,7 +11,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::rules::{Budget, CircuitBreaker, Fleet, Freeze, ProtectedRule, RateLimit, RawFreeze};
+use crate::rules::{
+    Approvals, Budget, CircuitBreaker, Fleet, Freeze, ProtectedRule, RateLimit, RawFreeze, Verdicts,
+};
 
 /// A detection × action kind's autonomy: how far Parapet may go without a person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
@@ -118,6 +120,8 @@ pub struct Policy {
     pub rate_limits: Vec<RateLimit>,
     pub freezes: Vec<Freeze>,
     pub circuit_breaker: Option<CircuitBreaker>,
+    pub approvals: Approvals,
+    pub verdicts: Verdicts,
 }
 
 #[derive(Deserialize)]
@@ -138,6 +142,10 @@ struct RawPolicy {
     #[serde(default)]
     freezes: Vec<Spanned<RawFreeze>>,
     circuit_breaker: Option<Spanned<CircuitBreaker>>,
+    #[serde(default)]
+    approvals: Approvals,
+    #[serde(default)]
+    verdicts: Verdicts,
 }
 
 #[derive(Deserialize)]
@@ -320,6 +328,8 @@ impl Policy {
             rate_limits: raw.rate_limits,
             freezes,
             circuit_breaker,
+            approvals: raw.approvals,
+            verdicts: raw.verdicts,
         })
     }
 

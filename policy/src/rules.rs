@@ -299,3 +299,82 @@ pub struct CircuitBreaker {
     /// Failed calls over all calls in the window, from 0 to 1.
     pub max_failure_rate: f64,
 }
+
+/// How waiting intents are handled.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approvals {
+    /// A pending intent is rejected after this long without an answer.
+    #[serde(default = "day")]
+    pub timeout: Span,
+    /// An approver may not approve an intent they submitted.
+    #[serde(default)]
+    pub four_eyes: bool,
+}
+
+impl Default for Approvals {
+    fn default() -> Self {
+        Self {
+            timeout: day(),
+            four_eyes: false,
+        }
+    }
+}
+
+/// What a false-positive verdict does.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdicts {
+    /// How long new intents of the same detection on the same target are denied.
+    #[serde(default = "day")]
+    pub suppress_for: Span,
+}
+
+impl Default for Verdicts {
+    fn default() -> Self {
+        Self {
+            suppress_for: day(),
+        }
+    }
+}
+
+fn day() -> Span {
+    Span(Duration::from_secs(24 * 3600), "24h".into())
+}
+
+/// Detection × target pairs judged false positives, and until when they are suppressed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Suppressions {
+    by_pair: std::collections::HashMap<(String, String, String), Suppression>,
+}
+
+/// Who suppressed a detection × target, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    pub until: SystemTime,
+    pub by: String,
+}
+
+impl Suppressions {
+    pub fn insert(&mut self, rule: &str, step: &Step, s: Suppression) {
+        self.insert_target(rule, &step.target.kind, &step.target.id, s);
+    }
+
+    pub fn insert_target(&mut self, rule: &str, kind: &str, target: &str, s: Suppression) {
+        let key = (rule.to_owned(), kind.to_owned(), target.to_owned());
+        let longer = self.by_pair.get(&key).is_none_or(|old| old.until < s.until);
+        if longer {
+            self.by_pair.insert(key, s);
+        }
+    }
+
+    /// The suppression in force for this detection on this step's target, if any.
+    pub fn get(&self, rule: &str, step: &Step, now: SystemTime) -> Option<&Suppression> {
+        let key = (
+            rule.to_owned(),
+            step.target.kind.clone(),
+            step.target.id.clone(),
+        );
+        self.by_pair.get(&key).filter(|s| s.until > now)
+    }
+}

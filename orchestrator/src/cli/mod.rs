@@ -21,6 +21,7 @@ mod admin;
 mod intent;
 mod journal;
 mod output;
+mod people;
 mod policy;
 mod rollback;
 mod serve;
@@ -72,6 +73,16 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(policy::Command),
+    /// Intents waiting for approval.
+    Pending,
+    /// Approve a waiting intent (the guardrails are checked again now).
+    Approve(people::AnswerArgs),
+    /// Reject a waiting intent.
+    Reject(people::AnswerArgs),
+    /// Judge an intent's detection: --true-positive or --false-positive.
+    Verdict(people::VerdictArgs),
+    /// True and false positives per detection and action kind.
+    Precision,
     /// Engage or release the kill switch.
     #[command(subcommand)]
     KillSwitch(admin::KillSwitch),
@@ -109,6 +120,11 @@ pub fn main() -> ExitCode {
                 admin::kill_switch(&connect(&cli.server).await?, cmd, out).await
             }
             Command::Status => admin::status(&connect(&cli.server).await?, out).await,
+            Command::Pending => people::pending(&connect(&cli.server).await?, out).await,
+            Command::Approve(a) => people::answer(&connect(&cli.server).await?, true, a, out).await,
+            Command::Reject(a) => people::answer(&connect(&cli.server).await?, false, a, out).await,
+            Command::Verdict(a) => people::verdict(&connect(&cli.server).await?, a, out).await,
+            Command::Precision => people::precision(&connect(&cli.server).await?, out).await,
         }
     });
     match result {

@@ -227,9 +227,20 @@ impl Engine {
                 }
             }
         }
+        let mut suppressions = parapet_policy::rules::Suppressions::default();
+        for s in index.suppressions()? {
+            if s.until > now {
+                let until = parapet_policy::rules::Suppression {
+                    until: s.until,
+                    by: s.by,
+                };
+                suppressions.insert_target(&s.rule, &s.target_kind, &s.target_id, until);
+            }
+        }
         let mut g = self.inner.guards.lock();
         g.ledger = ledger;
         g.kill_switches = kill_switches;
+        g.suppressions = suppressions;
         g.limiters = guards::limiters(policy, &self.inner.clock);
         Ok(())
     }

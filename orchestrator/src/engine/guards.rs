@@ -14,7 +14,7 @@ use governor::{
 use parapet_model::{ActionKind, Intent, Outcome, Reason};
 use parapet_policy::{
     KillSwitches, Ledger, Policy, guardrail,
-    rules::{CircuitBreaker, RateKey, RateLimit},
+    rules::{CircuitBreaker, RateKey, RateLimit, Suppressions},
 };
 
 use crate::clock::SharedClock;
@@ -23,6 +23,8 @@ use crate::clock::SharedClock;
 pub(super) struct Guards {
     pub ledger: Ledger,
     pub kill_switches: KillSwitches,
+    /// Detection × target pairs judged false positives, denied for a while.
+    pub suppressions: Suppressions,
     pub limiters: Vec<Limiter>,
     /// Adapter calls per action kind: when, and whether they failed.
     pub calls: HashMap<ActionKind, VecDeque<(SystemTime, bool)>>,

@@ -12,9 +12,11 @@
 //! - `rollback`: operator rollbacks and TTL expiry, with the durable timer.
 //! - `recover`: on start, resume whatever the journal shows in flight; rebuild budget usage.
 //! - `admin`: kill switches, policy reload, status.
+//! - `approvals`: approve, reject, verdicts, suppression, precision.
 //! - `guards`: the guardrails' state (budgets, kill switches, rate limiters, breaker tally).
 
 mod admin;
+mod approvals;
 mod execute;
 mod guards;
 mod locks;
@@ -37,6 +39,7 @@ use crate::{
 };
 
 pub use admin::{BudgetRow, KillSwitch, Status};
+pub use approvals::{Precision, refusal};
 pub use rollback::RolledBack;
 pub use submit::Submitted;
 
@@ -53,6 +56,11 @@ pub enum Error {
     IdempotencyConflict { key: String, existing: IntentId },
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// The guardrails refuse now; the decision says why and when to retry.
+    #[error("the guardrails refuse: {}", approvals::refusal(.0))]
+    Refused(parapet_model::Decision),
     #[error("journal: {0}")]
     Journal(#[from] AppendError),
     #[error("storage: {0}")]

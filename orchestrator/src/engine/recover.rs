@@ -22,6 +22,13 @@ impl Engine {
                         timers += 1;
                     }
                 }
+                State::AwaitingApproval => {
+                    self.schedule(
+                        record.intent.received_at + self.policy().approvals.timeout.0,
+                        id,
+                    );
+                    timers += 1;
+                }
                 State::Decided | State::Executing | State::Expiring | State::RollingBack => {
                     let engine = self.clone();
                     self.spawn(async move { engine.resume(id).await });

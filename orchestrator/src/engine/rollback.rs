@@ -75,10 +75,29 @@ impl Engine {
         })
     }
 
-    /// Rolls back an intent whose TTL has passed, unless it was extended or already undone.
+    /// Rolls back an intent whose TTL has passed, unless it was extended or already undone;
+    /// rejects one that waited too long for approval.
     async fn expire(&self, id: IntentId) {
         let _guard = self.inner.locks.lock(id).await;
         let Ok(record) = self.record(id) else { return };
+        if record.state == State::AwaitingApproval {
+            let timeout = self.policy().approvals.timeout.clone();
+            if record.intent.received_at + timeout.0 <= self.now() {
+                let rejected = Event::Rejected {
+                    by: SYSTEM_ACTOR.into(),
+                    reason: format!("no answer within {}", timeout.1),
+                };
+                if let Err(e) = self
+                    .inner
+                    .journal
+                    .append(id, SYSTEM_ACTOR, vec![rejected])
+                    .await
+                {
+                    tracing::error!(intent = %id, error = %e, "could not reject a stale intent");
+                }
+            }
+            return;
+        }
         let due = record.expires_at.is_some_and(|at| at <= self.now());
         if record.state != State::Active || !due {
             return;

@@ -1,5 +1,7 @@
 //! Submitting an intent: decide, journal, start.
 
+use std::time::SystemTime;
+
 use parapet_model::{Decision, Intent, IntentId, IntentRequest, Outcome};
 use parapet_policy::DecisionInput;
 
@@ -35,8 +37,9 @@ impl Engine {
         }
         let id = IntentId::generate();
         let intent = request.clone().into_intent(id, self.now());
-        let decision = self.decide(&intent);
+        let decision = self.decide(&intent, intent.received_at, false);
         let execute = decision.outcome == Outcome::Execute;
+        let waits = decision.outcome == Outcome::AwaitApproval;
         let source = intent.source.clone();
         let events = vec![Event::Received { intent }, Event::Decided { decision }];
         let appended = self.inner.journal.append(id, &source, events).await;
@@ -52,6 +55,12 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
+        if waits {
+            self.schedule(
+                record.intent.received_at + self.policy().approvals.timeout.0,
+                id,
+            );
+        }
         if execute {
             let engine = self.clone();
             let running = self.spawn(async move { engine.execute(id).await });
@@ -70,11 +79,10 @@ impl Engine {
     }
 
     /// Decides, and for an intent that will execute checks the rate limits and reserves its
-    /// budget units, all under one lock: two concurrent submissions can never both take the
-    /// last unit of a budget.
-    fn decide(&self, intent: &Intent) -> Decision {
+    /// budget units, all under one lock: two concurrent decisions can never both take the last
+    /// unit of a budget. `approved` when a person approved the intent just now.
+    pub(super) fn decide(&self, intent: &Intent, now: SystemTime, approved: bool) -> Decision {
         let policy = self.policy();
-        let now = intent.received_at;
         let mut guards = self.inner.guards.lock();
         let g = &mut *guards;
         if let Some(before) = now.checked_sub(policy.longest_window()) {
@@ -86,6 +94,8 @@ impl Engine {
             now,
             kill_switches: &g.kill_switches,
             ledger: &g.ledger,
+            suppressions: &g.suppressions,
+            approved,
         });
         if decision.outcome == Outcome::Execute {
             let (reasons, wait) = guards::rate_limit(g, intent);

@@ -14,11 +14,13 @@
 //! | `d` rule id `\0` intent                 | (intents by detection)   |
 //! | `l` intent                              | (intents not yet final)  |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
+//! | `j` rule id `\0` intent                 | its latest verdict and action kinds |
+//! | `x` rule `\0` target kind `\0` target id | suppressed until, and by whom |
 //!
 //! Numbers are big-endian and intents are their 16 UUIDv7 bytes, so keys sort by time.
 //! Strings cannot contain `\0`: validation refuses control characters.
 
-use std::{collections::HashMap, io, sync::Arc};
+use std::{collections::HashMap, io, sync::Arc, time::SystemTime};
 
 use parapet_model::IntentId;
 
@@ -61,6 +63,24 @@ pub(super) mod key {
         [&b"l"[..], id.as_bytes()].concat()
     }
 
+    /// The latest verdict on an intent, under its detection.
+    pub fn verdict(rule: &str, id: IntentId) -> Vec<u8> {
+        [b"j", rule.as_bytes(), b"\0", id.as_bytes()].concat()
+    }
+
+    /// A detection suppressed on a target after a false positive.
+    pub fn suppression(rule: &str, kind: &str, target: &str) -> Vec<u8> {
+        [
+            b"x",
+            rule.as_bytes(),
+            b"\0",
+            kind.as_bytes(),
+            b"\0",
+            target.as_bytes(),
+        ]
+        .concat()
+    }
+
     /// An engaged kill switch: `s` `k` and the action kind, or `*` for all kinds.
     pub fn kill_switch(kind: Option<&parapet_model::ActionKind>) -> Vec<u8> {
         [b"sk", kind.map_or("*", |k| k.as_str()).as_bytes()].concat()
@@ -71,6 +91,23 @@ pub(super) mod key {
         let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
         Some(IntentId::from_bytes(tail))
     }
+}
+
+/// The latest verdict on one intent, as the precision report counts it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Judgement {
+    pub verdict: crate::lifecycle::Verdict,
+    pub kinds: Vec<String>,
+}
+
+/// A detection suppressed on a target after a false positive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionRecord {
+    pub rule: String,
+    pub target_kind: String,
+    pub target_id: String,
+    pub until: SystemTime,
+    pub by: String,
 }
 
 /// Read access to the derived state.
@@ -158,6 +195,41 @@ impl Index {
                 Some(name.parse().map_err(io::Error::other)?)
             };
             out.push((kind, entry));
+        }
+        Ok(out)
+    }
+
+    /// The latest verdict on every judged intent: detection, verdict, the intent's action kinds.
+    pub fn judgements(&self) -> io::Result<Vec<(String, Judgement)>> {
+        let mut out = Vec::new();
+        for pair in self.kv.scan(b"j", None, false) {
+            let (k, v) = pair?;
+            let rule_end = k.len().saturating_sub(17);
+            let rule = String::from_utf8_lossy(&k[1..rule_end]).into_owned();
+            out.push((rule, decode(&v)?));
+        }
+        Ok(out)
+    }
+
+    /// Every suppression recorded, expired or not.
+    pub fn suppressions(&self) -> io::Result<Vec<SuppressionRecord>> {
+        let mut out = Vec::new();
+        for pair in self.kv.scan(b"x", None, false) {
+            let (k, v) = pair?;
+            let text = String::from_utf8_lossy(&k[1..]).into_owned();
+            let mut parts = text.splitn(3, '\0');
+            let (Some(rule), Some(kind), Some(target)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let (until, by): (SystemTime, String) = decode(&v)?;
+            out.push(SuppressionRecord {
+                rule: rule.to_owned(),
+                target_kind: kind.to_owned(),
+                target_id: target.to_owned(),
+                until,
+                by,
+            });
         }
         Ok(out)
     }
@@ -259,6 +331,42 @@ impl<'a> Stager<'a> {
             ]
             .concat();
             self.batch.push((d, Some(Vec::new())));
+        }
+        if let Event::Judged {
+            by,
+            verdict,
+            suppress_until,
+            ..
+        } = &entry.event
+        {
+            let rule = &record.intent.detection.rule_id;
+            let kinds: Vec<String> = record
+                .intent
+                .steps
+                .iter()
+                .map(|s| s.kind.to_string())
+                .collect();
+            let judged = Judgement {
+                verdict: *verdict,
+                kinds,
+            };
+            if let Ok(bytes) = encode(&judged) {
+                self.batch.push((key::verdict(rule, id), Some(bytes)));
+            }
+            for step in record
+                .intent
+                .steps
+                .iter()
+                .filter(|_| suppress_until.is_some())
+            {
+                let s = (suppress_until.unwrap_or(entry.time), by.clone());
+                if let Ok(bytes) = encode(&s) {
+                    self.batch.push((
+                        key::suppression(rule, &step.target.kind, &step.target.id),
+                        Some(bytes),
+                    ));
+                }
+            }
         }
         self.records.insert(id, record.clone());
     }

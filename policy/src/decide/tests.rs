@@ -6,6 +6,7 @@ use std::{
 use parapet_model::{Confidence, Outcome, Severity, Step, Target};
 
 use super::*;
+use crate::rules::Suppression;
 
 const POLICY: &str = r#"
 [defaults]
@@ -69,6 +70,8 @@ fn decide_with(
         now,
         kill_switches,
         ledger,
+        suppressions: &Suppressions::default(),
+        approved: false,
     })
 }
 
@@ -419,6 +422,8 @@ fn budgets_refuse_past_their_limits_and_say_when_to_retry() {
             steps,
             now: t,
             kill_switches: &KillSwitches::default(),
+            suppressions: &Suppressions::default(),
+            approved: false,
             ledger,
         })
     };
@@ -475,6 +480,8 @@ fn active_and_percentage_budgets_free_on_release() {
             steps: &steps,
             now: now(),
             kill_switches: &KillSwitches::default(),
+            suppressions: &Suppressions::default(),
+            approved: false,
             ledger: &ledger,
         });
         assert_eq!(d.outcome, Outcome::Execute);
@@ -493,6 +500,8 @@ fn active_and_percentage_budgets_free_on_release() {
         steps: &steps,
         now: now(),
         kill_switches: &KillSwitches::default(),
+        suppressions: &Suppressions::default(),
+        approved: false,
         ledger: &ledger,
     });
     assert_eq!(d.outcome, Outcome::Deny);
@@ -503,6 +512,8 @@ fn active_and_percentage_budgets_free_on_release() {
         steps: &steps,
         now: now(),
         kill_switches: &KillSwitches::default(),
+        suppressions: &Suppressions::default(),
+        approved: false,
         ledger: &ledger,
     });
     assert_eq!(d.outcome, Outcome::Execute);
@@ -535,4 +546,106 @@ fn budgets_are_not_consulted_for_what_will_not_execute() {
     );
     assert_eq!(d.outcome, Outcome::AwaitApproval);
     assert!(d.reasons.iter().all(|r| r.guardrail != guardrail::BUDGET));
+}
+
+#[test]
+fn a_suppressed_detection_and_target_is_denied_until_the_window_ends() {
+    let policy = Policy::from_toml(POLICY).unwrap();
+    let det = detection("c2", Severity::Critical, 1.0);
+    let steps = [step("block_ip", "ip", "192.0.2.7")];
+    let mut suppressions = Suppressions::default();
+    let until = now() + Duration::from_secs(3600);
+    suppressions.insert(
+        "c2",
+        &steps[0],
+        Suppression {
+            until,
+            by: "alice".into(),
+        },
+    );
+    let at = |t| {
+        policy.decide(DecisionInput {
+            detection: &det,
+            steps: &steps,
+            now: t,
+            kill_switches: &KillSwitches::default(),
+            ledger: &Ledger::default(),
+            suppressions: &suppressions,
+            approved: false,
+        })
+    };
+    let d = at(now());
+    assert_eq!(d.outcome, Outcome::Deny);
+    let r = d
+        .reasons
+        .iter()
+        .find(|r| r.guardrail == guardrail::SUPPRESSION)
+        .unwrap();
+    assert!(
+        r.message.contains("judged a false positive by `alice`"),
+        "{}",
+        r.message
+    );
+    assert_eq!(at(until).outcome, Outcome::Execute);
+    // another target is not suppressed
+    let other = [step("block_ip", "ip", "192.0.2.8")];
+    let d = policy.decide(DecisionInput {
+        steps: &other,
+        ..DecisionInput {
+            detection: &det,
+            steps: &steps,
+            now: now(),
+            kill_switches: &KillSwitches::default(),
+            ledger: &Ledger::default(),
+            suppressions: &suppressions,
+            approved: false,
+        }
+    });
+    assert_eq!(d.outcome, Outcome::Execute);
+}
+
+#[test]
+fn an_approval_satisfies_what_asked_for_one_but_not_a_denial() {
+    let policy = Policy::from_toml(
+        BUDGETS
+            .replace("isolate_host = \"auto\"", "isolate_host = \"approval\"")
+            .as_str(),
+    )
+    .unwrap();
+    let det = detection("c2", Severity::Critical, 1.0);
+    let steps = [host("h", "hq")];
+    let input = |approved, ledger: &Ledger| {
+        policy.decide(DecisionInput {
+            detection: &det,
+            steps: &steps,
+            now: now(),
+            kill_switches: &KillSwitches::default(),
+            ledger,
+            suppressions: &Suppressions::default(),
+            approved,
+        })
+    };
+    assert_eq!(
+        input(false, &Ledger::default()).outcome,
+        Outcome::AwaitApproval
+    );
+    let approved = input(true, &Ledger::default());
+    assert_eq!(approved.outcome, Outcome::Execute);
+    // budgets are checked for an approved intent, and still refuse
+    assert!(
+        approved
+            .reasons
+            .iter()
+            .any(|r| r.guardrail == guardrail::BUDGET)
+    );
+    let mut full = Ledger::default();
+    for _ in 0..2 {
+        full.reserve(
+            parapet_model::IntentId::generate(),
+            now(),
+            None,
+            &policy.claims(&steps),
+        );
+    }
+    assert_eq!(input(true, &full).outcome, Outcome::Deny);
 }

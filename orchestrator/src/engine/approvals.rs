@@ -1,0 +1,176 @@
+//! People in the loop: approving and rejecting waiting intents, and judging detections.
+
+use std::collections::BTreeMap;
+
+use parapet_model::{Decision, IntentId, Outcome};
+use parapet_policy::rules::Suppression;
+
+use super::{Engine, Error, Result};
+use crate::lifecycle::{Event, IntentRecord, State, Verdict};
+
+/// True and false positives of one detection × action kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Precision {
+    pub true_positives: u32,
+    pub false_positives: u32,
+}
+
+impl Engine {
+    /// Intents waiting for a person, oldest first.
+    pub fn pending(&self) -> Result<Vec<IntentRecord>> {
+        let index = self.inner.journal.index();
+        let mut out = Vec::new();
+        for id in index.live_intents()? {
+            match index.record(id)? {
+                Some(r) if r.state == State::AwaitingApproval => out.push(r),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Approves a waiting intent. The guardrails are checked again now, with the approval
+    /// satisfying whatever asked for one; if something now refuses (a budget filled, the kill
+    /// switch), the intent keeps waiting and the refusal is returned.
+    pub async fn approve(&self, id: IntentId, by: &str, reason: &str) -> Result<IntentRecord> {
+        let _guard = self.inner.locks.lock(id).await;
+        let record = self.waiting(id)?;
+        if self.policy().approvals.four_eyes && record.intent.source == by {
+            return Err(Error::Forbidden(format!(
+                "four-eyes: `{by}` submitted intent {id} and may not approve it"
+            )));
+        }
+        let decision = self.decide(&record.intent, self.now(), true);
+        if decision.outcome != Outcome::Execute {
+            return Err(Error::Refused(decision));
+        }
+        let approved = Event::Approved {
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            decision,
+        };
+        let record = match self.inner.journal.append(id, by, vec![approved]).await {
+            Ok(a) => a.record,
+            Err(e) => {
+                self.inner.guards.lock().ledger.release(id);
+                return Err(e.into());
+            }
+        };
+        let engine = self.clone();
+        self.spawn(async move { engine.execute(id).await });
+        Ok(record)
+    }
+
+    /// Rejects a waiting intent; it never acts.
+    pub async fn reject(&self, id: IntentId, by: &str, reason: &str) -> Result<IntentRecord> {
+        let _guard = self.inner.locks.lock(id).await;
+        self.waiting(id)?;
+        let rejected = Event::Rejected {
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        };
+        Ok(self
+            .inner
+            .journal
+            .append(id, by, vec![rejected])
+            .await?
+            .record)
+    }
+
+    fn waiting(&self, id: IntentId) -> Result<IntentRecord> {
+        let record = self.record(id)?;
+        if record.state != State::AwaitingApproval {
+            return Err(Error::FailedPrecondition(format!(
+                "intent {id} is `{}`, not awaiting approval",
+                record.state.as_str()
+            )));
+        }
+        Ok(record)
+    }
+
+    /// Records a person's verdict on an intent. A false positive rolls the intent back if it
+    /// is still in force and suppresses its detection on its targets for the policy's time, so
+    /// the next detection of the same thing does not act again; the suppression survives
+    /// restarts.
+    pub async fn judge(
+        &self,
+        id: IntentId,
+        by: &str,
+        verdict: Verdict,
+        note: &str,
+    ) -> Result<IntentRecord> {
+        let record = self.record(id)?;
+        let suppress_until = (verdict == Verdict::FalsePositive)
+            .then(|| self.now() + self.policy().verdicts.suppress_for.0);
+        let judged = Event::Judged {
+            by: by.to_owned(),
+            verdict,
+            note: note.to_owned(),
+            suppress_until,
+        };
+        let record = match self.inner.journal.append(id, by, vec![judged]).await {
+            Ok(a) => a.record,
+            Err(crate::journal::AppendError::Invalid(_)) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "intent {id} is `{}` and cannot be judged yet",
+                    record.state.as_str()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(until) = suppress_until {
+            let mut g = self.inner.guards.lock();
+            for step in &record.intent.steps {
+                g.suppressions.insert(
+                    &record.intent.detection.rule_id,
+                    step,
+                    Suppression {
+                        until,
+                        by: by.to_owned(),
+                    },
+                );
+            }
+        }
+        if verdict == Verdict::FalsePositive
+            && matches!(
+                record.state,
+                State::Active | State::RollbackFailed | State::Decided | State::Executing
+            )
+        {
+            let reason = if note.is_empty() {
+                "false positive".to_owned()
+            } else {
+                format!("false positive: {note}")
+            };
+            return Ok(self.rollback(id, by, &reason, true).await?.record);
+        }
+        Ok(record)
+    }
+
+    /// True and false positives per detection × action kind, from the latest verdict on each
+    /// intent (shadowed ones included).
+    pub fn precision(&self) -> Result<BTreeMap<(String, String), Precision>> {
+        let mut out: BTreeMap<(String, String), Precision> = BTreeMap::new();
+        for (rule, judged) in self.inner.journal.index().judgements()? {
+            for kind in judged.kinds {
+                let p = out.entry((rule.clone(), kind)).or_default();
+                match judged.verdict {
+                    Verdict::TruePositive => p.true_positives += 1,
+                    Verdict::FalsePositive => p.false_positives += 1,
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A refusal's reasons in one line, for an error message.
+pub fn refusal(decision: &Decision) -> String {
+    let objections: Vec<_> = decision
+        .reasons
+        .iter()
+        .filter(|r| r.effect == Outcome::Deny || r.effect == Outcome::Shadow)
+        .map(|r| format!("{}: {}", r.guardrail, r.message))
+        .collect();
+    objections.join("; ")
+}

@@ -1,0 +1,272 @@
+//! People in the loop over gRPC: approvals, rejections, expiry, four eyes, verdicts, suppression.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use parapet_proto::v1::{approvals_client::ApprovalsClient, verdicts_client::VerdictsClient};
+use parapet_tests::{Parapet, block, v1 as pb};
+
+const POLICY: &str = r#"
+[approvals]
+timeout = "1h"
+four_eyes = true
+
+[verdicts]
+suppress_for = "12h"
+
+[[detections]]
+id = "edr.c2_beacon"
+[detections.actions]
+block_ip = "auto"
+
+[[detections]]
+id = "ml.odd_login"
+[detections.actions]
+block_ip = "approval"
+
+[[budgets]]
+name = "one block"
+max_active = 1
+"#;
+
+fn answer(id: &str, by: &str) -> pb::AnswerRequest {
+    pb::AnswerRequest {
+        intent_id: id.into(),
+        reason: "looked at it".into(),
+        requested_by: by.into(),
+    }
+}
+
+fn waiting(key: &str, ip: &str) -> pb::SubmitIntentRequest {
+    let mut req = block(key, ip);
+    req.detection.as_mut().unwrap().rule_id = "ml.odd_login".into();
+    req
+}
+
+#[tokio::test]
+async fn an_approved_intent_acts_after_the_guardrails_agree_again() {
+    let p = Parapet::start_with_policy(Some(POLICY)).await;
+    let mut approvals = ApprovalsClient::new(p.channel.clone());
+    let pending = p.submit(waiting("w1", "198.51.100.1")).await.unwrap();
+    assert_eq!(pending.state, pb::IntentState::AwaitingApproval as i32);
+    let list = approvals
+        .list_pending(pb::ListPendingRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.intents.len(), 1);
+    assert_eq!(list.intents[0].intent_id, pending.intent_id);
+
+    // the only budget slot is taken meanwhile: the approval is refused and the intent waits
+    let other = p.submit(block("a1", "198.51.100.2")).await.unwrap();
+    assert_eq!(other.state, pb::IntentState::Active as i32);
+    let err = approvals
+        .approve(answer(&pending.intent_id, "bob"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("budget `one block`"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        p.get(&pending.intent_id).await.state,
+        pb::IntentState::AwaitingApproval as i32
+    );
+
+    p.rollback(&other.intent_id, "make room").await;
+    let approved = approvals
+        .approve(answer(&pending.intent_id, "bob"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        approved.decision.unwrap().outcome,
+        pb::Outcome::Execute as i32
+    );
+    p.wait_for(&pending.intent_id, pb::IntentState::Active)
+        .await;
+    assert_eq!(p.edl("block").await, "198.51.100.1\n");
+    let entry = p.entry_of(&pending.intent_id, "approved").await;
+    assert_eq!(entry.actor, "bob");
+    assert!(
+        approvals
+            .list_pending(pb::ListPendingRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .intents
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn four_eyes_and_rejection() {
+    let p = Parapet::start_with_policy(Some(POLICY)).await;
+    let mut approvals = ApprovalsClient::new(p.channel.clone());
+    let mut req = waiting("w2", "198.51.100.3");
+    req.source = "alice".into();
+    let id = p.submit(req).await.unwrap().intent_id;
+    let err = approvals.approve(answer(&id, "alice")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(err.message().contains("four-eyes"), "{}", err.message());
+
+    let rejected = approvals
+        .reject(answer(&id, "bob"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rejected.state, pb::IntentState::Rejected as i32);
+    assert_eq!(p.edl("block").await, "");
+    // answered intents cannot be answered again
+    let err = approvals.approve(answer(&id, "carol")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn an_unanswered_intent_is_rejected_after_the_timeout_even_across_a_restart() {
+    let p = Parapet::start_with_policy(Some(POLICY)).await;
+    let first = p
+        .submit(waiting("w3", "198.51.100.4"))
+        .await
+        .unwrap()
+        .intent_id;
+    let second = p
+        .submit(waiting("w4", "198.51.100.5"))
+        .await
+        .unwrap()
+        .intent_id;
+    p.clock.advance(Duration::from_secs(61 * 60));
+    p.wait_for(&first, pb::IntentState::Rejected).await;
+    let entry = p.entry_of(&first, "rejected").await;
+    assert_eq!(entry.actor, "parapet");
+    assert!(
+        entry.payload_json.contains("no answer within 1h"),
+        "{}",
+        entry.payload_json
+    );
+
+    // the same holds for a deadline that passes while Parapet is down
+    let third = p
+        .submit(waiting("w5", "198.51.100.6"))
+        .await
+        .unwrap()
+        .intent_id;
+    let stopped = p.stop().await;
+    stopped.clock.advance(Duration::from_secs(2 * 3600));
+    let p = stopped.start().await;
+    p.wait_for(&third, pb::IntentState::Rejected).await;
+    assert_eq!(p.get(&second).await.state, pb::IntentState::Rejected as i32);
+}
+
+#[tokio::test]
+async fn a_false_positive_rolls_back_and_suppresses_the_same_detection_on_the_same_target() {
+    let p = Parapet::start_with_policy(Some(&POLICY.replace("max_active = 1", "max_active = 10")))
+        .await;
+    let mut verdicts = VerdictsClient::new(p.channel.clone());
+    let bad = p
+        .submit(block("v1", "198.51.100.7"))
+        .await
+        .unwrap()
+        .intent_id;
+    let good = p
+        .submit(block("v2", "198.51.100.8"))
+        .await
+        .unwrap()
+        .intent_id;
+
+    let judge = |id: &str, verdict: pb::VerdictKind| pb::VerdictRequest {
+        intent_id: id.into(),
+        verdict: verdict.into(),
+        note: "CDN address".into(),
+        requested_by: "alice".into(),
+    };
+    let judged = verdicts
+        .judge(judge(&bad, pb::VerdictKind::FalsePositive))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(judged.state, pb::IntentState::RolledBack as i32);
+    verdicts
+        .judge(judge(&good, pb::VerdictKind::TruePositive))
+        .await
+        .unwrap();
+    assert_eq!(p.edl("block").await, "198.51.100.8\n");
+
+    // the next detection of the same thing does not act again, even after a restart
+    let p = p.stop().await.start().await;
+    let again = p.submit(block("v3", "198.51.100.7")).await.unwrap();
+    assert_eq!(again.state, pb::IntentState::Denied as i32);
+    let why = again
+        .decision
+        .unwrap()
+        .reasons
+        .into_iter()
+        .find(|r| r.guardrail == "suppression")
+        .unwrap();
+    assert!(
+        why.message.contains("judged a false positive by `alice`"),
+        "{}",
+        why.message
+    );
+    // a different target is not suppressed
+    assert_eq!(
+        p.submit(block("v4", "198.51.100.9")).await.unwrap().state,
+        pb::IntentState::Active as i32
+    );
+    // and the window ends
+    p.clock.advance(Duration::from_secs(12 * 3600));
+    assert_eq!(
+        p.submit(block("v5", "198.51.100.7")).await.unwrap().state,
+        pb::IntentState::Active as i32
+    );
+
+    let mut verdicts = VerdictsClient::new(p.channel.clone());
+    let rows = verdicts
+        .precision(pb::PrecisionRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(
+        (
+            row.detection.as_str(),
+            row.action_kind.as_str(),
+            row.tier.as_str()
+        ),
+        ("edr.c2_beacon", "block_ip", "auto")
+    );
+    assert_eq!((row.true_positives, row.false_positives), (1, 1));
+}
+
+#[tokio::test]
+async fn verdicts_on_shadowed_intents_count_toward_precision() {
+    let p = Parapet::start().await;
+    let mut req = block("s1", "198.51.100.10");
+    req.detection.as_mut().unwrap().rule_id = "ml.anomalous_login".into();
+    let shadowed = p.submit(req).await.unwrap();
+    assert_eq!(shadowed.state, pb::IntentState::Shadowed as i32);
+    let mut verdicts = VerdictsClient::new(p.channel.clone());
+    let req = pb::VerdictRequest {
+        intent_id: shadowed.intent_id.clone(),
+        verdict: pb::VerdictKind::TruePositive.into(),
+        note: String::new(),
+        requested_by: "alice".into(),
+    };
+    let judged = verdicts.judge(req).await.unwrap().into_inner();
+    assert_eq!(judged.state, pb::IntentState::Shadowed as i32);
+    let rows = verdicts
+        .precision(pb::PrecisionRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    assert_eq!(
+        (rows[0].tier.as_str(), rows[0].true_positives),
+        ("shadow", 1)
+    );
+}
