@@ -8,11 +8,11 @@ use parapet_proto::v1::{
     verdicts_server,
 };
 use tokio::sync::{broadcast::error::RecvError, mpsc};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    engine::{Engine, Error},
+    engine::{Engine, Error, Selector},
     journal::Query,
     pb as conv,
 };
@@ -217,6 +217,59 @@ pub struct Rollbacks(pub Engine);
 
 #[tonic::async_trait]
 impl rollbacks_server::Rollbacks for Rollbacks {
+    type RollbackSelectedStream = BoxStream<pb::RollbackProgress>;
+
+    async fn rollback_selected(
+        &self,
+        request: Request<pb::RollbackSelectedRequest>,
+    ) -> Result<Response<Self::RollbackSelectedStream>, Status> {
+        let req = request.into_inner();
+        let selector = Self::selector(&req)?;
+        if req.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: is required; it is kept in the journal",
+            ));
+        }
+        let concurrency = match req.concurrency {
+            0 => 8,
+            n @ 1..=64 => n as usize,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "concurrency: {n} exceeds the limit of 64"
+                )));
+            }
+        };
+        let by = if req.requested_by.is_empty() {
+            "anonymous"
+        } else {
+            &req.requested_by
+        };
+        let bulk = self
+            .0
+            .bulk_rollback(&selector, by, &req.reason, concurrency)
+            .await?;
+        let op = bulk.op.clone();
+        let total = bulk.members.len() as u32;
+        let first = pb::RollbackProgress {
+            operation_id: op.clone(),
+            total,
+            ..Default::default()
+        };
+        let rest = ReceiverStream::new(bulk.progress).map(move |p| {
+            Ok(pb::RollbackProgress {
+                operation_id: op.clone(),
+                total: p.total,
+                done: p.done,
+                intent_id: p.intent_id.to_string(),
+                state: p.state.map_or(0, |s| conv::state(s).into()),
+                error: p.error.unwrap_or_default(),
+            })
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::once(Ok(first)).chain(rest),
+        )))
+    }
+
     async fn rollback(
         &self,
         request: Request<pb::RollbackRequest>,
@@ -239,6 +292,34 @@ impl rollbacks_server::Rollbacks for Rollbacks {
             state: conv::state(done.record.state).into(),
             noop: done.noop,
         }))
+    }
+}
+
+impl Rollbacks {
+    fn selector(req: &pb::RollbackSelectedRequest) -> Result<Selector, Status> {
+        let time =
+            |t: Option<prost_types::Timestamp>, field| -> Result<Option<SystemTime>, Status> {
+                t.map(|t| conv::system_time(t).map_err(invalid(field)))
+                    .transpose()
+            };
+        let text = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        Ok(Selector {
+            detection: text(&req.detection),
+            source: text(&req.source),
+            action_kind: match text(&req.action_kind) {
+                Some(k) => Some(k.parse().map_err(invalid("action_kind"))?),
+                None => None,
+            },
+            target: match &req.target {
+                Some(t) if t.kind.is_empty() || t.id.is_empty() => {
+                    return Err(Status::invalid_argument("target: needs both kind and id"));
+                }
+                Some(t) => Some((t.kind.clone(), t.id.clone())),
+                None => None,
+            },
+            since: time(req.since, "since")?,
+            until: time(req.until, "until")?,
+        })
     }
 }
 

@@ -13,7 +13,7 @@
 use std::time::{Duration, SystemTime};
 
 use parapet_actions::RollbackHandle;
-use parapet_model::{ActionKind, Decision, Intent, Outcome, serde_time};
+use parapet_model::{ActionKind, Decision, Intent, IntentId, Outcome, serde_time};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -176,6 +176,19 @@ pub enum Event {
         digest: String,
         origin: String,
     },
+    /// An operator rolls back every active intent a selector matches, as one operation.
+    BulkRollbackStarted {
+        op: String,
+        selector: String,
+        reason: String,
+        members: Vec<IntentId>,
+    },
+    /// A bulk rollback's members have all been dealt with.
+    BulkRollbackFinished {
+        op: String,
+        rolled_back: u32,
+        failed: u32,
+    },
     /// A policy was offered and refused; the one in effect stays.
     PolicyRefused {
         origin: String,
@@ -188,7 +201,11 @@ impl Event {
     pub fn is_system(&self) -> bool {
         matches!(
             self,
-            Self::KillSwitch { .. } | Self::PolicyLoaded { .. } | Self::PolicyRefused { .. }
+            Self::KillSwitch { .. }
+                | Self::PolicyLoaded { .. }
+                | Self::PolicyRefused { .. }
+                | Self::BulkRollbackStarted { .. }
+                | Self::BulkRollbackFinished { .. }
         )
     }
 
@@ -212,6 +229,8 @@ impl Event {
             Self::Rejected { .. } => "rejected",
             Self::Judged { .. } => "verdict",
             Self::KillSwitch { .. } => "kill_switch",
+            Self::BulkRollbackStarted { .. } => "bulk_rollback_started",
+            Self::BulkRollbackFinished { .. } => "bulk_rollback_finished",
             Self::PolicyLoaded { .. } => "policy_loaded",
             Self::PolicyRefused { .. } => "policy_refused",
         }

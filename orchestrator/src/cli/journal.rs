@@ -37,7 +37,7 @@ pub struct QueryArgs {
     limit: u32,
 }
 
-fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
+pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
     let t = match humantime::parse_rfc3339_weak(text) {
         Ok(t) => t,
         Err(_) => {

@@ -13,7 +13,30 @@ use super::output::{self, Output};
 
 #[derive(clap::Args)]
 pub struct Args {
-    intent_id: String,
+    /// The intent to roll back; without it, every active intent the filters match.
+    #[arg(required_unless_present_any = ["detection", "source", "action", "target", "since", "until"])]
+    intent_id: Option<String>,
+    /// Bulk: intents of this detection.
+    #[arg(long, conflicts_with = "intent_id")]
+    detection: Option<String>,
+    /// Bulk: intents from this source.
+    #[arg(long, conflicts_with = "intent_id")]
+    source: Option<String>,
+    /// Bulk: intents with a step of this action kind.
+    #[arg(long, conflicts_with = "intent_id")]
+    action: Option<String>,
+    /// Bulk: intents acting on this target, KIND:ID.
+    #[arg(long, conflicts_with = "intent_id")]
+    target: Option<String>,
+    /// Bulk: intents received since (RFC 3339, or a duration ago such as 1h).
+    #[arg(long, conflicts_with = "intent_id")]
+    since: Option<String>,
+    /// Bulk: intents received before.
+    #[arg(long, conflicts_with = "intent_id")]
+    until: Option<String>,
+    /// Bulk: rollbacks at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
     /// Why; kept in the journal.
     #[arg(long)]
     reason: String,
@@ -29,10 +52,13 @@ pub struct Args {
 }
 
 pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<()> {
+    let Some(intent_id) = args.intent_id.clone() else {
+        return bulk(channel, args, out).await;
+    };
     if !args.yes {
         let intent = IntentsClient::new(channel.clone())
             .get(pb::GetIntentRequest {
-                intent_id: args.intent_id.clone(),
+                intent_id: intent_id.clone(),
             })
             .await?
             .into_inner();
@@ -57,7 +83,7 @@ pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<(
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".into());
     let req = pb::RollbackRequest {
-        intent_id: args.intent_id,
+        intent_id,
         reason: args.reason,
         requested_by,
         wait: !args.no_wait,
@@ -76,6 +102,83 @@ pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<(
         );
     } else {
         outln!("{}: {}", resp.intent_id, output::state(resp.state));
+    }
+    Ok(())
+}
+
+/// Rolls back everything the filters match, showing progress on stderr.
+async fn bulk(channel: &Channel, args: Args, out: Output) -> anyhow::Result<()> {
+    if !args.yes {
+        bail!("a bulk rollback needs --yes");
+    }
+    let target = args
+        .target
+        .map(|t| match t.split_once(':') {
+            Some((kind, id)) => Ok(pb::Target {
+                kind: kind.into(),
+                id: id.into(),
+                attributes: Default::default(),
+            }),
+            None => Err(anyhow::anyhow!("--target `{t}` must be KIND:ID")),
+        })
+        .transpose()?;
+    let req = pb::RollbackSelectedRequest {
+        detection: args.detection.unwrap_or_default(),
+        source: args.source.unwrap_or_default(),
+        action_kind: args.action.unwrap_or_default(),
+        target,
+        since: args
+            .since
+            .as_deref()
+            .map(super::journal::when)
+            .transpose()?,
+        until: args
+            .until
+            .as_deref()
+            .map(super::journal::when)
+            .transpose()?,
+        reason: args.reason,
+        requested_by: args
+            .requested_by
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "cli".into()),
+        concurrency: args.concurrency,
+    };
+    let mut stream = RollbacksClient::new(channel.clone())
+        .rollback_selected(req)
+        .await?
+        .into_inner();
+    let (mut op, mut total, mut failed) = (String::new(), 0, 0);
+    while let Some(p) = stream.message().await? {
+        if p.intent_id.is_empty() {
+            op = p.operation_id.clone();
+            total = p.total;
+            eprintln!("parapet: bulk rollback {op}: {total} active intents match");
+            continue;
+        }
+        failed += u32::from(!p.error.is_empty());
+        if out.json {
+            out.json_line(&json!({"operation_id": p.operation_id, "intent_id": p.intent_id, "state": output::state(p.state), "error": p.error, "done": p.done, "total": p.total}));
+        } else {
+            let err = if p.error.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", p.error)
+            };
+            eprintln!(
+                "[{}/{}] {} {}{err}",
+                p.done,
+                p.total,
+                p.intent_id,
+                output::state(p.state)
+            );
+        }
+    }
+    if !out.json {
+        outln!(
+            "{op}: {} of {total} rolled back, {failed} failed",
+            total - failed
+        );
     }
     Ok(())
 }

@@ -13,10 +13,12 @@
 //! - `recover`: on start, resume whatever the journal shows in flight; rebuild budget usage.
 //! - `admin`: kill switches, policy reload, status.
 //! - `approvals`: approve, reject, verdicts, suppression, precision.
+//! - `bulk`: rollback of everything a selector matches, resumed after a restart.
 //! - `guards`: the guardrails' state (budgets, kill switches, rate limiters, breaker tally).
 
 mod admin;
 mod approvals;
+mod bulk;
 mod execute;
 mod guards;
 mod locks;
@@ -40,6 +42,7 @@ use crate::{
 
 pub use admin::{BudgetRow, KillSwitch, Status};
 pub use approvals::{Precision, refusal};
+pub use bulk::{BulkRollback, Progress, Selector};
 pub use rollback::RolledBack;
 pub use submit::Submitted;
 
@@ -159,6 +162,7 @@ impl Engine {
             .await?;
         engine.restore_guards(&engine.policy())?;
         engine.recover()?;
+        engine.resume_bulk()?;
         Ok(engine)
     }
 

@@ -15,6 +15,7 @@
 //! | `l` intent                              | (intents not yet final)  |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
 //! | `j` rule id `\0` intent                 | its latest verdict and action kinds |
+//! | `b` operation id                        | an unfinished bulk rollback: members, reason, actor |
 //! | `x` rule `\0` target kind `\0` target id | suppressed until, and by whom |
 //!
 //! Numbers are big-endian and intents are their 16 UUIDv7 bytes, so keys sort by time.
@@ -63,6 +64,11 @@ pub(super) mod key {
         [&b"l"[..], id.as_bytes()].concat()
     }
 
+    /// A bulk rollback not yet finished.
+    pub fn bulk(op: &str) -> Vec<u8> {
+        [b"b", op.as_bytes()].concat()
+    }
+
     /// The latest verdict on an intent, under its detection.
     pub fn verdict(rule: &str, id: IntentId) -> Vec<u8> {
         [b"j", rule.as_bytes(), b"\0", id.as_bytes()].concat()
@@ -98,6 +104,15 @@ pub(super) mod key {
 pub struct Judgement {
     pub verdict: crate::lifecycle::Verdict,
     pub kinds: Vec<String>,
+}
+
+/// A bulk rollback that was started and has not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenBulk {
+    pub op: String,
+    pub members: Vec<IntentId>,
+    pub reason: String,
+    pub actor: String,
 }
 
 /// A detection suppressed on a target after a false positive.
@@ -211,6 +226,23 @@ impl Index {
         Ok(out)
     }
 
+    /// Bulk rollbacks started and not finished: (operation, members, reason, actor).
+    pub fn open_bulk_rollbacks(&self) -> io::Result<Vec<OpenBulk>> {
+        let mut out = Vec::new();
+        for pair in self.kv.scan(b"b", None, false) {
+            let (k, v) = pair?;
+            let (members, reason, actor): (Vec<IntentId>, String, String) = decode(&v)?;
+            let op = String::from_utf8_lossy(&k[1..]).into_owned();
+            out.push(OpenBulk {
+                op,
+                members,
+                reason,
+                actor,
+            });
+        }
+        Ok(out)
+    }
+
     /// Every suppression recorded, expired or not.
     pub fn suppressions(&self) -> io::Result<Vec<SuppressionRecord>> {
         let mut out = Vec::new();
@@ -303,6 +335,21 @@ impl<'a> Stager<'a> {
     pub(super) fn stage(&mut self, entry: &Entry, encoded: &[u8], record: Option<&IntentRecord>) {
         self.batch
             .push((key::entry(entry.seq), Some(encoded.to_vec())));
+        match &entry.event {
+            Event::BulkRollbackStarted {
+                op,
+                members,
+                reason,
+                ..
+            } => {
+                let open = (members.clone(), reason.clone(), entry.actor.clone());
+                if let Ok(bytes) = encode(&open) {
+                    self.batch.push((key::bulk(op), Some(bytes)));
+                }
+            }
+            Event::BulkRollbackFinished { op, .. } => self.batch.push((key::bulk(op), None)),
+            _ => {}
+        }
         if let Event::KillSwitch { kind, engaged, .. } = &entry.event {
             let k = key::kill_switch(kind.as_ref());
             self.batch
