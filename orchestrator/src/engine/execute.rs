@@ -99,10 +99,13 @@ impl Engine {
             step: s,
             ttl: intent.ttl,
         };
-        let result =
-            tokio::time::timeout(self.inner.config.adapter_timeout, adapter.execute(action))
+        let timeout = self.inner.config.adapter_timeout;
+        let result = with_retries(|| async {
+            tokio::time::timeout(timeout, adapter.execute(action))
                 .await
-                .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout)));
+                .unwrap_or_else(|_| Err(timed_out(timeout)))
+        })
+        .await;
         let trip = {
             let policy = self.policy();
             let mut g = self.inner.guards.lock();
@@ -160,12 +163,15 @@ impl Engine {
             };
             let step = i as u32;
             let result = match self.inner.registry.by_name(&handle.adapter) {
-                Some(adapter) => tokio::time::timeout(
-                    self.inner.config.adapter_timeout,
-                    adapter.rollback(&handle),
-                )
-                .await
-                .unwrap_or_else(|_| Err(timed_out(self.inner.config.adapter_timeout))),
+                Some(adapter) => {
+                    let timeout = self.inner.config.adapter_timeout;
+                    with_retries(|| async {
+                        tokio::time::timeout(timeout, adapter.rollback(&handle))
+                            .await
+                            .unwrap_or_else(|_| Err(timed_out(timeout)))
+                    })
+                    .await
+                }
                 None => Err(ActionError::permanent(format!(
                     "adapter `{}` is not configured",
                     handle.adapter
@@ -230,6 +236,22 @@ impl Engine {
     pub(super) fn now(&self) -> SystemTime {
         self.inner.clock.now()
     }
+}
+
+/// Calls an adapter again, with growing pauses, while it fails in a way a retry can help
+/// (unreachable, busy, slow); a permanent error fails at once.
+async fn with_retries<T, F, Fut>(call: F) -> Result<T, ActionError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ActionError>>,
+{
+    use backon::{ExponentialBuilder, Retryable};
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(std::time::Duration::from_millis(100))
+        .with_max_delay(std::time::Duration::from_secs(5))
+        .with_max_times(3)
+        .with_jitter();
+    call.retry(backoff).when(ActionError::retryable).await
 }
 
 fn timed_out(after: std::time::Duration) -> ActionError {

@@ -222,3 +222,86 @@ proptest! {
         })?;
     }
 }
+
+/// Fails transiently a set number of times, or permanently, then succeeds.
+struct Flaky {
+    transient_failures: u32,
+    permanent: bool,
+    calls: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl parapet_actions::Adapter for Flaky {
+    type Handle = ();
+
+    fn name(&self) -> &str {
+        "flaky"
+    }
+
+    fn kinds(&self) -> Vec<parapet_model::ActionKind> {
+        vec!["flaky_action".parse().unwrap()]
+    }
+
+    fn validate(&self, _step: &Step) -> Result<(), parapet_model::Invalid> {
+        Ok(())
+    }
+
+    async fn execute(&self, _action: parapet_actions::Action<'_>) -> parapet_actions::Result<()> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.permanent {
+            Err(parapet_actions::Error::permanent("refused"))
+        } else if n < self.transient_failures {
+            Err(parapet_actions::Error::transient("busy"))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn rollback(&self, _handle: ()) -> parapet_actions::Result<()> {
+        Ok(())
+    }
+}
+
+async fn flaky_outcome(transient_failures: u32, permanent: bool) -> (State, u32) {
+    let clock: crate::clock::SharedClock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        clock.clone(),
+    )
+    .unwrap();
+    let calls = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let mut registry = Registry::new();
+    registry
+        .register(Arc::new(Flaky {
+            transient_failures,
+            permanent,
+            calls: calls.clone(),
+        }))
+        .unwrap();
+    let policy = Policy::from_toml(
+        "[[detections]]\nid = \"d\"\n[detections.actions]\nflaky_action = \"auto\"\n",
+    )
+    .unwrap();
+    let engine = Engine::start(
+        journal,
+        Arc::new(policy),
+        registry,
+        clock,
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
+    let mut req = request(1, "hq", None);
+    req.steps[0].kind = "flaky_action".parse().unwrap();
+    let state = engine.submit(req, true).await.unwrap().record.state;
+    engine.stop().await;
+    (state, calls.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+#[tokio::test]
+async fn transient_adapter_errors_are_retried_and_permanent_ones_fail_fast() {
+    assert_eq!(flaky_outcome(2, false).await, (State::Active, 3));
+    // three retries after the first call, then the step fails
+    assert_eq!(flaky_outcome(10, false).await, (State::Failed, 4));
+    assert_eq!(flaky_outcome(0, true).await, (State::Failed, 1));
+}
