@@ -25,6 +25,9 @@ use crate::{
     journal::{Journal, kv::SledKv, log::FileLog},
 };
 
+/// How long a stop waits for open connections to finish.
+const DRAIN: Duration = Duration::from_secs(5);
+
 /// Largest request accepted; field limits refuse most oversized input earlier, by name.
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -184,8 +187,25 @@ impl Running {
         // Streams (watch) end first, or the gRPC server would wait for them forever.
         self.engine.shutdown_token().cancel();
         self.stop.cancel();
-        self.grpc.await?.context("gRPC server")?;
-        self.http.await?.context("HTTP server")?;
+        // Connections get a while to finish their requests; a client that never closes its
+        // connection must not keep Parapet from stopping.
+        let (mut grpc, mut http) = (self.grpc, self.http);
+        let drained = tokio::time::timeout(DRAIN, async {
+            (&mut grpc).await?.context("gRPC server")?;
+            (&mut http).await?.context("HTTP server")
+        })
+        .await;
+        match drained {
+            Ok(result) => result?,
+            Err(_) => {
+                tracing::warn!("connections still open after {DRAIN:?}; closing them");
+                grpc.abort();
+                http.abort();
+                // Wait for the aborted listeners to drop what they hold (the engine, the journal).
+                let _ = grpc.await;
+                let _ = http.await;
+            }
+        }
         self.engine.stop().await;
         let writer = self.engine.journal().take_writer();
         drop(self.engine);

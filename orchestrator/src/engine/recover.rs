@@ -3,7 +3,9 @@
 use parapet_model::IntentId;
 
 use super::{Engine, Result};
-use crate::lifecycle::State;
+use parapet_model::Outcome;
+
+use crate::lifecycle::{Event, State};
 
 impl Engine {
     /// Resumes every intent the journal shows in flight and re-arms the TTL timers. A TTL that
@@ -29,7 +31,11 @@ impl Engine {
                     );
                     timers += 1;
                 }
-                State::Decided | State::Executing | State::Expiring | State::RollingBack => {
+                State::Received
+                | State::Decided
+                | State::Executing
+                | State::Expiring
+                | State::RollingBack => {
                     let engine = self.clone();
                     self.spawn(async move { engine.resume(id).await });
                     resumed += 1;
@@ -46,6 +52,28 @@ impl Engine {
     async fn resume(&self, id: IntentId) {
         let _guard = self.inner.locks.lock(id).await;
         let result = match self.record(id) {
+            // A crash cut the journal between the intent and its decision; nobody was answered,
+            // so it is decided now, on the policy and guardrails in force now.
+            Ok(record) if record.state == State::Received => {
+                let decision = self.decide(&record.intent, self.now(), false);
+                let outcome = decision.outcome;
+                match self.append(id, Event::Decided { decision }).await {
+                    Ok(_) if outcome == Outcome::Execute => self.execute_locked(id).await,
+                    Ok(r) => {
+                        if r.state == State::AwaitingApproval {
+                            self.schedule(
+                                r.intent.received_at + self.policy().approvals.timeout.0,
+                                id,
+                            );
+                        }
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.inner.guards.lock().ledger.release(id);
+                        Err(e)
+                    }
+                }
+            }
             Ok(record) if matches!(record.state, State::Decided | State::Executing) => {
                 self.execute_locked(id).await
             }

@@ -1,0 +1,140 @@
+//! Runs the real `parapet` binary for tests: `serve` on random loopback ports, the client
+//! commands against it, and stopping it gently or killing it.
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_parapet");
+
+pub struct Server {
+    child: Child,
+    pub grpc: String,
+    pub http: String,
+    stderr: mpsc::Receiver<String>,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A fresh server on the built-in example policy.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Self::start_in(&dir.path().join("data"), None);
+        server._dir = Some(dir);
+        server
+    }
+
+    /// A server over a given data directory, on a given policy file.
+    pub fn start_in(data: &Path, policy: Option<&Path>) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data);
+        if let Some(policy) = policy {
+            cmd.arg("--policy").arg(policy);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let banner = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(30))
+                .expect("parapet serve did not start");
+            if line.starts_with("parapet: listening:") {
+                break line;
+            }
+        };
+        let field = |name: &str| {
+            banner
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        Self {
+            grpc: format!("http://{}", field("grpc")),
+            http: field("http"),
+            child,
+            stderr,
+            data: data.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("PARAPET_SERVER", &self.grpc)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> Vec<Value> {
+        let out = self.run(&[args, &["--json"]].concat());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    pub async fn edl(&self, list: &str) -> String {
+        reqwest::get(format!("http://{}/edl/{list}", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server as a service manager does, and returns what it said.
+    pub fn terminate(mut self) -> String {
+        let kill = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let status = self.child.wait().unwrap();
+        let said = self.stderr.try_iter().collect::<Vec<_>>().join("\n");
+        assert!(status.success(), "{status}: {said}");
+        said
+    }
+
+    /// Kills the server where it stands (SIGKILL), as a power cut or the OOM killer would.
+    /// Returns the temporary directory holding its data, so the data outlives the server.
+    pub fn kill(mut self) -> Option<tempfile::TempDir> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self._dir.take()
+    }
+}
