@@ -40,6 +40,36 @@ fn invalid(field: &str) -> impl FnOnce(Invalid) -> Status + '_ {
     move |e| Status::invalid_argument(e.under(field).to_string())
 }
 
+/// Who asks, as the caller names itself; `anonymous` when it does not.
+fn actor(requested_by: &str) -> &str {
+    if requested_by.is_empty() {
+        "anonymous"
+    } else {
+        requested_by
+    }
+}
+
+/// A reason is kept in the journal with what it caused, so changes must give one.
+fn required_reason(reason: &str) -> Result<(), Status> {
+    if reason.trim().is_empty() {
+        return Err(Status::invalid_argument(
+            "reason: is required; it is kept in the journal",
+        ));
+    }
+    Ok(())
+}
+
+/// A count a client may set: `default` when unset, refused above `max`.
+fn bounded(value: u32, default: usize, max: u32, field: &str) -> Result<usize, Status> {
+    match value {
+        0 => Ok(default),
+        n if n <= max => Ok(n as usize),
+        n => Err(Status::invalid_argument(format!(
+            "{field}: {n} exceeds the limit of {max}"
+        ))),
+    }
+}
+
 fn intent_id(text: &str, field: &str) -> Result<IntentId, Status> {
     if text.is_empty() {
         return Err(Status::invalid_argument(format!("{field}: is required")));
@@ -92,15 +122,7 @@ impl intents_server::Intents for Intents {
             .map(|s| conv::state_filter(*s).map_err(invalid("states")))
             .collect::<Result<Vec<_>, _>>()?;
         let states: Vec<_> = states.into_iter().flatten().collect();
-        let page_size = match req.page_size {
-            0 => 100,
-            n @ 1..=1000 => n as usize,
-            n => {
-                return Err(Status::invalid_argument(format!(
-                    "page_size: {n} exceeds the limit of 1000"
-                )));
-            }
-        };
+        let page_size = bounded(req.page_size, 100, 1000, "page_size")?;
         let before = if req.page_token.is_empty() {
             None
         } else {
@@ -225,25 +247,9 @@ impl rollbacks_server::Rollbacks for Rollbacks {
     ) -> Result<Response<Self::RollbackSelectedStream>, Status> {
         let req = request.into_inner();
         let selector = Self::selector(&req)?;
-        if req.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: is required; it is kept in the journal",
-            ));
-        }
-        let concurrency = match req.concurrency {
-            0 => 8,
-            n @ 1..=64 => n as usize,
-            n => {
-                return Err(Status::invalid_argument(format!(
-                    "concurrency: {n} exceeds the limit of 64"
-                )));
-            }
-        };
-        let by = if req.requested_by.is_empty() {
-            "anonymous"
-        } else {
-            &req.requested_by
-        };
+        required_reason(&req.reason)?;
+        let concurrency = bounded(req.concurrency, 8, 64, "concurrency")?;
+        let by = actor(&req.requested_by);
         let bulk = self
             .0
             .bulk_rollback(&selector, by, &req.reason, concurrency)
@@ -276,16 +282,8 @@ impl rollbacks_server::Rollbacks for Rollbacks {
     ) -> Result<Response<pb::RollbackResponse>, Status> {
         let req = request.into_inner();
         let id = intent_id(&req.intent_id, "intent_id")?;
-        if req.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: is required; it is kept in the journal",
-            ));
-        }
-        let actor = if req.requested_by.is_empty() {
-            "anonymous"
-        } else {
-            &req.requested_by
-        };
+        required_reason(&req.reason)?;
+        let actor = actor(&req.requested_by);
         let done = self.0.rollback(id, actor, &req.reason, req.wait).await?;
         Ok(Response::new(pb::RollbackResponse {
             intent_id: id.to_string(),
@@ -410,16 +408,8 @@ impl admin_server::Admin for Admin {
             }
             Some(kind)
         };
-        if req.reason.trim().is_empty() {
-            return Err(Status::invalid_argument(
-                "reason: is required; it is kept in the journal",
-            ));
-        }
-        let actor = if req.requested_by.is_empty() {
-            "anonymous"
-        } else {
-            &req.requested_by
-        };
+        required_reason(&req.reason)?;
+        let actor = actor(&req.requested_by);
         let engaged = self
             .0
             .set_kill_switch(kind, req.engaged, actor, &req.reason)
@@ -434,11 +424,7 @@ impl admin_server::Admin for Admin {
         request: Request<pb::ReloadPolicyRequest>,
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
         let req = request.into_inner();
-        let actor = if req.requested_by.is_empty() {
-            "anonymous"
-        } else {
-            &req.requested_by
-        };
+        let actor = actor(&req.requested_by);
         let (previous_digest, policy_digest) = self.0.reload_policy(actor).await?;
         Ok(Response::new(pb::ReloadPolicyResponse {
             previous_digest,
@@ -495,16 +481,8 @@ impl admin_server::Admin for Admin {
 
 fn answer(req: &pb::AnswerRequest) -> Result<(IntentId, &str), Status> {
     let id = intent_id(&req.intent_id, "intent_id")?;
-    if req.reason.trim().is_empty() {
-        return Err(Status::invalid_argument(
-            "reason: is required; it is kept in the journal",
-        ));
-    }
-    let by = if req.requested_by.is_empty() {
-        "anonymous"
-    } else {
-        &req.requested_by
-    };
+    required_reason(&req.reason)?;
+    let by = actor(&req.requested_by);
     Ok((id, by))
 }
 
@@ -564,11 +542,7 @@ impl verdicts_server::Verdicts for Verdicts {
                 ));
             }
         };
-        let by = if req.requested_by.is_empty() {
-            "anonymous"
-        } else {
-            &req.requested_by
-        };
+        let by = actor(&req.requested_by);
         Ok(Response::new(conv::intent(
             &self.0.judge(id, by, verdict, &req.note).await?,
         )))

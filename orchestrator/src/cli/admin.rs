@@ -4,7 +4,10 @@ use parapet_proto::v1::{self as pb, admin_client::AdminClient};
 use serde_json::json;
 use tonic::transport::Channel;
 
-use super::output::{self, Output};
+use super::{
+    actor,
+    output::{self, Output},
+};
 
 #[derive(clap::Subcommand)]
 pub enum KillSwitch {
@@ -25,12 +28,6 @@ pub struct SwitchArgs {
     /// Who; kept in the journal [default: $USER]
     #[arg(long = "by")]
     requested_by: Option<String>,
-}
-
-fn actor(given: Option<String>) -> String {
-    given
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into())
 }
 
 fn print_switches(switches: &[pb::KillSwitch], out: Output) {

@@ -51,17 +51,7 @@ pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
 
 pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result<()> {
     let Command::Query(args) = cmd;
-    let target = args
-        .target
-        .map(|t| match t.split_once(':') {
-            Some((kind, id)) => Ok(pb::Target {
-                kind: kind.into(),
-                id: id.into(),
-                attributes: Default::default(),
-            }),
-            None => Err(anyhow::anyhow!("--target `{t}` must be KIND:ID")),
-        })
-        .transpose()?;
+    let target = args.target.as_deref().map(super::target_arg).transpose()?;
     let req = pb::QueryJournalRequest {
         intent_id: args.intent.unwrap_or_default(),
         target,

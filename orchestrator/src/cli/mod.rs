@@ -145,6 +145,25 @@ async fn connect(server: &str) -> anyhow::Result<Channel> {
         .map_err(|e| anyhow::anyhow!("cannot reach Parapet at {server}: {e}"))
 }
 
+/// Who the journal records for a command: `--by`, else the login name.
+fn actor(given: Option<String>) -> String {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into())
+}
+
+/// A `KIND:ID` target given on the command line.
+fn target_arg(text: &str) -> anyhow::Result<parapet_proto::v1::Target> {
+    match text.split_once(':') {
+        Some((kind, id)) => Ok(parapet_proto::v1::Target {
+            kind: kind.into(),
+            id: id.into(),
+            attributes: Default::default(),
+        }),
+        None => Err(anyhow::anyhow!("--target `{text}` must be KIND:ID")),
+    }
+}
+
 /// A gRPC error as a person wants to read it: the code and the server's message.
 fn describe(e: &anyhow::Error) -> String {
     match e.downcast_ref::<tonic::Status>() {

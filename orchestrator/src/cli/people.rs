@@ -6,7 +6,10 @@ use parapet_proto::v1::{
 use serde_json::json;
 use tonic::transport::Channel;
 
-use super::output::{self, Output};
+use super::{
+    actor,
+    output::{self, Output},
+};
 
 #[derive(clap::Args)]
 pub struct AnswerArgs {
@@ -36,12 +39,6 @@ pub struct VerdictArgs {
     note: String,
     #[arg(long = "by")]
     requested_by: Option<String>,
-}
-
-fn actor(given: Option<String>) -> String {
-    given
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into())
 }
 
 fn show(intent: &pb::Intent, out: Output) {

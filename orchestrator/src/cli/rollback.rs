@@ -78,10 +78,7 @@ pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<(
             bail!("not rolled back");
         }
     }
-    let requested_by = args
-        .requested_by
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into());
+    let requested_by = super::actor(args.requested_by.clone());
     let req = pb::RollbackRequest {
         intent_id,
         reason: args.reason,
@@ -111,17 +108,7 @@ async fn bulk(channel: &Channel, args: Args, out: Output) -> anyhow::Result<()> 
     if !args.yes {
         bail!("a bulk rollback needs --yes");
     }
-    let target = args
-        .target
-        .map(|t| match t.split_once(':') {
-            Some((kind, id)) => Ok(pb::Target {
-                kind: kind.into(),
-                id: id.into(),
-                attributes: Default::default(),
-            }),
-            None => Err(anyhow::anyhow!("--target `{t}` must be KIND:ID")),
-        })
-        .transpose()?;
+    let target = args.target.as_deref().map(super::target_arg).transpose()?;
     let req = pb::RollbackSelectedRequest {
         detection: args.detection.unwrap_or_default(),
         source: args.source.unwrap_or_default(),
@@ -138,10 +125,7 @@ async fn bulk(channel: &Channel, args: Args, out: Output) -> anyhow::Result<()> 
             .map(super::journal::when)
             .transpose()?,
         reason: args.reason,
-        requested_by: args
-            .requested_by
-            .or_else(|| std::env::var("USER").ok())
-            .unwrap_or_else(|| "cli".into()),
+        requested_by: super::actor(args.requested_by),
         concurrency: args.concurrency,
     };
     let mut stream = RollbacksClient::new(channel.clone())
