@@ -25,6 +25,31 @@ use parapet_proto::v1::intents_client::IntentsClient;
 use parapet_tests::block;
 use tonic::transport::Channel;
 
+const BENCH_POLICY: &str = r#"
+[[detections]]
+id = "edr.c2_beacon"
+min_severity = "high"
+min_confidence = 0.8
+[detections.actions]
+block_ip = "auto"
+
+[[protected]]
+name = "domain controllers"
+tags = ["domain-controller"]
+effect = "deny"
+
+[[budgets]]
+name = "blocks at once"
+action_kinds = ["block_ip"]
+max_active = 10000000
+
+[[rate_limits]]
+name = "per source"
+key = "source"
+max = 100000000
+per = "1m"
+"#;
+
 fn arg(n: usize, default: u64) -> u64 {
     std::env::args()
         .skip(1)
@@ -60,10 +85,15 @@ enum Mode {
 
 async fn run(mode: Mode, duration: Duration, in_flight: u64, connections: u64) {
     let dir = tempfile::tempdir().unwrap();
+    // The example policy's guardrails, with limits no benchmark reaches: every intent is decided
+    // in full, and none is refused by a rate limit.
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, BENCH_POLICY).unwrap();
     let config = Config {
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: dir.path().join("data"),
+        policy: Some(policy),
         ..Config::default()
     };
     let running = server::start(&config, Arc::new(SystemClock)).await.unwrap();
