@@ -475,6 +475,29 @@ impl admin_server::Admin for Admin {
             budgets,
             rate_limits,
             shadow: status.policy.shadow,
+            demoted_detections: self.0.demoted(),
+        }))
+    }
+
+    async fn set_demotion(
+        &self,
+        request: Request<pb::SetDemotionRequest>,
+    ) -> Result<Response<pb::SetDemotionResponse>, Status> {
+        let req = request.into_inner();
+        if req.detection.is_empty() {
+            return Err(Status::invalid_argument("detection: is required"));
+        }
+        required_reason(&req.reason)?;
+        self.0
+            .set_demoted(
+                &req.detection,
+                req.demoted,
+                actor(&req.requested_by),
+                &req.reason,
+            )
+            .await?;
+        Ok(Response::new(pb::SetDemotionResponse {
+            demoted_detections: self.0.demoted(),
         }))
     }
 }

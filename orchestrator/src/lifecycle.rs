@@ -189,6 +189,13 @@ pub enum Event {
         rolled_back: u32,
         failed: u32,
     },
+    /// A detection's `auto` tiers act as `approval` from now on (too many false positives), or
+    /// act alone again (`demoted: false`, an operator's reset).
+    DetectionDemoted {
+        rule: String,
+        demoted: bool,
+        reason: String,
+    },
     /// A policy was offered and refused; the one in effect stays.
     PolicyRefused {
         origin: String,
@@ -206,6 +213,7 @@ impl Event {
                 | Self::PolicyRefused { .. }
                 | Self::BulkRollbackStarted { .. }
                 | Self::BulkRollbackFinished { .. }
+                | Self::DetectionDemoted { .. }
         )
     }
 
@@ -230,6 +238,8 @@ impl Event {
             Self::Judged { .. } => "verdict",
             Self::KillSwitch { .. } => "kill_switch",
             Self::BulkRollbackStarted { .. } => "bulk_rollback_started",
+            Self::DetectionDemoted { demoted: true, .. } => "detection_demoted",
+            Self::DetectionDemoted { demoted: false, .. } => "detection_restored",
             Self::BulkRollbackFinished { .. } => "bulk_rollback_finished",
             Self::PolicyLoaded { .. } => "policy_loaded",
             Self::PolicyRefused { .. } => "policy_refused",

@@ -79,6 +79,7 @@ fn main() {
         kill_switches: &switches,
         ledger: &ledger,
         suppressions: &suppressions,
+        demoted: &Default::default(),
         approved: false,
     };
 

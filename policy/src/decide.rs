@@ -73,6 +73,8 @@ pub struct DecisionInput<'a> {
     pub kill_switches: &'a KillSwitches,
     pub ledger: &'a Ledger,
     pub suppressions: &'a Suppressions,
+    /// Detections demoted after too many false positives: their `auto` tiers act as `approval`.
+    pub demoted: &'a BTreeSet<String>,
     /// A person approved the intent: findings that ask for approval are satisfied.
     pub approved: bool,
 }
@@ -170,13 +172,17 @@ impl Policy {
                     .copied()
                     .unwrap_or(Tier::Forbidden);
                 tiers.insert(tier);
+                let demoted = tier == Tier::Auto && input.demoted.contains(&d.id);
                 let effect = match tier {
+                    Tier::Auto if demoted => Outcome::AwaitApproval,
                     Tier::Auto => Outcome::Execute,
                     Tier::Approval => Outcome::AwaitApproval,
                     Tier::Shadow => Outcome::Shadow,
                     Tier::Forbidden => Outcome::Deny,
                 };
-                let granted = if d.actions.contains_key(&step.kind) {
+                let granted = if demoted {
+                    ", demoted to `approval` after too many false positives"
+                } else if d.actions.contains_key(&step.kind) {
                     ""
                 } else {
                     " (not granted)"

@@ -328,14 +328,33 @@ pub struct Verdicts {
     /// How long new intents of the same detection on the same target are denied.
     #[serde(default = "day")]
     pub suppress_for: Span,
+    /// Demote a detection's `auto` tiers to `approval` when false positives make more than
+    /// this share (0 to 1) of its verdicts in `demote_window`; off when unset.
+    pub demote_above: Option<f64>,
+    #[serde(default = "week")]
+    pub demote_window: Span,
+    /// Fewer verdicts than this in the window never demote.
+    #[serde(default = "five")]
+    pub demote_min_verdicts: u32,
 }
 
 impl Default for Verdicts {
     fn default() -> Self {
         Self {
             suppress_for: day(),
+            demote_above: None,
+            demote_window: week(),
+            demote_min_verdicts: five(),
         }
     }
+}
+
+fn week() -> Span {
+    Span(Duration::from_secs(7 * 24 * 3600), "7d".into())
+}
+
+fn five() -> u32 {
+    5
 }
 
 fn day() -> Span {

@@ -270,3 +270,85 @@ async fn verdicts_on_shadowed_intents_count_toward_precision() {
         ("shadow", 1)
     );
 }
+
+#[tokio::test]
+async fn a_detection_with_too_many_false_positives_is_demoted_until_restored() {
+    let policy = POLICY
+        .replace(
+            "suppress_for = \"12h\"",
+            "suppress_for = \"1m\"\ndemote_above = 0.5\ndemote_min_verdicts = 2",
+        )
+        .replace("max_active = 1", "max_active = 10");
+    let p = Parapet::start_with_policy(Some(&policy)).await;
+    let mut verdicts = VerdictsClient::new(p.channel.clone());
+    for n in 0..2 {
+        let id = p
+            .submit(block(&format!("d{n}"), &format!("198.51.100.{n}")))
+            .await
+            .unwrap()
+            .intent_id;
+        let req = pb::VerdictRequest {
+            intent_id: id,
+            verdict: pb::VerdictKind::FalsePositive.into(),
+            note: String::new(),
+            requested_by: "alice".into(),
+        };
+        verdicts.judge(req).await.unwrap();
+    }
+    // two of two verdicts were false positives: auto now needs approval, and says why
+    let next = p.submit(block("d2", "198.51.100.20")).await.unwrap();
+    assert_eq!(next.state, pb::IntentState::AwaitingApproval as i32);
+    let tier = next
+        .decision
+        .unwrap()
+        .reasons
+        .into_iter()
+        .find(|r| r.guardrail == "autonomy_tier")
+        .unwrap();
+    assert!(
+        tier.message.contains("demoted to `approval`"),
+        "{}",
+        tier.message
+    );
+    let demoted = p
+        .entries(pb::QueryJournalRequest::default())
+        .await
+        .into_iter()
+        .find(|e| e.kind == "detection_demoted")
+        .unwrap();
+    assert_eq!(demoted.actor, "parapet");
+    assert!(
+        demoted.payload_json.contains("2 of 2 verdicts"),
+        "{}",
+        demoted.payload_json
+    );
+
+    // it stays demoted across a restart, until an operator restores it
+    let p = p.stop().await.start().await;
+    let status = p
+        .admin()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.demoted_detections, ["edr.c2_beacon"]);
+    let req = pb::SetDemotionRequest {
+        detection: "edr.c2_beacon".into(),
+        demoted: false,
+        reason: "rule fixed".into(),
+        requested_by: "carol".into(),
+    };
+    assert!(
+        p.admin()
+            .set_demotion(req)
+            .await
+            .unwrap()
+            .into_inner()
+            .demoted_detections
+            .is_empty()
+    );
+    assert_eq!(
+        p.submit(block("d3", "198.51.100.30")).await.unwrap().state,
+        pb::IntentState::Active as i32
+    );
+}

@@ -126,6 +126,9 @@ pub async fn status(channel: &Channel, out: Output) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if !s.demoted_detections.is_empty() {
+        outln!("demoted to approval: {}", s.demoted_detections.join(", "));
+    }
     outln!(
         "policy  {}{}",
         s.policy_digest,
@@ -193,6 +196,39 @@ pub async fn status(channel: &Channel, out: Output) -> anyhow::Result<()> {
             })
             .collect();
         out.table(&["RATE LIMIT", "BY", "RATE", "BURST"], rows);
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RestoreArgs {
+    /// The detection rule id.
+    detection: String,
+    /// Why; kept in the journal.
+    #[arg(long)]
+    reason: String,
+    #[arg(long = "by")]
+    requested_by: Option<String>,
+}
+
+/// Lets a demoted detection act alone again.
+pub async fn restore(channel: &Channel, args: RestoreArgs, out: Output) -> anyhow::Result<()> {
+    let req = pb::SetDemotionRequest {
+        detection: args.detection,
+        demoted: false,
+        reason: args.reason,
+        requested_by: actor(args.requested_by),
+    };
+    let resp = AdminClient::new(channel.clone())
+        .set_demotion(req)
+        .await?
+        .into_inner();
+    if out.json {
+        out.json_line(&json!({"demoted_detections": resp.demoted_detections}));
+    } else if resp.demoted_detections.is_empty() {
+        outln!("no detection is demoted");
+    } else {
+        outln!("still demoted: {}", resp.demoted_detections.join(", "));
     }
     Ok(())
 }

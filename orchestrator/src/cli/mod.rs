@@ -88,6 +88,8 @@ enum Command {
     KillSwitch(admin::KillSwitch),
     /// What the guardrails hold now: policy, kill switches, budgets, rate limits.
     Status,
+    /// Let a detection demoted for too many false positives act alone again.
+    RestoreDetection(admin::RestoreArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -120,6 +122,9 @@ pub fn main() -> ExitCode {
                 admin::kill_switch(&connect(&cli.server).await?, cmd, out).await
             }
             Command::Status => admin::status(&connect(&cli.server).await?, out).await,
+            Command::RestoreDetection(a) => {
+                admin::restore(&connect(&cli.server).await?, a, out).await
+            }
             Command::Pending => people::pending(&connect(&cli.server).await?, out).await,
             Command::Approve(a) => people::answer(&connect(&cli.server).await?, true, a, out).await,
             Command::Reject(a) => people::answer(&connect(&cli.server).await?, false, a, out).await,

@@ -74,6 +74,35 @@ impl Engine {
         self.kill_switches()
     }
 
+    /// Demotes a detection's `auto` tiers to `approval`, or restores them; journaled.
+    pub async fn set_demoted(
+        &self,
+        rule: &str,
+        demoted: bool,
+        actor: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let _admin = self.inner.admin.lock().await;
+        let event = Event::DetectionDemoted {
+            rule: rule.to_owned(),
+            demoted,
+            reason: reason.to_owned(),
+        };
+        self.inner.journal.append_system(actor, event).await?;
+        let mut g = self.inner.guards.lock();
+        if demoted {
+            g.demoted.insert(rule.to_owned());
+        } else {
+            g.demoted.remove(rule);
+        }
+        Ok(())
+    }
+
+    /// Detections demoted to approval.
+    pub fn demoted(&self) -> Vec<String> {
+        self.inner.guards.lock().demoted.iter().cloned().collect()
+    }
+
     pub fn kill_switches(&self) -> Result<Vec<KillSwitch>> {
         Ok(self
             .inner
@@ -237,7 +266,9 @@ impl Engine {
                 suppressions.insert_target(&s.rule, &s.target_kind, &s.target_id, until);
             }
         }
+        let demoted = index.demoted()?.into_iter().collect();
         let mut g = self.inner.guards.lock();
+        g.demoted = demoted;
         g.ledger = ledger;
         g.kill_switches = kill_switches;
         g.suppressions = suppressions;

@@ -131,6 +131,10 @@ impl Engine {
                 );
             }
         }
+        if verdict == Verdict::FalsePositive {
+            self.consider_demotion(&record.intent.detection.rule_id)
+                .await?;
+        }
         if verdict == Verdict::FalsePositive
             && matches!(
                 record.state,
@@ -145,6 +149,40 @@ impl Engine {
             return Ok(self.rollback(id, by, &reason, true).await?.record);
         }
         Ok(record)
+    }
+
+    /// Demotes a detection whose false positives passed the policy's share of its verdicts in
+    /// the window, unless it is demoted already.
+    async fn consider_demotion(&self, rule: &str) -> Result<()> {
+        let policy = self.policy();
+        let v = &policy.verdicts;
+        let Some(limit) = v.demote_above else {
+            return Ok(());
+        };
+        if self.inner.guards.lock().demoted.contains(rule) {
+            return Ok(());
+        }
+        let since = self
+            .now()
+            .checked_sub(v.demote_window.0)
+            .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+        let (mut all, mut false_positives) = (0u32, 0u32);
+        for (r, judged) in self.inner.journal.index().judgements()? {
+            if r == rule && judged.at >= since {
+                all += 1;
+                false_positives += u32::from(judged.verdict == Verdict::FalsePositive);
+            }
+        }
+        if all >= v.demote_min_verdicts && f64::from(false_positives) / f64::from(all) > limit {
+            let reason = format!(
+                "{false_positives} of {all} verdicts in the last {} were false positives",
+                v.demote_window.1
+            );
+            tracing::warn!(%rule, %reason, "demoting a detection to approval");
+            self.set_demoted(rule, true, super::SYSTEM_ACTOR, &reason)
+                .await?;
+        }
+        Ok(())
     }
 
     /// True and false positives per detection × action kind, from the latest verdict on each

@@ -25,6 +25,8 @@ pub(super) struct Guards {
     pub kill_switches: KillSwitches,
     /// Detection × target pairs judged false positives, denied for a while.
     pub suppressions: Suppressions,
+    /// Detections demoted to approval after too many false positives.
+    pub demoted: std::collections::BTreeSet<String>,
     pub limiters: Vec<Limiter>,
     /// Adapter calls per action kind: when, and whether they failed.
     pub calls: HashMap<ActionKind, VecDeque<(SystemTime, bool)>>,

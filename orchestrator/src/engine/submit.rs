@@ -95,6 +95,7 @@ impl Engine {
             kill_switches: &g.kill_switches,
             ledger: &g.ledger,
             suppressions: &g.suppressions,
+            demoted: &g.demoted,
             approved,
         });
         if decision.outcome == Outcome::Execute {

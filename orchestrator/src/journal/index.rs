@@ -14,6 +14,7 @@
 //! | `d` rule id `\0` intent                 | (intents by detection)   |
 //! | `l` intent                              | (intents not yet final)  |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
+//! | `s` `d` rule id                         | (demoted detections)     |
 //! | `j` rule id `\0` intent                 | its latest verdict and action kinds |
 //! | `b` operation id                        | an unfinished bulk rollback: members, reason, actor |
 //! | `x` rule `\0` target kind `\0` target id | suppressed until, and by whom |
@@ -104,6 +105,8 @@ pub(super) mod key {
 pub struct Judgement {
     pub verdict: crate::lifecycle::Verdict,
     pub kinds: Vec<String>,
+    /// When the verdict was given.
+    pub at: SystemTime,
 }
 
 /// A bulk rollback that was started and has not finished.
@@ -243,6 +246,14 @@ impl Index {
         Ok(out)
     }
 
+    /// Detections demoted to approval and not restored.
+    pub fn demoted(&self) -> io::Result<Vec<String>> {
+        self.kv
+            .scan(b"sd", None, false)
+            .map(|r| r.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()))
+            .collect()
+    }
+
     /// Every suppression recorded, expired or not.
     pub fn suppressions(&self) -> io::Result<Vec<SuppressionRecord>> {
         let mut out = Vec::new();
@@ -348,6 +359,10 @@ impl<'a> Stager<'a> {
                 }
             }
             Event::BulkRollbackFinished { op, .. } => self.batch.push((key::bulk(op), None)),
+            Event::DetectionDemoted { rule, demoted, .. } => {
+                let k = [b"sd", rule.as_bytes()].concat();
+                self.batch.push((k, demoted.then(Vec::new)));
+            }
             _ => {}
         }
         if let Event::KillSwitch { kind, engaged, .. } = &entry.event {
@@ -396,6 +411,7 @@ impl<'a> Stager<'a> {
             let judged = Judgement {
                 verdict: *verdict,
                 kinds,
+                at: entry.time,
             };
             if let Ok(bytes) = encode(&judged) {
                 self.batch.push((key::verdict(rule, id), Some(bytes)));

@@ -71,6 +71,7 @@ fn decide_with(
         kill_switches,
         ledger,
         suppressions: &Suppressions::default(),
+        demoted: &Default::default(),
         approved: false,
     })
 }
@@ -423,6 +424,7 @@ fn budgets_refuse_past_their_limits_and_say_when_to_retry() {
             now: t,
             kill_switches: &KillSwitches::default(),
             suppressions: &Suppressions::default(),
+            demoted: &Default::default(),
             approved: false,
             ledger,
         })
@@ -481,6 +483,7 @@ fn active_and_percentage_budgets_free_on_release() {
             now: now(),
             kill_switches: &KillSwitches::default(),
             suppressions: &Suppressions::default(),
+            demoted: &Default::default(),
             approved: false,
             ledger: &ledger,
         });
@@ -501,6 +504,7 @@ fn active_and_percentage_budgets_free_on_release() {
         now: now(),
         kill_switches: &KillSwitches::default(),
         suppressions: &Suppressions::default(),
+        demoted: &Default::default(),
         approved: false,
         ledger: &ledger,
     });
@@ -513,6 +517,7 @@ fn active_and_percentage_budgets_free_on_release() {
         now: now(),
         kill_switches: &KillSwitches::default(),
         suppressions: &Suppressions::default(),
+        demoted: &Default::default(),
         approved: false,
         ledger: &ledger,
     });
@@ -571,6 +576,7 @@ fn a_suppressed_detection_and_target_is_denied_until_the_window_ends() {
             kill_switches: &KillSwitches::default(),
             ledger: &Ledger::default(),
             suppressions: &suppressions,
+            demoted: &Default::default(),
             approved: false,
         })
     };
@@ -598,6 +604,7 @@ fn a_suppressed_detection_and_target_is_denied_until_the_window_ends() {
             kill_switches: &KillSwitches::default(),
             ledger: &Ledger::default(),
             suppressions: &suppressions,
+            demoted: &Default::default(),
             approved: false,
         }
     });
@@ -622,6 +629,7 @@ fn an_approval_satisfies_what_asked_for_one_but_not_a_denial() {
             kill_switches: &KillSwitches::default(),
             ledger,
             suppressions: &Suppressions::default(),
+            demoted: &Default::default(),
             approved,
         })
     };
