@@ -25,6 +25,8 @@ pub struct Config {
     /// The EDL adapter's own floor: it refuses broader blocks whatever the policy allows.
     pub edl_min_prefix_v4: u8,
     pub edl_min_prefix_v6: u8,
+    /// Where escalations of pending approvals are posted (JSON), if anywhere.
+    pub approvals_webhook: Option<String>,
 }
 
 impl Default for Config {
@@ -41,6 +43,7 @@ impl Default for Config {
                 .collect(),
             edl_min_prefix_v4: 16,
             edl_min_prefix_v6: 32,
+            approvals_webhook: None,
         }
     }
 }
@@ -56,6 +59,7 @@ struct File {
     #[serde(default, with = "humantime_opt")]
     adapter_timeout: Option<Duration>,
     edl: Option<EdlFile>,
+    approvals_webhook: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +107,9 @@ impl Config {
         }
         if let Some(t) = file.adapter_timeout {
             self.adapter_timeout = t;
+        }
+        if let Some(url) = file.approvals_webhook {
+            self.approvals_webhook = Some(url);
         }
         if let Some(edl) = file.edl {
             if let Some(lists) = edl.lists {

@@ -151,6 +151,11 @@ pub enum Event {
         reason: String,
         decision: Decision,
     },
+    /// A waiting intent went unanswered too long and passes to the next group of approvers.
+    Escalated {
+        level: u32,
+        group: String,
+    },
     /// A person rejected a waiting intent, or it waited too long.
     Rejected {
         by: String,
@@ -234,6 +239,7 @@ impl Event {
             Self::Failed { .. } => "failed",
             Self::RollbackFailed { .. } => "rollback_failed",
             Self::Approved { .. } => "approved",
+            Self::Escalated { .. } => "escalated",
             Self::Rejected { .. } => "rejected",
             Self::Judged { .. } => "verdict",
             Self::KillSwitch { .. } => "kill_switch",
@@ -294,6 +300,8 @@ pub struct IntentRecord {
     pub answer: Option<Answer>,
     /// The latest verdict on it.
     pub verdict: Option<(Verdict, String)>,
+    /// How many times it escalated while waiting for approval.
+    pub escalation: u32,
     pub updated_at: SystemTime,
     /// The journal entry that last changed the record.
     pub last_seq: u64,
@@ -336,6 +344,7 @@ impl IntentRecord {
             error: None,
             answer: None,
             verdict: None,
+            escalation: 0,
             last_seq: seq,
         }
     }
@@ -380,6 +389,12 @@ impl IntentRecord {
                     reason: reason.clone(),
                 });
                 State::Decided
+            }
+            (State::AwaitingApproval, Event::Escalated { level, .. })
+                if *level > self.escalation =>
+            {
+                next.escalation = *level;
+                State::AwaitingApproval
             }
             (State::AwaitingApproval, Event::Rejected { by, reason }) => {
                 next.answer = Some(Answer {

@@ -59,6 +59,8 @@ pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
 
 /// Starts Parapet: opens the journal and replays it, resumes what was in flight, then listens.
 pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Running> {
+    // One TLS provider for every client Parapet makes (webhooks); already set is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let policy = load_policy(config)?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -106,6 +108,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         EngineConfig {
             adapter_timeout: config.adapter_timeout,
             policy_path: config.policy.clone(),
+            approvals_webhook: config.approvals_webhook.clone(),
         },
     )
     .await?;

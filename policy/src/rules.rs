@@ -310,6 +310,12 @@ pub struct Approvals {
     /// An approver may not approve an intent they submitted.
     #[serde(default)]
     pub four_eyes: bool,
+    /// Who answers, in escalation order: a pending intent starts with the first group.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Per severity, how long a group has before the intent escalates to the next one.
+    #[serde(default)]
+    pub escalate_after: BTreeMap<parapet_model::Severity, Span>,
 }
 
 impl Default for Approvals {
@@ -317,7 +323,23 @@ impl Default for Approvals {
         Self {
             timeout: day(),
             four_eyes: false,
+            groups: Vec::new(),
+            escalate_after: BTreeMap::new(),
         }
+    }
+}
+
+impl Approvals {
+    /// When an intent of this severity, waiting since `since`, should reach escalation `level`
+    /// (1 = the second group), if that level exists.
+    pub fn escalation_due(
+        &self,
+        severity: parapet_model::Severity,
+        since: SystemTime,
+        level: u32,
+    ) -> Option<SystemTime> {
+        let step = self.escalate_after.get(&severity)?;
+        ((level as usize) < self.groups.len()).then(|| since + step.0 * level)
     }
 }
 

@@ -49,6 +49,11 @@ impl Parapet {
 
     /// A fresh server on the given policy text.
     pub async fn start_with_policy(policy: Option<&str>) -> Self {
+        Self::start_with(policy, None).await
+    }
+
+    /// A fresh server on the given policy text, posting escalations to `webhook`.
+    pub async fn start_with(policy: Option<&str>, webhook: Option<String>) -> Self {
         let tmp = Arc::new(tempfile::tempdir().unwrap());
         let policy = policy.map(|text| {
             let path = tmp.path().join("policy.toml");
@@ -56,7 +61,7 @@ impl Parapet {
             path
         });
         let clock = ManualClock::new(epoch());
-        Self::boot(tmp.path().join("data"), policy, clock, tmp).await
+        Self::boot(tmp.path().join("data"), policy, clock, tmp, webhook).await
     }
 
     async fn boot(
@@ -64,8 +69,10 @@ impl Parapet {
         policy: Option<PathBuf>,
         clock: ManualClock,
         tmp: Arc<tempfile::TempDir>,
+        approvals_webhook: Option<String>,
     ) -> Self {
         let config = Config {
+            approvals_webhook,
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.clone(),
@@ -249,7 +256,7 @@ pub struct Stopped {
 
 impl Stopped {
     pub async fn start(self) -> Parapet {
-        Parapet::boot(self.data_dir, self.policy, self.clock, self.tmp).await
+        Parapet::boot(self.data_dir, self.policy, self.clock, self.tmp, None).await
     }
 }
 

@@ -352,3 +352,74 @@ async fn a_detection_with_too_many_false_positives_is_demoted_until_restored() {
         pb::IntentState::Active as i32
     );
 }
+
+#[tokio::test]
+async fn an_unanswered_intent_escalates_group_by_group_and_the_webhook_hears_of_it() {
+    // a webhook that records what it is sent
+    let (tx, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let policy = POLICY.replace(
+        "four_eyes = true",
+        "four_eyes = true\ngroups = [\"soc-l1\", \"soc-l2\", \"soc-lead\"]\n[approvals.escalate_after]\ncritical = \"15m\"",
+    );
+    let p = Parapet::start_with(Some(&policy), Some(hook)).await;
+    let id = p
+        .submit(waiting("e1", "198.51.100.40"))
+        .await
+        .unwrap()
+        .intent_id;
+
+    p.clock.advance(Duration::from_secs(15 * 60));
+    let first = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.contains(&id) && first.contains("\"group\":\"soc-l2\""),
+        "{first}"
+    );
+    let entry = p.entry_of(&id, "escalated").await;
+    assert!(
+        entry.payload_json.contains("soc-l2"),
+        "{}",
+        entry.payload_json
+    );
+
+    p.clock.advance(Duration::from_secs(15 * 60));
+    let second = tokio::time::timeout(Duration::from_secs(10), heard.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        second.contains("\"group\":\"soc-lead\"") && second.contains("\"level\":2"),
+        "{second}"
+    );
+    // the last group has nobody to escalate to; the intent still waits for an answer
+    assert_eq!(
+        p.get(&id).await.state,
+        pb::IntentState::AwaitingApproval as i32
+    );
+    let escalations = p
+        .entries(pb::QueryJournalRequest {
+            intent_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "escalated")
+        .count();
+    assert_eq!(escalations, 2);
+}

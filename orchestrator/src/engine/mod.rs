@@ -81,6 +81,8 @@ pub struct EngineConfig {
     pub adapter_timeout: Duration,
     /// Where the policy came from, to reload it; `None` for the built-in example.
     pub policy_path: Option<std::path::PathBuf>,
+    /// Where escalations of pending approvals are posted.
+    pub approvals_webhook: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -88,6 +90,7 @@ impl Default for EngineConfig {
         Self {
             adapter_timeout: Duration::from_secs(30),
             policy_path: None,
+            approvals_webhook: None,
         }
     }
 }

@@ -25,10 +25,7 @@ impl Engine {
                     }
                 }
                 State::AwaitingApproval => {
-                    self.schedule(
-                        record.intent.received_at + self.policy().approvals.timeout.0,
-                        id,
-                    );
+                    self.schedule_waiting(&record);
                     timers += 1;
                 }
                 State::Received
@@ -61,10 +58,7 @@ impl Engine {
                     Ok(_) if outcome == Outcome::Execute => self.execute_locked(id).await,
                     Ok(r) => {
                         if r.state == State::AwaitingApproval {
-                            self.schedule(
-                                r.intent.received_at + self.policy().approvals.timeout.0,
-                                id,
-                            );
+                            self.schedule_waiting(&r);
                         }
                         Ok(())
                     }

@@ -81,20 +81,8 @@ impl Engine {
         let _guard = self.inner.locks.lock(id).await;
         let Ok(record) = self.record(id) else { return };
         if record.state == State::AwaitingApproval {
-            let timeout = self.policy().approvals.timeout.clone();
-            if record.intent.received_at + timeout.0 <= self.now() {
-                let rejected = Event::Rejected {
-                    by: SYSTEM_ACTOR.into(),
-                    reason: format!("no answer within {}", timeout.1),
-                };
-                if let Err(e) = self
-                    .inner
-                    .journal
-                    .append(id, SYSTEM_ACTOR, vec![rejected])
-                    .await
-                {
-                    tracing::error!(intent = %id, error = %e, "could not reject a stale intent");
-                }
+            if let Err(e) = self.chase(record).await {
+                tracing::error!(intent = %id, error = %e, "could not escalate or reject a waiting intent");
             }
             return;
         }
@@ -121,6 +109,77 @@ impl Engine {
         };
         if let Err(e) = result {
             tracing::error!(intent = %id, error = %e, "expiry stopped; it resumes on restart");
+        }
+    }
+
+    /// A waiting intent's deadlines: rejected after the timeout; before that, escalated to the
+    /// next group of approvers each time its severity's time passes, with the webhook told.
+    async fn chase(&self, record: IntentRecord) -> Result<(), crate::journal::AppendError> {
+        let id = record.intent.id;
+        let policy = self.policy();
+        let approvals = &policy.approvals;
+        let now = self.now();
+        if record.intent.received_at + approvals.timeout.0 <= now {
+            let rejected = Event::Rejected {
+                by: SYSTEM_ACTOR.into(),
+                reason: format!("no answer within {}", approvals.timeout.1),
+            };
+            return self
+                .inner
+                .journal
+                .append(id, SYSTEM_ACTOR, vec![rejected])
+                .await
+                .map(drop);
+        }
+        let (severity, since) = (record.intent.detection.severity, record.intent.received_at);
+        let level = record.escalation + 1;
+        let Some(due) = approvals.escalation_due(severity, since, level) else {
+            return Ok(());
+        };
+        if due > now {
+            return Ok(());
+        }
+        let group = approvals.groups[level as usize].clone();
+        let escalated = Event::Escalated {
+            level,
+            group: group.clone(),
+        };
+        let record = self
+            .inner
+            .journal
+            .append(id, SYSTEM_ACTOR, vec![escalated])
+            .await?
+            .record;
+        if let Some(next) = approvals.escalation_due(severity, since, level + 1) {
+            self.schedule(next, id);
+        }
+        if let Some(url) = self.inner.config.approvals_webhook.clone() {
+            let body = serde_json::json!({
+                "event": "approval_escalated",
+                "intent_id": id.to_string(),
+                "group": group,
+                "level": level,
+                "detection": record.intent.detection.rule_id,
+                "severity": severity.as_str(),
+                "steps": record.intent.steps.iter().map(|s| format!("{} {}:{}", s.kind, s.target.kind, s.target.id)).collect::<Vec<_>>(),
+                "waiting_since": humantime::format_rfc3339_seconds(since).to_string(),
+            });
+            self.spawn(async move { notify(&url, body).await });
+        }
+        Ok(())
+    }
+
+    /// Arms the deadlines of an intent that waits for approval.
+    pub(super) fn schedule_waiting(&self, record: &IntentRecord) {
+        let approvals = &self.policy().approvals;
+        let (id, since) = (record.intent.id, record.intent.received_at);
+        self.schedule(since + approvals.timeout.0, id);
+        if let Some(next) = approvals.escalation_due(
+            record.intent.detection.severity,
+            since,
+            record.escalation + 1,
+        ) {
+            self.schedule(next, id);
         }
     }
 
@@ -160,5 +219,31 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Posts an escalation to the approvers' webhook, retrying what a retry can help.
+async fn notify(url: &str, body: serde_json::Value) {
+    use backon::{ExponentialBuilder, Retryable};
+    let client = reqwest::Client::new();
+    let post = || async {
+        let resp = client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await?;
+        resp.error_for_status().map(drop)
+    };
+    let retryable = |e: &reqwest::Error| {
+        e.status()
+            .is_none_or(|s| s.is_server_error() || s.as_u16() == 429)
+    };
+    let backoff = ExponentialBuilder::default()
+        .with_max_times(3)
+        .with_jitter();
+    if let Err(e) = post.retry(backoff).when(retryable).await {
+        tracing::warn!(error = %e, "the approvals webhook did not take an escalation");
     }
 }

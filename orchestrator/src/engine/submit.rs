@@ -56,10 +56,7 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         if waits {
-            self.schedule(
-                record.intent.received_at + self.policy().approvals.timeout.0,
-                id,
-            );
+            self.schedule_waiting(&record);
         }
         if execute {
             let engine = self.clone();

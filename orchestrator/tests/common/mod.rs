@@ -109,6 +109,8 @@ impl Server {
     }
 
     pub async fn edl(&self, list: &str) -> String {
+        // reqwest is built without a TLS provider of its own; Parapet installs ring's.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::get(format!("http://{}/edl/{list}", self.http))
             .await
             .unwrap()
