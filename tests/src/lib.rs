@@ -278,6 +278,20 @@ pub fn block(key: &str, ip: &str) -> pb::SubmitIntentRequest {
     }
 }
 
+/// The finding of one guardrail in a decision; fails the test if that guardrail said nothing.
+pub fn reason(resp: &pb::SubmitIntentResponse, guardrail: &str) -> pb::Reason {
+    let reasons = resp
+        .decision
+        .as_ref()
+        .map(|d| d.reasons.as_slice())
+        .unwrap_or_default();
+    reasons
+        .iter()
+        .find(|r| r.guardrail == guardrail)
+        .cloned()
+        .unwrap_or_else(|| panic!("no `{guardrail}` reason in {reasons:?}"))
+}
+
 pub fn step(kind: &str, target_kind: &str, id: &str, attrs: &[(&str, &str)]) -> pb::Step {
     pb::Step {
         kind: kind.into(),

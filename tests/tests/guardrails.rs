@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use parapet_tests::{Parapet, block, step, v1 as pb};
+use parapet_tests::{Parapet, block, reason, step, v1 as pb};
 
 fn reasons(resp: &pb::SubmitIntentResponse) -> Vec<(String, i32)> {
     resp.decision
@@ -107,13 +107,7 @@ async fn below_the_detection_threshold_it_waits_for_a_person() {
     req.detection.as_mut().unwrap().confidence = 0.5;
     let resp = p.submit(req).await.unwrap();
     assert_eq!(resp.state, pb::IntentState::AwaitingApproval as i32);
-    let threshold = resp
-        .decision
-        .unwrap()
-        .reasons
-        .into_iter()
-        .find(|r| r.guardrail == "threshold")
-        .unwrap();
+    let threshold = reason(&resp, "threshold");
     assert_eq!(
         threshold.message,
         "confidence 0.5 is below 0.8: not acting alone"
@@ -133,13 +127,7 @@ async fn an_action_kind_the_detection_was_not_granted_is_denied() {
     )];
     let resp = p.submit(req).await.unwrap();
     assert_eq!(resp.state, pb::IntentState::Denied as i32);
-    let tier = resp
-        .decision
-        .unwrap()
-        .reasons
-        .into_iter()
-        .find(|r| r.guardrail == "autonomy_tier")
-        .unwrap();
+    let tier = reason(&resp, "autonomy_tier");
     assert_eq!(
         tier.message,
         "`ids.ssh_bruteforce` × `isolate_host` is `forbidden` (not granted)"
@@ -220,13 +208,7 @@ async fn protected_targets_are_never_acted_on_alone() {
     )];
     let r = p.submit(dc).await.unwrap();
     assert_eq!(r.state, pb::IntentState::Denied as i32);
-    let why = r
-        .decision
-        .unwrap()
-        .reasons
-        .into_iter()
-        .find(|r| r.guardrail == "protected_target")
-        .unwrap();
+    let why = reason(&r, "protected_target");
     assert_eq!(
         why.message,
         "`host:dc01` is protected by `domain controllers` and is never acted on"
@@ -258,13 +240,7 @@ async fn a_change_freeze_turns_automatic_isolation_into_approval() {
     p.clock.advance(std::time::Duration::from_secs(3600));
     let frozen = p.submit(isolate("f2")).await.unwrap();
     assert_eq!(frozen.state, pb::IntentState::AwaitingApproval as i32);
-    let why = frozen
-        .decision
-        .unwrap()
-        .reasons
-        .into_iter()
-        .find(|r| r.guardrail == "change_freeze")
-        .unwrap();
+    let why = reason(&frozen, "change_freeze");
     assert_eq!(
         why.message,
         "`isolate_host` is frozen by `quarter close`: a person must approve"

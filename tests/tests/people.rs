@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use parapet_proto::v1::{approvals_client::ApprovalsClient, verdicts_client::VerdictsClient};
-use parapet_tests::{Parapet, block, v1 as pb};
+use parapet_tests::{Parapet, block, reason, v1 as pb};
 
 const POLICY: &str = r#"
 [approvals]
@@ -199,13 +199,7 @@ async fn a_false_positive_rolls_back_and_suppresses_the_same_detection_on_the_sa
     let p = p.stop().await.start().await;
     let again = p.submit(block("v3", "198.51.100.7")).await.unwrap();
     assert_eq!(again.state, pb::IntentState::Denied as i32);
-    let why = again
-        .decision
-        .unwrap()
-        .reasons
-        .into_iter()
-        .find(|r| r.guardrail == "suppression")
-        .unwrap();
+    let why = reason(&again, "suppression");
     assert!(
         why.message.contains("judged a false positive by `alice`"),
         "{}",
@@ -298,13 +292,7 @@ async fn a_detection_with_too_many_false_positives_is_demoted_until_restored() {
     // two of two verdicts were false positives: auto now needs approval, and says why
     let next = p.submit(block("d2", "198.51.100.20")).await.unwrap();
     assert_eq!(next.state, pb::IntentState::AwaitingApproval as i32);
-    let tier = next
-        .decision
-        .unwrap()
-        .reasons
-        .into_iter()
-        .find(|r| r.guardrail == "autonomy_tier")
-        .unwrap();
+    let tier = reason(&next, "autonomy_tier");
     assert!(
         tier.message.contains("demoted to `approval`"),
         "{}",
