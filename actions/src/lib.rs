@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //! - [`registry`]: adapters by action kind (to execute) and by name (to roll back).
+//! - [`holds`]: which intent steps hold which entry, durably, so two intents on one thing do
+//!   not undo each other.
 //! - [`edl`]: External Dynamic Lists served over HTTP, the safe default adapter.
 
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ use parapet_model::{ActionKind, IntentId, Invalid, Step};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub mod edl;
+pub mod holds;
 pub mod registry;
 
 pub use registry::Registry;

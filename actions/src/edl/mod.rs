@@ -6,9 +6,7 @@
 //! Each entry remembers which intent steps hold it, so two intents blocking the same address do
 //! not undo each other: the address leaves the list when its last holder is rolled back. Every
 //! change is synced to disk before an execution or rollback returns, so the lists survive
-//! restarts; concurrent changes share one sync (see `store`).
-
-mod store;
+//! restarts; concurrent changes share one sync (see [`crate::holds`]).
 
 use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
 
@@ -16,9 +14,7 @@ use ipnet::IpNet;
 use parapet_model::{ActionKind, Invalid, Step, intent::clip};
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, Adapter, Error, Result};
-
-use store::Store;
+use crate::{Action, Adapter, Error, Result, holds::Holds};
 
 /// How the EDL adapter is set up.
 #[derive(Debug, Clone)]
@@ -52,7 +48,7 @@ impl EdlConfig {
 #[derive(Clone)]
 pub struct Edl {
     config: Arc<EdlConfig>,
-    store: Arc<Store>,
+    holds: Arc<Holds>,
 }
 
 /// What undoes one EDL execution.
@@ -79,10 +75,10 @@ impl Edl {
                 )));
             }
         }
-        let store = Store::open(&config.dir)?;
+        let holds = Holds::open(&config.dir, "edl")?;
         Ok(Self {
             config: Arc::new(config),
-            store: Arc::new(store),
+            holds: Arc::new(holds),
         })
     }
 
@@ -100,8 +96,15 @@ impl Edl {
         if !self.config.lists.values().any(|l| l == list) {
             return None;
         }
+        let mut entries: Vec<IpNet> = self
+            .holds
+            .entries(list)
+            .iter()
+            .filter_map(|e| e.parse().ok())
+            .collect();
+        entries.sort();
         let mut out = String::new();
-        for entry in self.store.entries(list) {
+        for entry in entries {
             if entry.prefix_len() == entry.max_prefix_len() {
                 out.push_str(&entry.addr().to_string());
             } else {
@@ -185,12 +188,17 @@ impl Adapter for Edl {
             entry,
             holder: action.holder(),
         };
-        self.store.add(&handle).await?;
+        self.holds
+            .hold(&handle.list, &entry.to_string(), &handle.holder, None)
+            .await?;
         Ok(handle)
     }
 
     async fn rollback(&self, handle: EdlHandle) -> Result<()> {
-        self.store.remove(&handle).await
+        self.holds
+            .release(&handle.list, &handle.entry.to_string(), &handle.holder)
+            .await
+            .map(drop)
     }
 }
 
