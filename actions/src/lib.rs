@@ -20,6 +20,7 @@ use std::{future::Future, pin::Pin, time::Duration};
 use parapet_model::{ActionKind, IntentId, Invalid, Step};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub mod address;
 pub mod edl;
 pub mod holds;
 pub mod registry;

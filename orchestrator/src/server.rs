@@ -93,7 +93,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             p.display().to_string()
         });
     policy
-        .check_action_kinds(|k| registry.has_kind(k))
+        .check_adapters(|k, route| registry.resolve(k, route).map(drop))
         .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
 
     let log = FileLog::open(&config.data_dir.join("journal")).context("cannot open the journal")?;

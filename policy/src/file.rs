@@ -122,6 +122,18 @@ pub struct Policy {
     pub circuit_breaker: Option<CircuitBreaker>,
     pub approvals: Approvals,
     pub verdicts: Verdicts,
+    /// Which adapter instances perform each action kind; a kind without a route goes to the
+    /// one instance that performs it.
+    pub routes: BTreeMap<ActionKind, Vec<String>>,
+    route_locations: BTreeMap<ActionKind, Location>,
+}
+
+/// A route names one adapter instance or several (the step is done on each).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawRoute {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Deserialize)]
@@ -146,6 +158,8 @@ struct RawPolicy {
     approvals: Approvals,
     #[serde(default)]
     verdicts: Verdicts,
+    #[serde(default)]
+    routes: BTreeMap<Spanned<ActionKind>, RawRoute>,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +329,23 @@ impl Policy {
             cb => cb.map(Spanned::into_inner),
         };
 
+        let route_locations = raw
+            .routes
+            .keys()
+            .map(|k| (k.get_ref().clone(), Location::of(text, k.span())))
+            .collect();
+        let routes = raw
+            .routes
+            .into_iter()
+            .map(|(k, r)| {
+                let names = match r {
+                    RawRoute::One(n) => vec![n],
+                    RawRoute::Many(n) => n,
+                };
+                (k.into_inner(), names)
+            })
+            .collect();
+
         Ok(Self {
             digest: format!("sha256:{:x}", Sha256::digest(text.as_bytes())),
             unknown_detection: raw.defaults.unknown_detection,
@@ -330,7 +361,14 @@ impl Policy {
             circuit_breaker,
             approvals: raw.approvals,
             verdicts: raw.verdicts,
+            routes,
+            route_locations,
         })
+    }
+
+    /// The adapter instances routed to perform `kind`, if the policy names them.
+    pub fn route(&self, kind: &ActionKind) -> Option<&[String]> {
+        self.routes.get(kind).map(Vec::as_slice)
     }
 
     /// The longest budget window: usage older than this no longer matters.
@@ -348,23 +386,26 @@ impl Policy {
         &self.digest
     }
 
-    /// Checks that every action kind the policy grants can be carried out, pointing at the first
-    /// grant that cannot: a policy that allows what no adapter does is a mistake to catch at load.
-    pub fn check_action_kinds(
+    /// Checks that every route names adapters that can carry it and that every action kind the
+    /// policy grants has an adapter, pointing at the first that does not. `resolve` answers for
+    /// the configured adapters (see `parapet_actions::registry::resolve_names`): a policy that
+    /// allows what no adapter does is a mistake to catch at load, not at the first intent.
+    pub fn check_adapters(
         &self,
-        known: impl Fn(&ActionKind) -> bool,
+        resolve: impl Fn(&ActionKind, Option<&[String]>) -> Result<(), String>,
     ) -> Result<(), PolicyError> {
+        for (kind, names) in &self.routes {
+            resolve(kind, Some(names)).map_err(|message| PolicyError {
+                location: self.route_locations.get(kind).copied(),
+                message,
+            })?;
+        }
         for d in self.detections.values() {
             for kind in d.actions.keys() {
-                if !known(kind) {
-                    return Err(PolicyError {
-                        location: d.action_locations.get(kind).copied(),
-                        message: format!(
-                            "detection `{}` grants `{kind}`, but no adapter performs that action kind",
-                            d.id
-                        ),
-                    });
-                }
+                resolve(kind, self.route(kind)).map_err(|message| PolicyError {
+                    location: d.action_locations.get(kind).copied(),
+                    message: format!("detection `{}` grants `{kind}`, but {message}", d.id),
+                })?;
             }
         }
         Ok(())

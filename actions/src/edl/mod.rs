@@ -8,17 +8,23 @@
 //! change is synced to disk before an execution or rollback returns, so the lists survive
 //! restarts; concurrent changes share one sync (see [`crate::holds`]).
 
-use std::{collections::BTreeMap, net::IpAddr, path::PathBuf, sync::Arc};
+use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use ipnet::IpNet;
 use parapet_model::{ActionKind, Invalid, Step, intent::clip};
 use serde::{Deserialize, Serialize};
 
-use crate::{Action, Adapter, Error, Result, holds::Holds};
+use crate::{
+    Action, Adapter, Error, Result,
+    address::{address, within_floor},
+    holds::Holds,
+};
 
 /// How the EDL adapter is set up.
 #[derive(Debug, Clone)]
 pub struct EdlConfig {
+    /// The instance's name, in rollback handles; `edl` unless several are configured.
+    pub name: String,
     /// Where the lists are kept.
     pub dir: PathBuf,
     /// Which list each action kind adds to.
@@ -36,6 +42,7 @@ impl EdlConfig {
             .filter_map(|(kind, list)| Some((kind.parse().ok()?, list.to_owned())))
             .collect();
         Self {
+            name: "edl".into(),
             dir,
             lists,
             min_prefix_v4: 24,
@@ -114,50 +121,13 @@ impl Edl {
         }
         Some(out)
     }
-
-    /// Which address a step acts on: the target id for `ip` targets, the `ip` attribute of a
-    /// host. The field path names where the address came from.
-    fn address(step: &Step) -> Result<IpNet, Invalid> {
-        let (field, value) = match step.target.kind.as_str() {
-            "ip" => ("target.id", step.target.id.as_str()),
-            _ => match step.target.attributes.get("ip") {
-                Some(ip) => ("target.attributes.ip", ip.as_str()),
-                None => {
-                    return Err(Invalid::new(
-                        "target.attributes.ip",
-                        format!(
-                            "a `{}` target needs its address in attribute `ip`",
-                            step.target.kind
-                        ),
-                    ));
-                }
-            },
-        };
-        parse_net(value).map_err(|message| Invalid::new(field, message))
-    }
-}
-
-fn parse_net(value: &str) -> Result<IpNet, String> {
-    if let Ok(addr) = value.parse::<IpAddr>() {
-        return Ok(IpNet::from(addr));
-    }
-    let net: IpNet = value
-        .parse()
-        .map_err(|_| format!("`{}` is not an IP address or CIDR block", clip(value)))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "`{net}` has host bits set; the block is `{}`",
-            net.trunc()
-        ));
-    }
-    Ok(net)
 }
 
 impl Adapter for Edl {
     type Handle = EdlHandle;
 
     fn name(&self) -> &str {
-        "edl"
+        &self.config.name
     }
 
     fn kinds(&self) -> Vec<ActionKind> {
@@ -165,7 +135,7 @@ impl Adapter for Edl {
     }
 
     fn validate(&self, step: &Step) -> Result<(), Invalid> {
-        Self::address(step).map(|_| ())
+        address(step).map(|_| ())
     }
 
     async fn execute(&self, action: Action<'_>) -> Result<EdlHandle> {
@@ -173,16 +143,8 @@ impl Adapter for Edl {
         let list = self.config.lists.get(&step.kind).ok_or_else(|| {
             Error::permanent(format!("the EDL adapter has no list for `{}`", step.kind))
         })?;
-        let entry = Self::address(step).map_err(|e| Error::permanent(e.to_string()))?;
-        let min = match entry {
-            IpNet::V4(_) => self.config.min_prefix_v4,
-            IpNet::V6(_) => self.config.min_prefix_v6,
-        };
-        if entry.prefix_len() < min {
-            return Err(Error::permanent(format!(
-                "`{entry}` is broader than /{min}; refusing to list it"
-            )));
-        }
+        let entry = address(step).map_err(|e| Error::permanent(e.to_string()))?;
+        within_floor(entry, self.config.min_prefix_v4, self.config.min_prefix_v6)?;
         let handle = EdlHandle {
             list: list.clone(),
             entry,

@@ -168,7 +168,7 @@ impl Engine {
             .map_err(|e| format!("cannot read `{origin}`: {e}"))
             .and_then(|text| Policy::from_toml(&text).map_err(|e| format!("{origin}: {e}")))
             .and_then(|p| {
-                p.check_action_kinds(|k| self.inner.registry.has_kind(k))
+                p.check_adapters(|k, route| self.inner.registry.resolve(k, route).map(drop))
                     .map(|()| p)
                     .map_err(|e| format!("{origin}: {e}"))
             });

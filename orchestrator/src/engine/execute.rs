@@ -89,10 +89,11 @@ impl Engine {
     ) -> Result<parapet_actions::RollbackHandle, ActionError> {
         let intent = &record.intent;
         let s = &intent.steps[step as usize];
-        let adapter =
-            self.inner.registry.for_kind(&s.kind).ok_or_else(|| {
-                ActionError::permanent(format!("no adapter performs `{}`", s.kind))
-            })?;
+        let adapter = self
+            .inner
+            .registry
+            .resolve(&s.kind, self.policy().route(&s.kind))
+            .map_err(ActionError::permanent)?;
         let action = Action {
             intent_id: intent.id,
             step_index: step,
@@ -162,21 +163,13 @@ impl Engine {
                 continue;
             };
             let step = i as u32;
-            let result = match self.inner.registry.by_name(&handle.adapter) {
-                Some(adapter) => {
-                    let timeout = self.inner.config.adapter_timeout;
-                    with_retries(|| async {
-                        tokio::time::timeout(timeout, adapter.rollback(&handle))
-                            .await
-                            .unwrap_or_else(|_| Err(timed_out(timeout)))
-                    })
+            let timeout = self.inner.config.adapter_timeout;
+            let result = with_retries(|| async {
+                tokio::time::timeout(timeout, self.inner.registry.rollback(&handle))
                     .await
-                }
-                None => Err(ActionError::permanent(format!(
-                    "adapter `{}` is not configured",
-                    handle.adapter
-                ))),
-            };
+                    .unwrap_or_else(|_| Err(timed_out(timeout)))
+            })
+            .await;
             let event = match result {
                 Ok(()) => Event::StepRolledBack { step },
                 Err(e) => Event::StepRollbackFailed {

@@ -23,11 +23,14 @@ impl Engine {
     /// Decides an intent and journals it with its decision; returns once both are durable. An
     /// executable intent then runs in the background, or before returning when `wait` is set.
     pub async fn submit(&self, request: IntentRequest, wait: bool) -> Result<Submitted> {
-        for (i, step) in request.steps.iter().enumerate() {
-            self.inner
-                .registry
-                .validate(step)
-                .map_err(|e| e.under(&format!("steps[{i}]")))?;
+        {
+            let policy = self.policy();
+            for (i, step) in request.steps.iter().enumerate() {
+                self.inner
+                    .registry
+                    .validate(step, policy.route(&step.kind))
+                    .map_err(|e| e.under(&format!("steps[{i}]")))?;
+            }
         }
         let index = self.inner.journal.index();
         if let Some(existing) =

@@ -83,11 +83,38 @@ fn grants_without_an_adapter_point_at_the_grant() {
     let text = "[[detections]]\nid = \"a\"\n[detections.actions]\nblock_ip = \"auto\"\nwipe_disk = \"approval\"\n";
     let policy = Policy::from_toml(text).unwrap();
     let e = policy
-        .check_action_kinds(|k| k.as_str() == "block_ip")
+        .check_adapters(|k, _| match k.as_str() {
+            "block_ip" => Ok(()),
+            _ => Err("no adapter performs it".into()),
+        })
         .unwrap_err();
     assert_eq!(e.location.map(|l| l.line), Some(5));
     assert!(e.message.contains("`wipe_disk`"), "{e}");
-    assert!(policy.check_action_kinds(|_| true).is_ok());
+    assert!(policy.check_adapters(|_, _| Ok(())).is_ok());
+}
+
+#[test]
+fn routes_name_one_adapter_or_several_and_a_bad_route_points_at_its_line() {
+    let text = "[routes]\nblock_ip = [\"gw-east\", \"gw-west\"]\nrevoke_credentials = \"ldap\"\n";
+    let policy = Policy::from_toml(text).unwrap();
+    let kind = |k: &str| k.parse().unwrap();
+    assert_eq!(
+        policy.route(&kind("block_ip")).unwrap(),
+        ["gw-east".to_owned(), "gw-west".to_owned()]
+    );
+    assert_eq!(
+        policy.route(&kind("revoke_credentials")).unwrap(),
+        ["ldap".to_owned()]
+    );
+    assert_eq!(policy.route(&kind("isolate_host")), None);
+    let e = policy
+        .check_adapters(|k, route| match (k.as_str(), route) {
+            ("revoke_credentials", Some(_)) => Err("adapter `ldap` is not configured".into()),
+            _ => Ok(()),
+        })
+        .unwrap_err();
+    assert_eq!(e.location.map(|l| l.line), Some(3));
+    assert_eq!(e.message, "adapter `ldap` is not configured");
 }
 
 #[test]
