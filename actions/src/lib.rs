@@ -8,7 +8,9 @@
 //! This crate knows nothing of gRPC or the journal.
 //!
 //! # Layout
-//! - [`registry`]: adapters by action kind (to execute) and by name (to roll back).
+//! - [`registry`]: adapter instances by name, and the routes that pick them for a kind.
+//! - [`config`]: instances as the config file declares them.
+//! - `conformance` (feature `conformance`): the kit every adapter passes (`CONFORMANCE.md`).
 //! - [`holds`]: which intent steps hold which entry, durably, so two intents on one thing do
 //!   not undo each other.
 //! - [`edl`]: External Dynamic Lists served over HTTP, the safe default adapter.
@@ -21,8 +23,12 @@ use parapet_model::{ActionKind, IntentId, Invalid, Step};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub mod address;
+pub mod config;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod edl;
 pub mod holds;
+pub mod nftables;
 pub mod registry;
 
 pub use registry::Registry;

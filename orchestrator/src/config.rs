@@ -8,9 +8,10 @@ use std::{
     time::Duration,
 };
 
+use parapet_actions::config::AdapterConfig;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
@@ -27,6 +28,8 @@ pub struct Config {
     pub edl_min_prefix_v6: u8,
     /// Where escalations of pending approvals are posted (JSON), if anywhere.
     pub approvals_webhook: Option<String>,
+    /// Adapter instances besides the EDL (which is always there, named `edl`).
+    pub adapters: Vec<AdapterConfig>,
 }
 
 impl Default for Config {
@@ -44,6 +47,7 @@ impl Default for Config {
             edl_min_prefix_v4: 16,
             edl_min_prefix_v6: 32,
             approvals_webhook: None,
+            adapters: Vec::new(),
         }
     }
 }
@@ -60,6 +64,7 @@ struct File {
     adapter_timeout: Option<Duration>,
     edl: Option<EdlFile>,
     approvals_webhook: Option<String>,
+    adapters: Option<Vec<AdapterConfig>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +116,12 @@ impl Config {
         if let Some(url) = file.approvals_webhook {
             self.approvals_webhook = Some(url);
         }
+        if let Some(mut adapters) = file.adapters {
+            for a in &mut adapters {
+                a.rebase(base);
+            }
+            self.adapters = adapters;
+        }
         if let Some(edl) = file.edl {
             if let Some(lists) = edl.lists {
                 self.edl_lists = lists;
@@ -132,7 +143,39 @@ impl Config {
                 self.edl_min_prefix_v6 = v6;
             }
         }
+        self.check()
+            .map_err(|e| anyhow::anyhow!("config `{}`: {e}", path.display()))?;
         Ok(self)
+    }
+
+    /// Checks the adapters' settings without building them: each one's own, and that no two
+    /// share a name (`edl` is taken by the EDL adapter).
+    pub fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::from(["edl"]);
+        for a in &self.adapters {
+            a.check()?;
+            if !names.insert(a.name()) {
+                return Err(format!("two adapters are named `{}`", a.name()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every adapter instance's name and the action kinds it performs, the EDL's included.
+    pub fn adapter_kinds(&self) -> BTreeMap<String, Vec<parapet_model::ActionKind>> {
+        let mut out: BTreeMap<String, Vec<parapet_model::ActionKind>> = self
+            .adapters
+            .iter()
+            .map(|a| (a.name().to_owned(), a.kinds()))
+            .collect();
+        out.insert(
+            "edl".into(),
+            self.edl_lists
+                .keys()
+                .filter_map(|k| k.parse().ok())
+                .collect(),
+        );
+        out
     }
 }
 

@@ -86,6 +86,15 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let edl = Edl::open(edl_config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut registry = Registry::new();
     registry.register(Arc::new(edl.clone()))?;
+    config.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    for adapter in &config.adapters {
+        let dir = config.data_dir.join("adapters").join(adapter.name());
+        let built = adapter
+            .build(&dir)
+            .await
+            .map_err(|e| anyhow::anyhow!("adapter `{}`: {e}", adapter.name()))?;
+        registry.register(built)?;
+    }
     let policy_name = config
         .policy
         .as_ref()

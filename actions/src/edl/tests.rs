@@ -226,3 +226,34 @@ async fn a_torn_last_line_is_ignored() {
         "192.0.2.77\n192.0.2.78\n"
     );
 }
+
+struct EdlSubject {
+    dir: tempfile::TempDir,
+}
+
+impl crate::conformance::Subject for EdlSubject {
+    fn open(&self) -> crate::BoxFuture<'_, Arc<dyn DynAdapter>> {
+        Box::pin(async { Arc::new(edl(self.dir.path())) as Arc<dyn DynAdapter> })
+    }
+
+    fn step(&self, n: u32) -> Step {
+        step("block_ip", "ip", &format!("198.51.100.{n}"), &[])
+    }
+
+    fn in_force(&self, n: u32) -> crate::BoxFuture<'_, bool> {
+        // What a firewall would fetch: a fresh open reads the lists from disk.
+        let listed = edl(self.dir.path()).render("block").unwrap();
+        Box::pin(async move { listed.lines().any(|l| l == format!("198.51.100.{n}")) })
+    }
+}
+
+#[tokio::test]
+async fn the_edl_adapter_passes_the_conformance_kit() {
+    let subject = EdlSubject {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    crate::conformance::run(&subject).await;
+    let broad = step("block_ip", "ip", "10.0.0.0/8", &[]);
+    let message = crate::conformance::permanent(&edl(subject.dir.path()), &broad).await;
+    assert!(message.contains("broader than /24"), "{message}");
+}

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use parapet_actions::registry::resolve_names;
+use parapet_orchestrator::config::Config;
 use parapet_policy::Policy;
 use serde_json::json;
 
@@ -9,10 +11,15 @@ use super::output::Output;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Validate a policy file and summarise it; exits non-zero if it is invalid.
+    /// Validate a policy file against the adapters of a config and summarise it; exits
+    /// non-zero if it is invalid.
     Check {
         /// The policy file.
         file: PathBuf,
+        /// The server's config file, whose adapters the policy's grants and routes must match
+        /// [default: the built-in adapters]
+        #[arg(long, env = "PARAPET_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Ask the server to re-read its policy file (as SIGHUP does).
     Reload {
@@ -23,13 +30,21 @@ pub enum Command {
 }
 
 pub fn run(cmd: Command, out: Output) -> anyhow::Result<()> {
-    let Command::Check { file } = cmd else {
+    let Command::Check { file, config } = cmd else {
         anyhow::bail!("`policy reload` talks to the server");
+    };
+    let config = match &config {
+        Some(path) => Config::default().merge_file(path)?,
+        None => Config::default(),
     };
     let text = std::fs::read_to_string(&file)
         .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))?;
     let policy =
         Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let instances = config.adapter_kinds();
+    policy
+        .check_adapters(|kind, route| resolve_names(&instances, kind, route).map(drop))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
     if out.json {
         for d in policy.detections.values() {
             let tiers: serde_json::Map<_, _> = d

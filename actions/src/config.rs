@@ -1,0 +1,78 @@
+//! Adapter instances as the config file declares them: `[[adapters]]` tables, each with a
+//! `name` and a `type`, checked without I/O ([`AdapterConfig::check`]) and built with it
+//! ([`AdapterConfig::build`]).
+
+use std::{path::Path, sync::Arc};
+
+use serde::Deserialize;
+
+use crate::{DynAdapter, Result, nftables};
+
+/// One `[[adapters]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AdapterConfig {
+    Nftables(nftables::NftablesConfig),
+}
+
+impl AdapterConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Nftables(c) => &c.name,
+        }
+    }
+
+    /// The action kinds the instance performs, known before it is built.
+    pub fn kinds(&self) -> Vec<parapet_model::ActionKind> {
+        match self {
+            Self::Nftables(c) => c.block.iter().chain(&c.isolate).cloned().collect(),
+        }
+    }
+
+    /// Checks the settings, without I/O; the message names what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        let name = self.name();
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(format!(
+                "adapter name `{name}` must be letters, digits, `-` and `_`"
+            ));
+        }
+        match self {
+            Self::Nftables(c) => c.check(),
+        }
+        .map_err(|e| format!("adapter `{name}`: {e}"))
+    }
+
+    /// Makes relative paths in the settings relative to `base` (the config file's directory).
+    pub fn rebase(&mut self, base: &Path) {
+        let _ = base;
+        match self {
+            Self::Nftables(_) => {}
+        }
+    }
+
+    /// Builds the instance; `state_dir` is its own directory for what it must remember.
+    pub async fn build(&self, state_dir: &Path) -> Result<Arc<dyn DynAdapter>> {
+        let built: Arc<dyn DynAdapter> = match self {
+            Self::Nftables(c) => Arc::new(nftables::Nftables::open(c.clone(), state_dir).await?),
+        };
+        Ok(built)
+    }
+}
+
+/// Durations written as `30s`, `5m`, `1h`.
+pub mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(D::Error::custom)
+    }
+}

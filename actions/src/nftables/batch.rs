@@ -1,0 +1,180 @@
+//! Element changes gathered into one nft transaction.
+//!
+//! Executions and rollbacks queue their element change and wait; one worker takes everything
+//! queued at that moment, reads the sets it touches once, and applies the lot with one `nft -j
+//! -f -`. While it runs, the next changes pile up for the next transaction, so a burst of 1,000
+//! blocks costs a few nft calls, not 1,000. A transaction is all or nothing: if it is refused,
+//! each change is applied alone so only the one at fault fails, with nft's message.
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, BTreeSet},
+};
+
+use ipnet::IpNet;
+use nftables::{
+    batch::Batch,
+    expr::{Elem, Expression, NamedExpression, Prefix},
+    schema::{Element, NfListObject},
+    types::NfFamily,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use super::nft::Nft;
+use crate::{Error, Result};
+
+/// Most changes in one transaction.
+const MAX_BATCH: usize = 20_000;
+
+#[derive(Debug, Clone)]
+pub(super) enum Change {
+    /// Put the element in the set, to expire after `timeout` seconds (never if `None`). An
+    /// element already there keeps the later of the two expiries.
+    Add {
+        set: String,
+        net: IpNet,
+        timeout: Option<u32>,
+    },
+    /// Take the element out, if it is there.
+    Delete { set: String, net: IpNet },
+}
+
+impl Change {
+    fn set(&self) -> &str {
+        match self {
+            Self::Add { set, .. } | Self::Delete { set, .. } => set,
+        }
+    }
+}
+
+pub(super) struct Request {
+    pub change: Change,
+    pub done: oneshot::Sender<Result<()>>,
+}
+
+/// Figures of the transactions so far, for the benchmark.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchStats {
+    pub transactions: u64,
+    pub changes: u64,
+}
+
+pub(super) async fn worker(
+    nft: Nft,
+    table: String,
+    mut queue: mpsc::UnboundedReceiver<Request>,
+    stats: std::sync::Arc<parking_lot::Mutex<BatchStats>>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut requests = vec![first];
+        while requests.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(r) => requests.push(r),
+                Err(_) => break,
+            }
+        }
+        let changes: Vec<Change> = requests.iter().map(|r| r.change.clone()).collect();
+        let results = match transact(&nft, &table, &changes).await {
+            Ok(()) => vec![Ok(()); changes.len()],
+            Err(e) if changes.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                let mut results = Vec::with_capacity(changes.len());
+                for change in &changes {
+                    results.push(transact(&nft, &table, std::slice::from_ref(change)).await);
+                }
+                results
+            }
+        };
+        {
+            let mut s = stats.lock();
+            s.transactions += 1;
+            s.changes += changes.len() as u64;
+        }
+        for (request, result) in requests.into_iter().zip(results) {
+            let _ = request.done.send(result);
+        }
+    }
+}
+
+/// Applies changes as one transaction, planned against the sets as they are now.
+async fn transact(nft: &Nft, table: &str, changes: &[Change]) -> Result<()> {
+    let sets: BTreeSet<&str> = changes.iter().map(Change::set).collect();
+    let mut live: BTreeMap<&str, BTreeMap<IpNet, Option<u64>>> = BTreeMap::new();
+    for set in sets {
+        live.insert(set, nft.elements(table, set).await?);
+    }
+    let mut batch = Batch::new();
+    let mut any = false;
+    for change in changes {
+        let Some(elements) = live.get_mut(change.set()) else {
+            continue;
+        };
+        match change {
+            Change::Add { set, net, timeout } => {
+                let wanted = timeout.map(u64::from);
+                let replace = match elements.get(net) {
+                    None => false,
+                    // Already there for at least as long.
+                    Some(None) => continue,
+                    Some(Some(left)) if wanted.is_some_and(|w| w <= *left) => continue,
+                    Some(Some(_)) => true,
+                };
+                if replace {
+                    batch.delete(element(table, set, *net, None));
+                }
+                batch.add(element(table, set, *net, *timeout));
+                elements.insert(*net, wanted);
+                any = true;
+            }
+            Change::Delete { set, net } => {
+                if elements.remove(net).is_some() {
+                    batch.delete(element(table, set, *net, None));
+                    any = true;
+                }
+            }
+        }
+    }
+    if !any {
+        return Ok(());
+    }
+    nft.apply(&batch.to_nftables()).await
+}
+
+fn element(table: &str, set: &str, net: IpNet, timeout: Option<u32>) -> NfListObject<'static> {
+    let addr = Expression::String(Cow::Owned(net.addr().to_string()));
+    let val = if net.prefix_len() == net.max_prefix_len() {
+        addr
+    } else {
+        Expression::Named(NamedExpression::Prefix(Prefix {
+            addr: Box::new(addr),
+            len: u32::from(net.prefix_len()),
+        }))
+    };
+    let elem = match timeout {
+        Some(t) => Expression::Named(NamedExpression::Elem(Elem {
+            val: Box::new(val),
+            timeout: Some(t),
+            expires: None,
+            comment: None,
+            counter: None,
+        })),
+        None => val,
+    };
+    NfListObject::Element(Element {
+        family: NfFamily::INet,
+        table: Cow::Owned(table.to_owned()),
+        name: Cow::Owned(set.to_owned()),
+        elem: Cow::Owned(vec![elem]),
+    })
+}
+
+/// Queues a change and waits for the transaction that carries it.
+pub(super) async fn submit(queue: &mpsc::UnboundedSender<Request>, change: Change) -> Result<()> {
+    let (done, answer) = oneshot::channel();
+    queue
+        .send(Request { change, done })
+        .map_err(|_| Error::transient("the nftables worker has stopped"))?;
+    answer
+        .await
+        .map_err(|_| Error::transient("the nftables worker has stopped"))?
+}
