@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod netns;
+
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -11,6 +13,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use parapet_actions::config::AdapterConfig;
 use parapet_orchestrator::{
     clock::{Clock, ManualClock},
     config::Config,
@@ -38,6 +41,7 @@ pub struct Parapet {
     pub channel: Channel,
     data_dir: PathBuf,
     policy: Option<PathBuf>,
+    adapters: Vec<AdapterConfig>,
     _tmp: Arc<tempfile::TempDir>,
 }
 
@@ -54,14 +58,39 @@ impl Parapet {
 
     /// A fresh server on the given policy text, posting escalations to `webhook`.
     pub async fn start_with(policy: Option<&str>, webhook: Option<String>) -> Self {
+        let (tmp, policy) = Self::prepare(policy);
+        let clock = ManualClock::new(epoch());
+        Self::boot(
+            tmp.path().join("data"),
+            policy,
+            clock,
+            tmp,
+            webhook,
+            Vec::new(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A fresh server on the given policy text with these adapter instances beside the EDL; the
+    /// error of a start that fails.
+    pub async fn start_with_adapters(
+        policy: &str,
+        adapters: Vec<AdapterConfig>,
+    ) -> anyhow::Result<Self> {
+        let (tmp, policy) = Self::prepare(Some(policy));
+        let clock = ManualClock::new(epoch());
+        Self::boot(tmp.path().join("data"), policy, clock, tmp, None, adapters).await
+    }
+
+    fn prepare(policy: Option<&str>) -> (Arc<tempfile::TempDir>, Option<PathBuf>) {
         let tmp = Arc::new(tempfile::tempdir().unwrap());
         let policy = policy.map(|text| {
             let path = tmp.path().join("policy.toml");
             std::fs::write(&path, text).unwrap();
             path
         });
-        let clock = ManualClock::new(epoch());
-        Self::boot(tmp.path().join("data"), policy, clock, tmp, webhook).await
+        (tmp, policy)
     }
 
     async fn boot(
@@ -70,24 +99,24 @@ impl Parapet {
         clock: ManualClock,
         tmp: Arc<tempfile::TempDir>,
         approvals_webhook: Option<String>,
-    ) -> Self {
+        adapters: Vec<AdapterConfig>,
+    ) -> anyhow::Result<Self> {
         let config = Config {
             approvals_webhook,
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.clone(),
             policy: policy.clone(),
+            adapters: adapters.clone(),
             ..Config::default()
         };
-        let running = server::start(&config, Arc::new(clock.clone()))
-            .await
-            .unwrap();
+        let running = server::start(&config, Arc::new(clock.clone())).await?;
         let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
             .unwrap()
             .connect()
             .await
             .unwrap();
-        Self {
+        Ok(Self {
             grpc_addr: running.grpc_addr,
             http_addr: running.http_addr,
             running: Some(running),
@@ -95,8 +124,9 @@ impl Parapet {
             channel,
             data_dir,
             policy,
+            adapters,
             _tmp: tmp,
-        }
+        })
     }
 
     /// Stops the server as an operator would (nothing is rolled back).
@@ -105,6 +135,7 @@ impl Parapet {
         Stopped {
             data_dir: self.data_dir,
             policy: self.policy,
+            adapters: self.adapters,
             clock: self.clock,
             tmp: self._tmp,
         }
@@ -250,13 +281,23 @@ impl Parapet {
 pub struct Stopped {
     data_dir: PathBuf,
     policy: Option<PathBuf>,
+    adapters: Vec<AdapterConfig>,
     pub clock: ManualClock,
     tmp: Arc<tempfile::TempDir>,
 }
 
 impl Stopped {
     pub async fn start(self) -> Parapet {
-        Parapet::boot(self.data_dir, self.policy, self.clock, self.tmp, None).await
+        Parapet::boot(
+            self.data_dir,
+            self.policy,
+            self.clock,
+            self.tmp,
+            None,
+            self.adapters,
+        )
+        .await
+        .unwrap()
     }
 }
 
