@@ -6,19 +6,21 @@ use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 
-use crate::{DynAdapter, Result, nftables};
+use crate::{DynAdapter, Result, exec, nftables};
 
 /// One `[[adapters]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum AdapterConfig {
     Nftables(nftables::NftablesConfig),
+    Exec(exec::ExecConfig),
 }
 
 impl AdapterConfig {
     pub fn name(&self) -> &str {
         match self {
             Self::Nftables(c) => &c.name,
+            Self::Exec(c) => &c.name,
         }
     }
 
@@ -26,6 +28,7 @@ impl AdapterConfig {
     pub fn kinds(&self) -> Vec<parapet_model::ActionKind> {
         match self {
             Self::Nftables(c) => c.block.iter().chain(&c.isolate).cloned().collect(),
+            Self::Exec(c) => c.kinds.clone(),
         }
     }
 
@@ -44,15 +47,21 @@ impl AdapterConfig {
         }
         match self {
             Self::Nftables(c) => c.check(),
+            Self::Exec(c) => c.check(),
         }
         .map_err(|e| format!("adapter `{name}`: {e}"))
     }
 
     /// Makes relative paths in the settings relative to `base` (the config file's directory).
     pub fn rebase(&mut self, base: &Path) {
-        let _ = base;
+        let rebase = |p: &mut std::path::PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
         match self {
             Self::Nftables(_) => {}
+            Self::Exec(c) => rebase(&mut c.command),
         }
     }
 
@@ -60,6 +69,7 @@ impl AdapterConfig {
     pub async fn build(&self, state_dir: &Path) -> Result<Arc<dyn DynAdapter>> {
         let built: Arc<dyn DynAdapter> = match self {
             Self::Nftables(c) => Arc::new(nftables::Nftables::open(c.clone(), state_dir).await?),
+            Self::Exec(c) => Arc::new(exec::Exec::open(c.clone(), state_dir)?),
         };
         Ok(built)
     }

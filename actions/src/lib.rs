@@ -27,6 +27,7 @@ pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod edl;
+pub mod exec;
 pub mod holds;
 pub mod nftables;
 pub mod registry;

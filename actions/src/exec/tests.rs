@@ -1,0 +1,161 @@
+use std::{collections::BTreeMap, path::Path};
+
+use parapet_model::{IntentId, Target};
+
+use super::*;
+use crate::{BoxFuture, DynAdapter, conformance};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn config(script: &str, extra: &Path) -> ExecConfig {
+    ExecConfig {
+        name: "ar".into(),
+        command: fixture(script),
+        extra_args: vec![extra.display().to_string()],
+        kinds: vec!["block_ip".parse().unwrap()],
+        timeout: Duration::from_secs(10),
+    }
+}
+
+fn step(kind: &str, id: &str) -> Step {
+    Step::new(
+        "block_ip".parse().unwrap(),
+        Target::new(kind.into(), id.into(), BTreeMap::new()).unwrap(),
+        BTreeMap::new(),
+    )
+    .unwrap()
+}
+
+fn action(step: &Step) -> Action<'_> {
+    Action {
+        intent_id: IntentId::generate(),
+        step_index: 0,
+        step,
+        ttl: None,
+    }
+}
+
+struct Script {
+    dir: tempfile::TempDir,
+}
+
+impl Script {
+    fn listed(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("blocked")).unwrap_or_default()
+    }
+}
+
+impl conformance::Subject for Script {
+    fn open(&self) -> BoxFuture<'_, Arc<dyn DynAdapter>> {
+        let c = config("ar-stateful.py", &self.dir.path().join("blocked"));
+        let exec = Exec::open(c, &self.dir.path().join("state")).unwrap();
+        Box::pin(async move { Arc::new(exec) as Arc<dyn DynAdapter> })
+    }
+
+    fn step(&self, n: u32) -> Step {
+        step("ip", &format!("198.51.100.{n}"))
+    }
+
+    fn in_force(&self, n: u32) -> BoxFuture<'_, bool> {
+        let listed = self.listed();
+        Box::pin(async move { listed.lines().any(|l| l == format!("198.51.100.{n}")) })
+    }
+}
+
+#[tokio::test]
+async fn a_stateful_wazuh_script_passes_the_conformance_kit() {
+    let script = Script {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    conformance::run(&script).await;
+    // Every last rollback ran the script's `delete`: nothing is left listed.
+    assert_eq!(script.listed(), "");
+}
+
+#[tokio::test]
+async fn the_script_gets_the_wazuh_message_and_untrusted_text_stays_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("messages");
+    let exec = Exec::open(config("ar-record.py", &record), dir.path()).unwrap();
+    let hostile = step("user", "$(touch${IFS}pwned);rm${IFS}-rf${IFS}~");
+    let handle = Adapter::execute(&exec, action(&hostile)).await.unwrap();
+    assert_eq!(handle.status, Some(0));
+    assert_eq!(handle.keys, None);
+    Adapter::rollback(&exec, handle).await.unwrap();
+
+    let text = std::fs::read_to_string(&record).unwrap();
+    let messages: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[0]["version"], 1);
+    assert_eq!(messages[0]["command"], "add");
+    assert_eq!(messages[1]["command"], "delete");
+    let params = &messages[0]["parameters"];
+    assert_eq!(params["extra_args"][0], record.display().to_string());
+    assert_eq!(
+        params["alert"]["data"]["dstuser"],
+        "$(touch${IFS}pwned);rm${IFS}-rf${IFS}~"
+    );
+    assert_eq!(params["alert"]["parapet"]["kind"], "block_ip");
+    assert_eq!(
+        messages[1]["parameters"], *params,
+        "delete gets the add's parameters"
+    );
+    assert!(!Path::new("pwned").exists());
+}
+
+#[tokio::test]
+async fn a_refusing_script_fails_permanently_with_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let exec = Exec::open(config("ar-refuse.sh", dir.path()), dir.path()).unwrap();
+    let message = conformance::permanent(&exec, &step("ip", "198.51.100.1")).await;
+    assert!(
+        message.contains("ar-refuse.sh` exited 1: no such account"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_script_past_its_timeout_is_killed_with_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let mut c = config("ar-slow.py", &pidfile);
+    c.timeout = Duration::from_millis(1500);
+    let exec = Exec::open(c, &dir.path().join("state")).unwrap();
+    let message =
+        conformance::bounded(&exec, &step("ip", "198.51.100.1"), exec.config.timeout).await;
+    assert!(message.contains("process group was killed"), "{message}");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The grandchild goes with the group; give the kernel a moment to reap it.
+    let mut alive = true;
+    for _ in 0..50 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        alive = !status.is_empty() && !status.contains(") Z ");
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!alive, "the script's child {pid} outlived the timeout");
+}
+
+#[test]
+fn a_missing_or_non_executable_script_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("no-such-script", dir.path());
+    let err = c.check().unwrap_err();
+    assert!(err.contains("no-such-script"), "{err}");
+    c.command = fixture("../../Cargo.toml");
+    let err = c.check().unwrap_err();
+    assert!(err.contains("is not an executable file"), "{err}");
+}
