@@ -164,7 +164,7 @@ fn clip(mut s: String) -> String {
             end -= 1;
         }
         s.truncate(end);
-        s.push_str("…");
+        s.push('…');
     }
     s
 }
