@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 
-use crate::{DynAdapter, Result, exec, nftables};
+use crate::{DynAdapter, Result, exec, nftables, webhook};
 
 /// One `[[adapters]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -14,6 +14,7 @@ use crate::{DynAdapter, Result, exec, nftables};
 pub enum AdapterConfig {
     Nftables(nftables::NftablesConfig),
     Exec(exec::ExecConfig),
+    Webhook(webhook::WebhookConfig),
 }
 
 impl AdapterConfig {
@@ -21,6 +22,7 @@ impl AdapterConfig {
         match self {
             Self::Nftables(c) => &c.name,
             Self::Exec(c) => &c.name,
+            Self::Webhook(c) => &c.name,
         }
     }
 
@@ -29,6 +31,7 @@ impl AdapterConfig {
         match self {
             Self::Nftables(c) => c.block.iter().chain(&c.isolate).cloned().collect(),
             Self::Exec(c) => c.kinds.clone(),
+            Self::Webhook(c) => c.kinds.clone(),
         }
     }
 
@@ -48,6 +51,7 @@ impl AdapterConfig {
         match self {
             Self::Nftables(c) => c.check(),
             Self::Exec(c) => c.check(),
+            Self::Webhook(c) => c.check(),
         }
         .map_err(|e| format!("adapter `{name}`: {e}"))
     }
@@ -62,6 +66,11 @@ impl AdapterConfig {
         match self {
             Self::Nftables(_) => {}
             Self::Exec(c) => rebase(&mut c.command),
+            Self::Webhook(c) => {
+                if let Some(p) = &mut c.secret_file {
+                    rebase(p);
+                }
+            }
         }
     }
 
@@ -70,6 +79,7 @@ impl AdapterConfig {
         let built: Arc<dyn DynAdapter> = match self {
             Self::Nftables(c) => Arc::new(nftables::Nftables::open(c.clone(), state_dir).await?),
             Self::Exec(c) => Arc::new(exec::Exec::open(c.clone(), state_dir)?),
+            Self::Webhook(c) => Arc::new(webhook::Webhook::open(c.clone(), state_dir)?),
         };
         Ok(built)
     }

@@ -29,8 +29,10 @@ pub mod conformance;
 pub mod edl;
 pub mod exec;
 pub mod holds;
+pub mod http;
 pub mod nftables;
 pub mod registry;
+pub mod webhook;
 
 pub use registry::Registry;
 

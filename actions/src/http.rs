@@ -1,0 +1,161 @@
+//! Calling HTTP APIs for the adapters that do (webhook, EDR): one deadline for all attempts,
+//! retries with backoff on 429 and 5xx honouring `Retry-After`, and errors that say whether a
+//! retry can help. Nothing of the request (headers with credentials) goes into an error.
+
+use std::time::{Duration, SystemTime};
+
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+use crate::{Error, Result};
+
+/// Longest pause this side of a `Retry-After`; a longer one ends the attempts.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// How hard to try.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Attempts after the first.
+    pub retries: u32,
+    /// All attempts together end by then.
+    pub deadline: Duration,
+}
+
+/// A client for adapters: rustls, no proxy from the environment, no redirects (a redirect of a
+/// request with credentials is not followed blindly).
+pub fn client() -> Result<reqwest::Client> {
+    // One TLS provider for the whole process (the server installs the same); set already is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| Error::permanent(format!("cannot build an HTTP client: {e}")))
+}
+
+/// What came back: the status and the body as JSON (`Null` when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+}
+
+/// Sends the request `make` builds, again while the answer is 429, 5xx or no answer, until
+/// `retry` runs out. A 2xx is the answer; any other status is a permanent error with the
+/// body's first bytes.
+pub async fn send(
+    what: &str,
+    retry: Retry,
+    mut make: impl FnMut() -> reqwest::RequestBuilder,
+) -> Result<Answer> {
+    let attempts = async {
+        let mut attempt = 0;
+        loop {
+            let result = make().send().await;
+            let pause = match result {
+                Ok(resp) if resp.status().is_success() => return answer(resp).await,
+                Ok(resp) if retryable(resp.status()) => {
+                    let pause = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
+                    let status = resp.status();
+                    if attempt >= retry.retries || pause > MAX_PAUSE {
+                        let a = answer(resp).await?;
+                        return Err(Error::transient(format!(
+                            "{what}: {status} after {} attempts: {}",
+                            attempt + 1,
+                            excerpt(&a.text)
+                        )));
+                    }
+                    pause
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let a = answer(resp).await?;
+                    return Err(Error::permanent(format!(
+                        "{what}: {status}: {}",
+                        excerpt(&a.text)
+                    )));
+                }
+                Err(e) => {
+                    if attempt >= retry.retries {
+                        return Err(Error::transient(format!("{what}: {}", without_url(&e))));
+                    }
+                    backoff(attempt)
+                }
+            };
+            tokio::time::sleep(pause).await;
+            attempt += 1;
+        }
+    };
+    tokio::time::timeout(retry.deadline, attempts)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::transient(format!(
+                "{what}: no answer within {}",
+                humantime::format_duration(retry.deadline)
+            )))
+        })
+}
+
+fn retryable(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << attempt.min(8)))
+}
+
+/// `Retry-After` in seconds or as an HTTP date.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let value = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+async fn answer(resp: Response) -> Result<Answer> {
+    let status = resp.status();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| Error::transient(format!("reading the answer: {}", without_url(&e))))?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Answer { status, body, text })
+}
+
+fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+/// reqwest puts the URL in its errors; URLs may carry what was templated into them.
+fn without_url(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}

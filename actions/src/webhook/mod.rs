@@ -1,0 +1,391 @@
+//! webhook: any HTTP API, from request templates in the config. One request performs the
+//! step, another undoes it; the rollback request may use the execute request's answer
+//! (`{{response.id}}` of a created rule). Credentials are read once from a file or an
+//! environment variable, used only in headers as `{{secret}}`, and never logged, journaled or
+//! put in an error. 429 and 5xx are retried with backoff, honouring `Retry-After`.
+//!
+//! Two intents whose execute requests go to the same method and URL (one account suspended
+//! twice) share it: the request is sent once, and the rollback request when the last lets go.
+
+mod template;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use parapet_model::{ActionKind, Invalid, Step};
+use reqwest::{Method, Url};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use template::{Place, Vars};
+
+use crate::{
+    Action, Adapter, Error, Result,
+    config::duration,
+    holds::Holds,
+    http::{self, Retry},
+};
+
+/// One webhook instance, as the config file declares it.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub kinds: Vec<ActionKind>,
+    pub execute: RequestTemplate,
+    pub rollback: RequestTemplate,
+    /// A file holding the credential (its trimmed content).
+    pub secret_file: Option<PathBuf>,
+    /// Or an environment variable holding it.
+    pub secret_env: Option<String>,
+    /// All attempts of one request end by then.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Attempts after the first, on 429, 5xx or no answer.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_retries() -> u32 {
+    3
+}
+
+/// Where the secret's value never appears: only where it is read from.
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("kinds", &self.kinds)
+            .field("execute", &self.execute)
+            .field("rollback", &self.rollback)
+            .field("secret_file", &self.secret_file)
+            .field("secret_env", &self.secret_env)
+            .field("timeout", &self.timeout)
+            .field("retries", &self.retries)
+            .finish()
+    }
+}
+
+/// One request, with `{{placeholders}}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestTemplate {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Sent as JSON; its strings are filled.
+    pub body: Option<Value>,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+impl RequestTemplate {
+    fn check(&self, rollback: bool) -> Result<(), String> {
+        Method::from_bytes(self.method.as_bytes())
+            .map_err(|_| format!("`{}` is not an HTTP method", self.method))?;
+        let mut placed: Vec<(&str, Place)> = vec![(self.url.as_str(), Place::Url)];
+        for (name, value) in &self.headers {
+            reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("`{name}` is not a header name"))?;
+            placed.push((value, Place::Header));
+        }
+        if let Some(body) = &self.body {
+            placed.extend(
+                template::strings(body)
+                    .into_iter()
+                    .map(|s| (s, Place::Body)),
+            );
+        }
+        for (text, place) in placed {
+            for name in template::names(text)? {
+                template::known(name, place, rollback)?;
+            }
+        }
+        // The URL with every placeholder filled must be http(s).
+        let sample = self
+            .url
+            .split("{{")
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part
+                } else {
+                    part.split_once("}}").map_or(part, |p| p.1)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("x");
+        let url = Url::parse(&sample).map_err(|e| format!("url `{}`: {e}", self.url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("url `{}` must be http or https", self.url));
+        }
+        Ok(())
+    }
+}
+
+impl WebhookConfig {
+    pub fn check(&self) -> Result<(), String> {
+        if self.kinds.is_empty() {
+            return Err("`kinds` names no action kind".into());
+        }
+        if self.secret_file.is_some() && self.secret_env.is_some() {
+            return Err("set `secret_file` or `secret_env`, not both".into());
+        }
+        self.execute
+            .check(false)
+            .map_err(|e| format!("execute: {e}"))?;
+        self.rollback
+            .check(true)
+            .map_err(|e| format!("rollback: {e}"))?;
+        let uses_secret = |t: &RequestTemplate| t.headers.values().any(|v| v.contains("secret"));
+        if (uses_secret(&self.execute) || uses_secret(&self.rollback))
+            && self.secret_file.is_none()
+            && self.secret_env.is_none()
+        {
+            return Err(
+                "the headers use `{{secret}}` but neither `secret_file` nor `secret_env` is set"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the credential, naming where it was looked for (never what it is).
+    fn secret(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.secret_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("secret_file `{}`: {e}", path.display()))?;
+            return Ok(Some(text.trim().to_owned()));
+        }
+        if let Some(var) = &self.secret_env {
+            return std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("secret_env `{var}` is not set"));
+        }
+        Ok(None)
+    }
+}
+
+/// What undoes one webhook execution: the values the rollback request is filled from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookHandle {
+    pub holder: String,
+    /// The execute request's method and URL, shared by intents that send the same.
+    pub request: String,
+    pub vars: BTreeMap<String, String>,
+    /// The execute request's JSON answer.
+    pub response: Value,
+}
+
+/// A webhook instance.
+#[derive(Clone)]
+pub struct Webhook {
+    config: Arc<WebhookConfig>,
+    secret: Arc<Option<String>>,
+    client: reqwest::Client,
+    holds: Arc<Holds>,
+}
+
+const SENT: &str = "sent";
+const RUNS: &str = "runs";
+
+impl Webhook {
+    pub fn open(config: WebhookConfig, state_dir: &Path) -> Result<Self> {
+        config.check().map_err(Error::permanent)?;
+        let secret = config.secret().map_err(Error::permanent)?;
+        Ok(Self {
+            client: http::client()?,
+            holds: Arc::new(Holds::open(state_dir, "webhook")?),
+            secret: Arc::new(secret),
+            config: Arc::new(config),
+        })
+    }
+
+    fn vars(action: &Action<'_>) -> BTreeMap<String, String> {
+        let step = action.step;
+        let mut vars = BTreeMap::from([
+            ("target.id".to_owned(), step.target.id.clone()),
+            ("target.kind".to_owned(), step.target.kind.clone()),
+            ("intent_id".to_owned(), action.intent_id.to_string()),
+            ("step".to_owned(), action.step_index.to_string()),
+            ("holder".to_owned(), action.holder()),
+            ("kind".to_owned(), step.kind.to_string()),
+        ]);
+        if let Some(ttl) = action.ttl {
+            vars.insert("ttl_seconds".into(), ttl.as_secs().to_string());
+        }
+        for (k, v) in &step.target.attributes {
+            vars.insert(format!("target.attributes.{k}"), v.clone());
+        }
+        for (k, v) in &step.params {
+            vars.insert(format!("params.{k}"), v.clone());
+        }
+        vars
+    }
+
+    /// The request a template makes with these values; the error names a missing value.
+    fn build(
+        &self,
+        template: &RequestTemplate,
+        vars: &Vars,
+    ) -> Result<(Method, Url, BTreeMap<String, String>, Option<Value>), String> {
+        let missing = |name: String| format!("`{{{{{name}}}}}` has no value for this step");
+        let method = Method::from_bytes(template.method.as_bytes()).map_err(|e| e.to_string())?;
+        let url = template::fill(&template.url, vars, Place::Url).map_err(missing)?;
+        let url = Url::parse(&url).map_err(|e| format!("url: {e}"))?;
+        let mut headers = BTreeMap::new();
+        for (k, v) in &template.headers {
+            let value = template::fill(v, vars, Place::Header).map_err(missing)?;
+            if value.chars().any(char::is_control) {
+                return Err(format!("header `{k}` would hold a control character"));
+            }
+            headers.insert(k.clone(), value);
+        }
+        let body = template
+            .body
+            .as_ref()
+            .map(|b| template::fill_json(b, vars))
+            .transpose()
+            .map_err(missing)?;
+        Ok((method, url, headers, body))
+    }
+
+    async fn send(
+        &self,
+        what: &str,
+        (method, url, headers, body): (Method, Url, BTreeMap<String, String>, Option<Value>),
+    ) -> Result<http::Answer> {
+        let retry = Retry {
+            retries: self.config.retries,
+            deadline: self.config.timeout,
+        };
+        http::send(what, retry, || {
+            let mut req = self.client.request(method.clone(), url.clone());
+            for (k, v) in &headers {
+                req = req.header(k, v);
+            }
+            if let Some(body) = &body {
+                req = req
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
+            }
+            req
+        })
+        .await
+    }
+}
+
+impl Adapter for Webhook {
+    type Handle = WebhookHandle;
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn kinds(&self) -> Vec<ActionKind> {
+        self.config.kinds.clone()
+    }
+
+    /// A step that lacks what the execute template needs is refused at submission.
+    fn validate(&self, step: &Step) -> Result<(), Invalid> {
+        let action = Action {
+            intent_id: parapet_model::IntentId::from_bytes([0; 16]),
+            step_index: 0,
+            step,
+            ttl: Some(Duration::ZERO),
+        };
+        let vars = Vars {
+            plain: Self::vars(&action),
+            response: Value::Null,
+            secret: Some(String::new()),
+        };
+        self.build(&self.config.execute, &vars)
+            .map(drop)
+            .map_err(|m| {
+                let field = m
+                    .strip_prefix("`{{")
+                    .and_then(|r| r.split_once("}}`"))
+                    .map_or("target".to_owned(), |(name, _)| name.to_owned());
+                Invalid::new(
+                    field,
+                    format!("the `{}` webhook needs {m}", self.config.name),
+                )
+            })
+    }
+
+    async fn execute(&self, action: Action<'_>) -> Result<WebhookHandle> {
+        let holder = action.holder();
+        if let Some(kept) = self.holds.get(RUNS, &holder).and_then(|h| h.data) {
+            return serde_json::from_value(kept)
+                .map_err(|e| Error::permanent(format!("kept webhook handle is unreadable: {e}")));
+        }
+        let vars = Vars {
+            plain: Self::vars(&action),
+            response: Value::Null,
+            secret: (*self.secret).clone(),
+        };
+        let request = self
+            .build(&self.config.execute, &vars)
+            .map_err(Error::permanent)?;
+        let key = format!("{} {}", request.0, request.1);
+        let response = match self.holds.get(SENT, &key) {
+            // Another intent sent the same; its answer stands for this one too.
+            Some(held) if !held.holders.is_empty() => held.data.unwrap_or(Value::Null),
+            _ => self.send("execute", request).await?.body,
+        };
+        let handle = WebhookHandle {
+            holder: holder.clone(),
+            request: key.clone(),
+            vars: vars.plain,
+            response: response.clone(),
+        };
+        self.holds.hold(SENT, &key, &holder, Some(response)).await?;
+        let kept = serde_json::to_value(&handle)
+            .map_err(|e| Error::permanent(format!("cannot encode webhook handle: {e}")))?;
+        self.holds.hold(RUNS, &holder, &holder, Some(kept)).await?;
+        Ok(handle)
+    }
+
+    async fn rollback(&self, handle: WebhookHandle) -> Result<()> {
+        if self.holds.get(RUNS, &handle.holder).is_none() {
+            return Ok(());
+        }
+        let others = self
+            .holds
+            .get(SENT, &handle.request)
+            .is_some_and(|h| h.holders.iter().any(|x| *x != handle.holder));
+        if !others {
+            let vars = Vars {
+                plain: handle.vars.clone(),
+                response: handle.response.clone(),
+                secret: (*self.secret).clone(),
+            };
+            let request = self
+                .build(&self.config.rollback, &vars)
+                .map_err(Error::permanent)?;
+            self.send("rollback", request).await?;
+        }
+        self.holds
+            .release(SENT, &handle.request, &handle.holder)
+            .await?;
+        self.holds
+            .release(RUNS, &handle.holder, &handle.holder)
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+//! `{{name}}` placeholders in a webhook's URL, headers and body, each value encoded for where
+//! it lands: percent-encoded in a URL, as a JSON string in a body (the body is built as JSON,
+//! never as text), as is in a header (where control characters are refused). This is value
+//! substitution, not a template language: no logic, no filters, so a target id can only ever
+//! be data.
+
+use std::collections::BTreeMap;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+
+/// Everything but RFC 3986's unreserved characters is encoded.
+const URL_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The names a template may use, where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Place {
+    Url,
+    Header,
+    Body,
+}
+
+/// The placeholders of a text, in order.
+pub(super) fn names(text: &str) -> Result<Vec<&str>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .ok_or_else(|| format!("`{text}` opens `{{{{` without closing it"))?;
+        out.push(after[..end].trim());
+        rest = &after[end + 2..];
+    }
+    Ok(out)
+}
+
+/// Whether `name` can be filled at `place`, in an execute or a rollback request.
+pub(super) fn known(name: &str, place: Place, rollback: bool) -> Result<(), String> {
+    let fixed = [
+        "target.id",
+        "target.kind",
+        "intent_id",
+        "step",
+        "holder",
+        "kind",
+        "ttl_seconds",
+    ];
+    let ok = fixed.contains(&name)
+        || name
+            .strip_prefix("target.attributes.")
+            .is_some_and(|k| !k.is_empty())
+        || name.strip_prefix("params.").is_some_and(|k| !k.is_empty())
+        || (name == "secret" && place == Place::Header)
+        || (rollback
+            && name
+                .strip_prefix("response.")
+                .is_some_and(|k| !k.is_empty()));
+    if ok {
+        Ok(())
+    } else if name == "secret" {
+        Err("`{{secret}}` may only be used in headers".into())
+    } else if name.starts_with("response.") {
+        Err(format!(
+            "`{{{{{name}}}}}` may only be used in rollback requests"
+        ))
+    } else {
+        Err(format!("unknown placeholder `{{{{{name}}}}}`"))
+    }
+}
+
+/// Fills a text's placeholders from `vars`, or names the first that has no value.
+pub(super) fn fill(text: &str, vars: &Vars, place: Place) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(format!("`{text}` opens `{{{{` without closing it"));
+        };
+        let name = after[..end].trim();
+        let value = vars.get(name).ok_or_else(|| name.to_owned())?;
+        match place {
+            Place::Url => out.extend(utf8_percent_encode(&value, URL_VALUE)),
+            Place::Header | Place::Body => out.push_str(&value),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Fills every string of a JSON body.
+pub(super) fn fill_json(body: &Value, vars: &Vars) -> Result<Value, String> {
+    Ok(match body {
+        Value::String(s) => Value::String(fill(s, vars, Place::Body)?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| fill_json(v, vars))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), fill_json(v, vars)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Every string of a JSON body, for checking its placeholders.
+pub(super) fn strings(body: &Value) -> Vec<&str> {
+    match body {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(items) => items.iter().flat_map(strings).collect(),
+        Value::Object(map) => map.values().flat_map(strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The values placeholders take.
+#[derive(Debug, Default)]
+pub(super) struct Vars {
+    pub plain: BTreeMap<String, String>,
+    /// The execute request's answer, for `{{response.a.b}}`.
+    pub response: Value,
+    pub secret: Option<String>,
+}
+
+impl Vars {
+    fn get(&self, name: &str) -> Option<String> {
+        if name == "secret" {
+            return self.secret.clone();
+        }
+        if let Some(path) = name.strip_prefix("response.") {
+            let mut v = &self.response;
+            for part in path.split('.') {
+                v = match v {
+                    Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
+                    _ => v.get(part)?,
+                };
+            }
+            return match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Null => None,
+                other => Some(other.to_string()),
+            };
+        }
+        self.plain.get(name).cloned()
+    }
+}
