@@ -189,6 +189,14 @@ pub struct WebhookHandle {
     pub response: Value,
 }
 
+/// A request filled from a template.
+struct Request {
+    method: Method,
+    url: Url,
+    headers: BTreeMap<String, String>,
+    body: Option<Value>,
+}
+
 /// A webhook instance.
 #[derive(Clone)]
 pub struct Webhook {
@@ -236,11 +244,7 @@ impl Webhook {
     }
 
     /// The request a template makes with these values; the error names a missing value.
-    fn build(
-        &self,
-        template: &RequestTemplate,
-        vars: &Vars,
-    ) -> Result<(Method, Url, BTreeMap<String, String>, Option<Value>), String> {
+    fn build(&self, template: &RequestTemplate, vars: &Vars) -> Result<Request, String> {
         let missing = |name: String| format!("`{{{{{name}}}}}` has no value for this step");
         let method = Method::from_bytes(template.method.as_bytes()).map_err(|e| e.to_string())?;
         let url = template::fill(&template.url, vars, Place::Url).map_err(missing)?;
@@ -259,14 +263,21 @@ impl Webhook {
             .map(|b| template::fill_json(b, vars))
             .transpose()
             .map_err(missing)?;
-        Ok((method, url, headers, body))
+        Ok(Request {
+            method,
+            url,
+            headers,
+            body,
+        })
     }
 
-    async fn send(
-        &self,
-        what: &str,
-        (method, url, headers, body): (Method, Url, BTreeMap<String, String>, Option<Value>),
-    ) -> Result<http::Answer> {
+    async fn send(&self, what: &str, request: Request) -> Result<http::Answer> {
+        let Request {
+            method,
+            url,
+            headers,
+            body,
+        } = request;
         let retry = Retry {
             retries: self.config.retries,
             deadline: self.config.timeout,
@@ -339,7 +350,7 @@ impl Adapter for Webhook {
         let request = self
             .build(&self.config.execute, &vars)
             .map_err(Error::permanent)?;
-        let key = format!("{} {}", request.0, request.1);
+        let key = format!("{} {}", request.method, request.url);
         let response = match self.holds.get(SENT, &key) {
             // Another intent sent the same; its answer stands for this one too.
             Some(held) if !held.holders.is_empty() => held.data.unwrap_or(Value::Null),
