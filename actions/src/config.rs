@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 
-use crate::{DynAdapter, Result, exec, nftables, webhook};
+use crate::{DynAdapter, Result, exec, falcon, nftables, webhook};
 
 /// One `[[adapters]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -15,6 +15,7 @@ pub enum AdapterConfig {
     Nftables(nftables::NftablesConfig),
     Exec(exec::ExecConfig),
     Webhook(webhook::WebhookConfig),
+    Falcon(falcon::FalconConfig),
 }
 
 impl AdapterConfig {
@@ -23,6 +24,7 @@ impl AdapterConfig {
             Self::Nftables(c) => &c.name,
             Self::Exec(c) => &c.name,
             Self::Webhook(c) => &c.name,
+            Self::Falcon(c) => &c.name,
         }
     }
 
@@ -32,6 +34,7 @@ impl AdapterConfig {
             Self::Nftables(c) => c.block.iter().chain(&c.isolate).cloned().collect(),
             Self::Exec(c) => c.kinds.clone(),
             Self::Webhook(c) => c.kinds.clone(),
+            Self::Falcon(c) => c.kinds.clone(),
         }
     }
 
@@ -52,6 +55,7 @@ impl AdapterConfig {
             Self::Nftables(c) => c.check(),
             Self::Exec(c) => c.check(),
             Self::Webhook(c) => c.check(),
+            Self::Falcon(c) => c.check(),
         }
         .map_err(|e| format!("adapter `{name}`: {e}"))
     }
@@ -71,6 +75,11 @@ impl AdapterConfig {
                     rebase(p);
                 }
             }
+            Self::Falcon(c) => {
+                if let Some(p) = &mut c.client_secret_file {
+                    rebase(p);
+                }
+            }
         }
     }
 
@@ -80,6 +89,7 @@ impl AdapterConfig {
             Self::Nftables(c) => Arc::new(nftables::Nftables::open(c.clone(), state_dir).await?),
             Self::Exec(c) => Arc::new(exec::Exec::open(c.clone(), state_dir)?),
             Self::Webhook(c) => Arc::new(webhook::Webhook::open(c.clone(), state_dir)?),
+            Self::Falcon(c) => Arc::new(falcon::Falcon::open(c.clone(), state_dir)?),
         };
         Ok(built)
     }

@@ -47,6 +47,30 @@ pub struct Answer {
 pub async fn send(
     what: &str,
     retry: Retry,
+    make: impl FnMut() -> reqwest::RequestBuilder,
+) -> Result<Answer> {
+    let answer = call(what, retry, make).await?;
+    if answer.status.is_success() {
+        Ok(answer)
+    } else {
+        Err(refused(what, &answer))
+    }
+}
+
+/// The permanent error of an answer that is not a success.
+pub fn refused(what: &str, answer: &Answer) -> Error {
+    Error::permanent(format!(
+        "{what}: {}: {}",
+        answer.status,
+        excerpt(&answer.text)
+    ))
+}
+
+/// As [`send`], but any answer that is not retried is returned, for callers that handle some
+/// statuses themselves (a 401 that calls for a new token).
+pub async fn call(
+    what: &str,
+    retry: Retry,
     mut make: impl FnMut() -> reqwest::RequestBuilder,
 ) -> Result<Answer> {
     let attempts = async {
@@ -54,8 +78,8 @@ pub async fn send(
         loop {
             let result = make().send().await;
             let pause = match result {
-                Ok(resp) if resp.status().is_success() => return answer(resp).await,
-                Ok(resp) if retryable(resp.status()) => {
+                Ok(resp) if !retryable(resp.status()) => return answer(resp).await,
+                Ok(resp) => {
                     let pause = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
                     let status = resp.status();
                     if attempt >= retry.retries || pause > MAX_PAUSE {
@@ -67,14 +91,6 @@ pub async fn send(
                         )));
                     }
                     pause
-                }
-                Ok(resp) => {
-                    let status = resp.status();
-                    let a = answer(resp).await?;
-                    return Err(Error::permanent(format!(
-                        "{what}: {status}: {}",
-                        excerpt(&a.text)
-                    )));
                 }
                 Err(e) => {
                     if attempt >= retry.retries {

@@ -28,6 +28,7 @@ pub mod config;
 pub mod conformance;
 pub mod edl;
 pub mod exec;
+pub mod falcon;
 pub mod holds;
 pub mod http;
 pub mod nftables;

@@ -288,9 +288,7 @@ impl Webhook {
                 req = req.header(k, v);
             }
             if let Some(body) = &body {
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_string());
+                req = req.json(body);
             }
             req
         })

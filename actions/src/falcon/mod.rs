@@ -1,0 +1,322 @@
+//! CrowdStrike Falcon host containment: `isolate_host` contains the host through the Falcon
+//! API (`POST /devices/entities/devices-actions/v2?action_name=contain`), rollback lifts the
+//! containment (`action_name=lift_containment`). Authentication is OAuth2 client credentials
+//! (`POST /oauth2/token`); the token is kept until shortly before it expires and fetched again
+//! on a 401.
+//!
+//! Before containing, the host's state is read (`GET /devices/entities/devices/v2`). A host
+//! someone had already contained is recorded as such and is not lifted by Parapet's rollback:
+//! rollback restores the host as Parapet found it. Two intents on one host share the
+//! containment ([`crate::holds`]).
+//!
+//! The host is named by the target's `falcon_aid` attribute, or by the target id itself when it
+//! is a Falcon device id (32 hexadecimal digits).
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use parapet_model::{ActionKind, Invalid, Step};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::{sync::Mutex, time::Instant};
+
+use crate::{
+    Action, Adapter, Error, Result,
+    config::duration,
+    holds::Holds,
+    http::{self, Answer, Retry},
+};
+
+/// One Falcon instance, as the config file declares it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FalconConfig {
+    pub name: String,
+    /// The API of the tenant's cloud, e.g. `https://api.eu-1.crowdstrike.com`.
+    pub base_url: String,
+    pub client_id: String,
+    /// A file holding the client secret, or an environment variable.
+    pub client_secret_file: Option<std::path::PathBuf>,
+    pub client_secret_env: Option<String>,
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<ActionKind>,
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_kinds() -> Vec<ActionKind> {
+    ["isolate_host"]
+        .iter()
+        .filter_map(|k| k.parse().ok())
+        .collect()
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_retries() -> u32 {
+    3
+}
+
+impl FalconConfig {
+    pub fn check(&self) -> Result<(), String> {
+        let url = self.base()?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("base_url `{}` must be https", self.base_url));
+        }
+        if self.client_id.is_empty() {
+            return Err("`client_id` is empty".into());
+        }
+        match (&self.client_secret_file, &self.client_secret_env) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err("set one of `client_secret_file` and `client_secret_env`".into()),
+        }
+        if self.kinds.is_empty() {
+            return Err("`kinds` names no action kind".into());
+        }
+        Ok(())
+    }
+
+    /// The base URL, ending in `/` so paths join under it.
+    fn base(&self) -> Result<Url, String> {
+        let text = format!("{}/", self.base_url.trim_end_matches('/'));
+        Url::parse(&text).map_err(|e| format!("base_url `{}`: {e}", self.base_url))
+    }
+
+    fn secret(&self) -> Result<String, String> {
+        if let Some(path) = &self.client_secret_file {
+            return std::fs::read_to_string(path)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("client_secret_file `{}`: {e}", path.display()));
+        }
+        let var = self.client_secret_env.as_deref().unwrap_or_default();
+        std::env::var(var).map_err(|_| format!("client_secret_env `{var}` is not set"))
+    }
+}
+
+/// What undoes one containment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FalconHandle {
+    pub device_id: String,
+    pub holder: String,
+}
+
+/// The host's state before Parapet's first hold, kept with the hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Before {
+    status: String,
+}
+
+/// A Falcon instance.
+#[derive(Clone)]
+pub struct Falcon {
+    config: Arc<FalconConfig>,
+    base: Url,
+    secret: Arc<String>,
+    client: reqwest::Client,
+    token: Arc<Mutex<Option<(String, Instant)>>>,
+    holds: Arc<Holds>,
+}
+
+const HOSTS: &str = "hosts";
+
+impl Falcon {
+    pub fn open(config: FalconConfig, state_dir: &Path) -> Result<Self> {
+        config.check().map_err(Error::permanent)?;
+        let secret = config.secret().map_err(Error::permanent)?;
+        Ok(Self {
+            base: config.base().map_err(Error::permanent)?,
+            client: http::client()?,
+            holds: Arc::new(Holds::open(state_dir, "falcon")?),
+            token: Arc::default(),
+            secret: Arc::new(secret),
+            config: Arc::new(config),
+        })
+    }
+
+    fn retry(&self) -> Retry {
+        Retry {
+            retries: self.config.retries,
+            deadline: self.config.timeout,
+        }
+    }
+
+    fn url(&self, path: &str) -> Result<Url> {
+        self.base
+            .join(path)
+            .map_err(|e| Error::permanent(format!("base_url: {e}")))
+    }
+
+    /// A token, fetched when there is none or it is about to expire.
+    async fn token(&self, fresh: bool) -> Result<String> {
+        let mut token = self.token.lock().await;
+        if let Some((t, until)) = token.as_ref()
+            && !fresh
+            && Instant::now() < *until
+        {
+            return Ok(t.clone());
+        }
+        let url = self.url("oauth2/token")?;
+        let form = [
+            ("client_id", self.config.client_id.as_str()),
+            ("client_secret", self.secret.as_str()),
+        ];
+        let answer = http::send("falcon token", self.retry(), || {
+            self.client.post(url.clone()).form(&form)
+        })
+        .await?;
+        let access = answer.body["access_token"]
+            .as_str()
+            .ok_or_else(|| Error::permanent("falcon token: the answer has no access_token"))?
+            .to_owned();
+        let life = answer.body["expires_in"].as_u64().unwrap_or(1799);
+        // A minute early, so a token never expires on its way.
+        let until = Instant::now() + Duration::from_secs(life.saturating_sub(60));
+        *token = Some((access.clone(), until));
+        Ok(access)
+    }
+
+    /// One API call with a bearer token, fetched again once if the API says it is no good.
+    async fn api(
+        &self,
+        what: &str,
+        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    ) -> Result<Answer> {
+        let mut fresh = false;
+        loop {
+            let token = self.token(fresh).await?;
+            let answer = http::call(what, self.retry(), || {
+                make(&self.client, &token).bearer_auth(&token)
+            })
+            .await?;
+            if answer.status == StatusCode::UNAUTHORIZED && !fresh {
+                fresh = true;
+                continue;
+            }
+            if answer.status.is_success() {
+                return Ok(answer);
+            }
+            return Err(match api_errors(&answer.body) {
+                Some(m) => Error::permanent(format!("{what}: {}: {m}", answer.status)),
+                None => http::refused(what, &answer),
+            });
+        }
+    }
+
+    async fn status(&self, device: &str) -> Result<String> {
+        let mut url = self.url("devices/entities/devices/v2")?;
+        url.query_pairs_mut().append_pair("ids", device);
+        let answer = self.api("falcon device", |c, _| c.get(url.clone())).await?;
+        answer.body["resources"][0]["status"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| Error::permanent(format!("falcon device: `{device}` is not known")))
+    }
+
+    async fn act(&self, action_name: &str, device: &str) -> Result<()> {
+        let mut url = self.url("devices/entities/devices-actions/v2")?;
+        url.query_pairs_mut()
+            .append_pair("action_name", action_name);
+        let body = json!({"ids": [device]});
+        self.api(&format!("falcon {action_name}"), |c, _| {
+            c.post(url.clone()).json(&body)
+        })
+        .await
+        .map(drop)
+    }
+
+    fn device(step: &Step) -> Result<String, Invalid> {
+        let (field, id) = match step.target.attributes.get("falcon_aid") {
+            Some(aid) => ("target.attributes.falcon_aid", aid),
+            None => ("target.id", &step.target.id),
+        };
+        if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(id.to_ascii_lowercase())
+        } else {
+            Err(Invalid::new(
+                field,
+                format!(
+                    "`{}` is not a Falcon device id (32 hexadecimal digits); set the target's `falcon_aid` attribute",
+                    parapet_model::intent::clip(id)
+                ),
+            ))
+        }
+    }
+}
+
+/// The messages of a Falcon error answer (`{"errors": [{"code": 404, "message": ".."}]}`).
+fn api_errors(body: &Value) -> Option<String> {
+    let messages: Vec<&str> = body["errors"]
+        .as_array()?
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    (!messages.is_empty()).then(|| messages.join("; "))
+}
+
+impl Adapter for Falcon {
+    type Handle = FalconHandle;
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn kinds(&self) -> Vec<ActionKind> {
+        self.config.kinds.clone()
+    }
+
+    fn validate(&self, step: &Step) -> Result<(), Invalid> {
+        Self::device(step).map(drop)
+    }
+
+    async fn execute(&self, action: Action<'_>) -> Result<FalconHandle> {
+        let device = Self::device(action.step).map_err(|e| Error::permanent(e.to_string()))?;
+        let handle = FalconHandle {
+            device_id: device.clone(),
+            holder: action.holder(),
+        };
+        if let Some(held) = self.holds.get(HOSTS, &device) {
+            // Already contained by Parapet, for this step or another: share it.
+            if !held.holders.is_empty() {
+                self.holds
+                    .hold(HOSTS, &device, &handle.holder, None)
+                    .await?;
+                return Ok(handle);
+            }
+        }
+        let status = self.status(&device).await?;
+        if !matches!(status.as_str(), "contained" | "containment_pending") {
+            self.act("contain", &device).await?;
+        }
+        let before = serde_json::to_value(Before { status })
+            .map_err(|e| Error::permanent(format!("cannot encode host state: {e}")))?;
+        self.holds
+            .hold(HOSTS, &device, &handle.holder, Some(before))
+            .await?;
+        Ok(handle)
+    }
+
+    async fn rollback(&self, handle: FalconHandle) -> Result<()> {
+        let Some(held) = self.holds.get(HOSTS, &handle.device_id) else {
+            return Ok(());
+        };
+        if !held.holders.contains(&handle.holder) {
+            return Ok(());
+        }
+        let last = held.holders.iter().all(|h| *h == handle.holder);
+        let before: Option<Before> = held.data.and_then(|d| serde_json::from_value(d).ok());
+        let ours = before
+            .is_some_and(|b| !matches!(b.status.as_str(), "contained" | "containment_pending"));
+        if last && ours {
+            self.act("lift_containment", &handle.device_id).await?;
+        }
+        self.holds
+            .release(HOSTS, &handle.device_id, &handle.holder)
+            .await
+            .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests;
