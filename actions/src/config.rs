@@ -6,7 +6,7 @@ use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 
-use crate::{DynAdapter, Result, exec, falcon, nftables, webhook};
+use crate::{DynAdapter, Result, exec, falcon, ldap, nftables, webhook};
 
 /// One `[[adapters]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -16,6 +16,7 @@ pub enum AdapterConfig {
     Exec(exec::ExecConfig),
     Webhook(webhook::WebhookConfig),
     Falcon(falcon::FalconConfig),
+    Ldap(ldap::LdapConfig),
 }
 
 impl AdapterConfig {
@@ -25,6 +26,7 @@ impl AdapterConfig {
             Self::Exec(c) => &c.name,
             Self::Webhook(c) => &c.name,
             Self::Falcon(c) => &c.name,
+            Self::Ldap(c) => &c.name,
         }
     }
 
@@ -35,6 +37,7 @@ impl AdapterConfig {
             Self::Exec(c) => c.kinds.clone(),
             Self::Webhook(c) => c.kinds.clone(),
             Self::Falcon(c) => c.kinds.clone(),
+            Self::Ldap(c) => c.kinds.clone(),
         }
     }
 
@@ -56,6 +59,7 @@ impl AdapterConfig {
             Self::Exec(c) => c.check(),
             Self::Webhook(c) => c.check(),
             Self::Falcon(c) => c.check(),
+            Self::Ldap(c) => c.check(),
         }
         .map_err(|e| format!("adapter `{name}`: {e}"))
     }
@@ -80,6 +84,11 @@ impl AdapterConfig {
                     rebase(p);
                 }
             }
+            Self::Ldap(c) => {
+                if let Some(p) = &mut c.bind_password_file {
+                    rebase(p);
+                }
+            }
         }
     }
 
@@ -90,6 +99,7 @@ impl AdapterConfig {
             Self::Exec(c) => Arc::new(exec::Exec::open(c.clone(), state_dir)?),
             Self::Webhook(c) => Arc::new(webhook::Webhook::open(c.clone(), state_dir)?),
             Self::Falcon(c) => Arc::new(falcon::Falcon::open(c.clone(), state_dir)?),
+            Self::Ldap(c) => Arc::new(ldap::Ldap::open(c.clone(), state_dir)?),
         };
         Ok(built)
     }

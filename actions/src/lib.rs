@@ -31,6 +31,7 @@ pub mod exec;
 pub mod falcon;
 pub mod holds;
 pub mod http;
+pub mod ldap;
 pub mod nftables;
 pub mod registry;
 pub mod webhook;

@@ -5,6 +5,7 @@
 
 pub mod falcon;
 pub mod netns;
+pub mod slapd;
 
 use std::{
     collections::HashMap,
