@@ -35,6 +35,16 @@ impl Server {
 
     /// A server over a given data directory, on a given policy file.
     pub fn start_in(data: &Path, policy: Option<&Path>) -> Self {
+        Self::start_with(data, policy, &[], &[])
+    }
+
+    /// As `start_in`, with more `serve` arguments (`--config FILE`) and environment variables.
+    pub fn start_with(
+        data: &Path,
+        policy: Option<&Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(BIN);
         cmd.args([
             "serve",
@@ -48,6 +58,7 @@ impl Server {
         if let Some(policy) = policy {
             cmd.arg("--policy").arg(policy);
         }
+        cmd.args(extra).envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
@@ -138,5 +149,15 @@ impl Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         self._dir.take()
+    }
+}
+
+/// A test that fails midway must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
