@@ -29,6 +29,19 @@ use tonic::transport::Channel;
 
 pub use parapet_proto::v1;
 
+/// A loopback address that accepts connections and never answers: a system that hangs.
+pub async fn black_hole() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
 /// The start of test time: a fixed instant, so runs are alike.
 pub fn epoch() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)

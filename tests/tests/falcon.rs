@@ -14,7 +14,7 @@ use parapet_actions::{
 };
 use parapet_model::{IntentId, Step, Target};
 use parapet_tests::{
-    Parapet, block,
+    Parapet, black_hole, block,
     falcon::{CLIENT_ID, CLIENT_SECRET, FakeFalcon},
     step, v1 as pb,
 };
@@ -153,6 +153,17 @@ async fn an_expired_token_is_fetched_again_and_rate_limits_are_waited_out() {
     *env.fake.state.rate_limited.lock() = 10;
     let message = conformance::transient(&f, &host(&aid(3))).await;
     assert!(message.contains("429"), "{message}");
+}
+
+#[tokio::test]
+async fn an_api_that_never_answers_fails_within_the_timeout() {
+    let env = Env::new().await;
+    let mut c = env.config();
+    c.base_url = format!("http://{}", black_hole().await);
+    c.timeout = Duration::from_secs(1);
+    let f = Falcon::open(c.clone(), env.dir.path()).unwrap();
+    let message = conformance::bounded(&f, &host(&aid(1)), c.timeout).await;
+    assert!(message.contains("no answer within 1s"), "{message}");
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use parapet_actions::{
 };
 use parapet_model::{IntentId, Step, Target};
 use parapet_tests::{
-    Parapet, block,
+    Parapet, black_hole, block,
     slapd::{ADMIN_DN, ADMIN_PASSWORD, PEOPLE, Slapd},
     step, v1 as pb,
 };
@@ -172,7 +172,7 @@ async fn rollback_restores_the_account_exactly_as_it_was() {
 }
 
 #[tokio::test]
-async fn a_hostile_id_is_a_filter_value_and_a_dead_server_is_transient() {
+async fn a_hostile_id_is_a_filter_value_and_a_dead_or_hung_server_is_transient() {
     let dir = Directory::new(Style::Openldap).await;
     let ldap = dir.ldap();
     // Unescaped, `*` would match every account.
@@ -188,6 +188,13 @@ async fn a_hostile_id_is_a_filter_value_and_a_dead_server_is_transient() {
     c.url = "ldap://127.0.0.1:1".into();
     let dead = Ldap::open(c, dir.state.path()).unwrap();
     conformance::transient(&dead, &account("user0")).await;
+
+    let mut c = config(&dir.slapd, Style::Openldap);
+    c.url = format!("ldap://{}", black_hole().await);
+    c.timeout = Duration::from_secs(1);
+    let hung = Ldap::open(c.clone(), dir.state.path()).unwrap();
+    let message = conformance::bounded(&hung, &account("user0"), c.timeout).await;
+    assert!(message.contains("bind: timeout"), "{message}");
 
     let mut c = config(&dir.slapd, Style::Openldap);
     std::fs::write(c.bind_password_file.as_ref().unwrap(), "wrong").unwrap();

@@ -58,6 +58,7 @@ pub struct LdapConfig {
     pub starttls: bool,
     #[serde(default = "default_kinds")]
     pub kinds: Vec<ActionKind>,
+    /// All of one execution or rollback (connect, bind, search, modify).
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
 }
@@ -208,6 +209,13 @@ impl Ldap {
             .map(drop)
     }
 
+    fn timed_out(&self) -> Error {
+        Error::transient(format!(
+            "ldap: no answer within {}",
+            humantime::format_duration(self.config.timeout)
+        ))
+    }
+
     /// The state attribute's values for a disabled account, given its values now.
     fn disabled(&self, now: &[String]) -> Result<Vec<String>> {
         match self.config.style {
@@ -295,9 +303,9 @@ impl Adapter for Ldap {
             let _ = s.0.unbind().await;
             Ok(handle)
         };
-        tokio::time::timeout(self.config.timeout * 2, work)
+        tokio::time::timeout(self.config.timeout, work)
             .await
-            .unwrap_or_else(|_| Err(Error::transient("ldap: no answer in time")))
+            .unwrap_or_else(|_| Err(self.timed_out()))
     }
 
     async fn rollback(&self, handle: LdapHandle) -> Result<()> {
@@ -320,9 +328,9 @@ impl Adapter for Ldap {
                 let _ = s.0.unbind().await;
                 Ok::<(), Error>(())
             };
-            tokio::time::timeout(self.config.timeout * 2, work)
+            tokio::time::timeout(self.config.timeout, work)
                 .await
-                .unwrap_or_else(|_| Err(Error::transient("ldap: no answer in time")))?;
+                .unwrap_or_else(|_| Err(self.timed_out()))?;
         }
         self.holds
             .release(ACCOUNTS, &handle.dn, &handle.holder)
