@@ -194,7 +194,7 @@ async fn a_hostile_id_is_a_filter_value_and_a_dead_or_hung_server_is_transient()
     c.timeout = Duration::from_secs(1);
     let hung = Ldap::open(c.clone(), dir.state.path()).unwrap();
     let message = conformance::bounded(&hung, &account("user0"), c.timeout).await;
-    assert!(message.contains("bind: timeout"), "{message}");
+    assert!(message.contains("no answer within 1s"), "{message}");
 
     let mut c = config(&dir.slapd, Style::Openldap);
     std::fs::write(c.bind_password_file.as_ref().unwrap(), "wrong").unwrap();

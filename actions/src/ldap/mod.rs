@@ -159,8 +159,7 @@ impl Ldap {
             .await
             .map_err(|e| classify("connect", e))?;
         ldap3::drive!(conn);
-        ldap.with_timeout(self.config.timeout)
-            .simple_bind(&self.config.bind_dn, &self.password)
+        ldap.simple_bind(&self.config.bind_dn, &self.password)
             .await
             .and_then(ldap3::LdapResult::success)
             .map_err(|e| classify("bind", e))?;
@@ -172,8 +171,7 @@ impl Ldap {
         let filter = format!("({}={})", self.config.user_attribute(), ldap_escape(user));
         let attr = self.config.state_attribute();
         let (entries, _) =
-            s.0.with_timeout(self.config.timeout)
-                .search(&self.config.base_dn, Scope::Subtree, &filter, vec![attr])
+            s.0.search(&self.config.base_dn, Scope::Subtree, &filter, vec![attr])
                 .await
                 .and_then(ldap3::SearchResult::success)
                 .map_err(|e| classify("search", e))?;
@@ -201,8 +199,7 @@ impl Ldap {
         let attr = self.config.state_attribute();
         let values: HashSet<&str> = values.iter().map(String::as_str).collect();
         // Replace with no values removes the attribute, and is no error if it is absent.
-        s.0.with_timeout(self.config.timeout)
-            .modify(dn, vec![Mod::Replace(attr, values)])
+        s.0.modify(dn, vec![Mod::Replace(attr, values)])
             .await
             .and_then(ldap3::LdapResult::success)
             .map_err(|e| classify("modify", e))
