@@ -6,10 +6,7 @@
 //! blocks costs a few nft calls, not 1,000. A transaction is all or nothing: if it is refused,
 //! each change is applied alone so only the one at fault fails, with nft's message.
 
-use std::{
-    borrow::Cow,
-    collections::{BTreeMap, BTreeSet},
-};
+use std::{borrow::Cow, collections::BTreeMap};
 
 use ipnet::IpNet;
 use nftables::{
@@ -29,11 +26,13 @@ const MAX_BATCH: usize = 20_000;
 #[derive(Debug, Clone)]
 pub(super) enum Change {
     /// Put the element in the set, to expire after `timeout` seconds (never if `None`). An
-    /// element already there keeps the later of the two expiries.
+    /// element already there keeps the later of the two expiries. `fresh`: no one held it, so
+    /// it is not expected to be there.
     Add {
         set: String,
         net: IpNet,
         timeout: Option<u32>,
+        fresh: bool,
     },
     /// Take the element out, if it is there.
     Delete { set: String, net: IpNet },
@@ -96,51 +95,88 @@ pub(super) async fn worker(
     }
 }
 
-/// Applies changes as one transaction, planned against the sets as they are now.
+/// Applies changes as one transaction, planned against the sets as they are now. A set is read
+/// first only when a change on it could meet an element already there: adds of addresses no
+/// one held (`fresh`) need no look.
 async fn transact(nft: &Nft, table: &str, changes: &[Change]) -> Result<()> {
-    let sets: BTreeSet<&str> = changes.iter().map(Change::set).collect();
-    let mut live: BTreeMap<&str, BTreeMap<IpNet, Option<u64>>> = BTreeMap::new();
-    for set in sets {
-        live.insert(set, nft.elements(table, set).await?);
+    let mut sets: BTreeMap<&str, bool> = BTreeMap::new();
+    for change in changes {
+        let fresh = matches!(change, Change::Add { fresh: true, .. });
+        *sets.entry(change.set()).or_insert(false) |= !fresh;
     }
-    let mut batch = Batch::new();
-    let mut any = false;
+    let mut live: BTreeMap<&str, BTreeMap<IpNet, Option<u64>>> = BTreeMap::new();
+    for (set, look) in sets {
+        let elements = if look {
+            nft.elements(table, set).await?
+        } else {
+            BTreeMap::new()
+        };
+        live.insert(set, elements);
+    }
+    let before = live.clone();
+    // What each touched element must become: present with a timeout, or gone.
+    let mut after: BTreeMap<(&str, IpNet), Option<Option<u32>>> = BTreeMap::new();
     for change in changes {
         let Some(elements) = live.get_mut(change.set()) else {
             continue;
         };
         match change {
-            Change::Add { set, net, timeout } => {
+            Change::Add {
+                set, net, timeout, ..
+            } => {
                 let wanted = timeout.map(u64::from);
-                let replace = match elements.get(net) {
-                    None => false,
+                match elements.get(net) {
                     // Already there for at least as long.
                     Some(None) => continue,
                     Some(Some(left)) if wanted.is_some_and(|w| w <= *left) => continue,
-                    Some(Some(_)) => true,
-                };
-                if replace {
-                    batch.delete(element(table, set, *net, None));
+                    _ => {}
                 }
-                batch.add(element(table, set, *net, *timeout));
                 elements.insert(*net, wanted);
-                any = true;
+                after.insert((set.as_str(), *net), Some(*timeout));
             }
             Change::Delete { set, net } => {
                 if elements.remove(net).is_some() {
-                    batch.delete(element(table, set, *net, None));
-                    any = true;
+                    after.insert((set.as_str(), *net), None);
                 }
             }
         }
     }
-    if !any {
+    // One command per set and verb, deletes first: an element whose expiry grows is replaced.
+    let mut deletes: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
+    let mut adds: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
+    for ((set, net), state) in after {
+        let existed = before.get(set).is_some_and(|e| e.contains_key(&net));
+        if existed {
+            deletes.entry(set).or_default().push(value(net, None));
+        }
+        if let Some(timeout) = state {
+            adds.entry(set).or_default().push(value(net, timeout));
+        }
+    }
+    if deletes.is_empty() && adds.is_empty() {
         return Ok(());
+    }
+    let mut batch = Batch::new();
+    for (set, elems) in deletes {
+        batch.delete(element(table, set, elems));
+    }
+    for (set, elems) in adds {
+        batch.add(element(table, set, elems));
     }
     nft.apply(&batch.to_nftables()).await
 }
 
-fn element(table: &str, set: &str, net: IpNet, timeout: Option<u32>) -> NfListObject<'static> {
+fn element(table: &str, set: &str, elems: Vec<Expression<'static>>) -> NfListObject<'static> {
+    NfListObject::Element(Element {
+        family: NfFamily::INet,
+        table: Cow::Owned(table.to_owned()),
+        name: Cow::Owned(set.to_owned()),
+        elem: Cow::Owned(elems),
+    })
+}
+
+/// An element as nft's JSON writes it: an address, or a prefix, with its timeout if any.
+fn value(net: IpNet, timeout: Option<u32>) -> Expression<'static> {
     let addr = Expression::String(Cow::Owned(net.addr().to_string()));
     let val = if net.prefix_len() == net.max_prefix_len() {
         addr
@@ -150,7 +186,7 @@ fn element(table: &str, set: &str, net: IpNet, timeout: Option<u32>) -> NfListOb
             len: u32::from(net.prefix_len()),
         }))
     };
-    let elem = match timeout {
+    match timeout {
         Some(t) => Expression::Named(NamedExpression::Elem(Elem {
             val: Box::new(val),
             timeout: Some(t),
@@ -159,13 +195,7 @@ fn element(table: &str, set: &str, net: IpNet, timeout: Option<u32>) -> NfListOb
             counter: None,
         })),
         None => val,
-    };
-    NfListObject::Element(Element {
-        family: NfFamily::INet,
-        table: Cow::Owned(table.to_owned()),
-        name: Cow::Owned(set.to_owned()),
-        elem: Cow::Owned(vec![elem]),
-    })
+    }
 }
 
 /// Queues a change and waits for the transaction that carries it.

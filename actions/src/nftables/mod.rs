@@ -239,24 +239,21 @@ impl Adapter for Nftables {
             holder: action.holder(),
         };
         let key = entry.to_string();
-        if self
-            .holds
-            .get(&handle.set, &key)
+        let held = self.holds.get(&handle.set, &key);
+        if held
+            .as_ref()
             .is_some_and(|h| h.holders.contains(&handle.holder))
         {
             // This step already acted.
             return Ok(handle);
         }
-        // Whole seconds, rounded up: the kernel must not lift it before Parapet would.
-        let timeout = action.ttl.map(|t| {
-            u32::try_from(t.as_secs() + u64::from(t.subsec_nanos() > 0)).unwrap_or(u32::MAX)
-        });
         batch::submit(
             &self.queue,
             batch::Change::Add {
                 set: handle.set.clone(),
                 net: entry,
-                timeout,
+                timeout: action.ttl.map(kernel_timeout),
+                fresh: held.is_none(),
             },
         )
         .await?;
@@ -281,6 +278,7 @@ impl Adapter for Nftables {
                 set: handle.set,
                 net: handle.entry,
                 timeout: Some(kernel_timeout(ttl)),
+                fresh: false,
             },
         )
         .await
