@@ -2,7 +2,10 @@
 //! `name` and a `type`, checked without I/O ([`AdapterConfig::check`]) and built with it
 //! ([`AdapterConfig::build`]).
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use serde::Deserialize;
 
@@ -44,12 +47,7 @@ impl AdapterConfig {
     /// Checks the settings, without I/O; the message names what is wrong.
     pub fn check(&self) -> Result<(), String> {
         let name = self.name();
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok {
+        if !is_word(name, b"-") {
             return Err(format!(
                 "adapter name `{name}` must be letters, digits, `-` and `_`"
             ));
@@ -80,12 +78,12 @@ impl AdapterConfig {
                 }
             }
             Self::Falcon(c) => {
-                if let Some(p) = &mut c.client_secret_file {
+                if let Some(p) = &mut c.secret_file {
                     rebase(p);
                 }
             }
             Self::Ldap(c) => {
-                if let Some(p) = &mut c.bind_password_file {
+                if let Some(p) = &mut c.secret_file {
                     rebase(p);
                 }
             }
@@ -103,6 +101,45 @@ impl AdapterConfig {
         };
         Ok(built)
     }
+}
+
+/// Whether a credential's source is set right: one of the file and the variable, or neither
+/// when the credential is optional.
+pub fn check_secret(
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    required: bool,
+) -> Result<(), String> {
+    match (file, env) {
+        (Some(_), Some(_)) => Err("set `secret_file` or `secret_env`, not both".into()),
+        (None, None) if required => Err("set one of `secret_file` and `secret_env`".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Reads a credential from its file (without the final line break) or environment variable.
+/// The error names where it looked, never what it found.
+pub fn read_secret(file: &Option<PathBuf>, env: &Option<String>) -> Result<Option<String>, String> {
+    if let Some(path) = file {
+        return std::fs::read_to_string(path)
+            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
+            .map_err(|e| format!("secret_file `{}`: {e}", path.display()));
+    }
+    if let Some(var) = env {
+        return std::env::var(var)
+            .map(Some)
+            .map_err(|_| format!("secret_env `{var}` is not set"));
+    }
+    Ok(None)
+}
+
+/// A name fit for handles, files and keys: letters, digits, `_` and the `extra` bytes, at most
+/// 64 of them.
+pub fn is_word(s: &str, extra: &[u8]) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
 }
 
 /// Durations written as `30s`, `5m`, `1h`.

@@ -8,7 +8,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use parapet_model::{IntentId, Step};
+use parapet_model::{IntentId, Step, Target};
 
 use crate::{Action, BoxFuture, DynAdapter, RollbackHandle};
 
@@ -22,12 +22,36 @@ pub trait Subject: Send + Sync {
     fn in_force(&self, n: u32) -> BoxFuture<'_, bool>;
 }
 
-fn action(intent: IntentId, step: &Step) -> Action<'_> {
+fn action_of(intent: IntentId, step: &Step) -> Action<'_> {
     Action {
         intent_id: intent,
         step_index: 0,
         step,
         ttl: Some(Duration::from_secs(3600)),
+    }
+}
+
+/// A step for adapters' tests: `kind` on the target `target_kind:id` with `attrs`.
+pub fn step(kind: &str, target_kind: &str, id: &str, attrs: &[(&str, &str)]) -> Step {
+    let attributes = attrs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Step::new(
+        kind.parse().unwrap(),
+        Target::new(target_kind.into(), id.into(), attributes).unwrap(),
+        Default::default(),
+    )
+    .unwrap()
+}
+
+/// The step as the first step of a new intent, without a TTL.
+pub fn action(step: &Step) -> Action<'_> {
+    Action {
+        intent_id: IntentId::generate(),
+        step_index: 0,
+        step,
+        ttl: None,
     }
 }
 
@@ -41,7 +65,7 @@ pub async fn run(subject: &dyn Subject) {
 
 async fn execute(adapter: &dyn DynAdapter, intent: IntentId, step: &Step) -> RollbackHandle {
     adapter
-        .execute(action(intent, step))
+        .execute(action_of(intent, step))
         .await
         .unwrap_or_else(|e| panic!("execute failed: {e}"))
 }
@@ -136,7 +160,7 @@ pub async fn shared_target(subject: &dyn Subject) {
 
 /// Rule 5: a step the system refuses fails permanently.
 pub async fn permanent(adapter: &dyn DynAdapter, step: &Step) -> String {
-    match adapter.execute(action(IntentId::generate(), step)).await {
+    match adapter.execute(action_of(IntentId::generate(), step)).await {
         Ok(h) => panic!("rule 5: expected a refusal, got a handle {h:?}"),
         Err(e) => {
             assert!(
@@ -150,7 +174,7 @@ pub async fn permanent(adapter: &dyn DynAdapter, step: &Step) -> String {
 
 /// Rule 5: an unreachable or failing system gives a transient error.
 pub async fn transient(adapter: &dyn DynAdapter, step: &Step) -> String {
-    match adapter.execute(action(IntentId::generate(), step)).await {
+    match adapter.execute(action_of(IntentId::generate(), step)).await {
         Ok(h) => panic!("rule 5: expected a failure, got a handle {h:?}"),
         Err(e) => {
             assert!(
@@ -166,7 +190,12 @@ pub async fn transient(adapter: &dyn DynAdapter, step: &Step) -> String {
 /// guard only keeps a broken adapter from hanging the suite; it is not a measurement.
 pub async fn bounded(adapter: &dyn DynAdapter, step: &Step, configured: Duration) -> String {
     let guard = configured * 5 + Duration::from_secs(5);
-    match tokio::time::timeout(guard, adapter.execute(action(IntentId::generate(), step))).await {
+    match tokio::time::timeout(
+        guard,
+        adapter.execute(action_of(IntentId::generate(), step)),
+    )
+    .await
+    {
         Err(_) => {
             panic!("rule 6: execute did not end within {guard:?} (configured {configured:?})")
         }

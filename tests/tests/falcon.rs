@@ -4,15 +4,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use parapet_actions::{
-    Action, Adapter, BoxFuture, DynAdapter,
+    Adapter, BoxFuture, DynAdapter,
     config::AdapterConfig,
-    conformance::{self, Subject},
+    conformance::{self, Subject, action},
     falcon::{Falcon, FalconConfig},
 };
-use parapet_model::{IntentId, Step, Target};
+use parapet_model::Step;
 use parapet_tests::{
     Parapet, black_hole, block,
     falcon::{CLIENT_ID, CLIENT_SECRET, FakeFalcon},
@@ -28,8 +28,8 @@ fn config(fake: &FakeFalcon, secret_file: &std::path::Path) -> FalconConfig {
         name: "falcon".into(),
         base_url: fake.base_url(),
         client_id: CLIENT_ID.into(),
-        client_secret_file: Some(secret_file.into()),
-        client_secret_env: None,
+        secret_file: Some(secret_file.into()),
+        secret_env: None,
         kinds: vec!["isolate_host".parse().unwrap()],
         timeout: Duration::from_secs(5),
         retries: 2,
@@ -37,17 +37,12 @@ fn config(fake: &FakeFalcon, secret_file: &std::path::Path) -> FalconConfig {
 }
 
 fn host(device: &str) -> Step {
-    Step::new(
-        "isolate_host".parse().unwrap(),
-        Target::new(
-            "host".into(),
-            "laptop-7".into(),
-            BTreeMap::from([("falcon_aid".to_owned(), device.to_owned())]),
-        )
-        .unwrap(),
-        BTreeMap::new(),
+    conformance::step(
+        "isolate_host",
+        "host",
+        "laptop-7",
+        &[("falcon_aid", device)],
     )
-    .unwrap()
 }
 
 struct Env {
@@ -88,15 +83,6 @@ impl Subject for Env {
     fn in_force(&self, n: u32) -> BoxFuture<'_, bool> {
         let contained = self.fake.status(&aid(n)).as_deref() == Some("contained");
         Box::pin(async move { contained })
-    }
-}
-
-fn action(step: &Step) -> Action<'_> {
-    Action {
-        intent_id: IntentId::generate(),
-        step_index: 0,
-        step,
-        ttl: None,
     }
 }
 
@@ -176,9 +162,9 @@ async fn wrong_credentials_fail_permanently_without_the_secret_in_the_error() {
     assert!(!message.contains("not-the-secret"), "{message}");
 
     let mut c = env.config();
-    c.client_secret_file = None;
+    c.secret_file = None;
     let err = Falcon::open(c, env.dir.path()).err().unwrap();
-    assert!(err.message.contains("client_secret"), "{err}");
+    assert!(err.message.contains("secret_file"), "{err}");
 }
 
 const POLICY: &str = r#"

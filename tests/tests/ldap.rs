@@ -3,15 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use parapet_actions::{
-    Action, Adapter, BoxFuture, DynAdapter,
+    Adapter, BoxFuture, DynAdapter,
     config::AdapterConfig,
-    conformance::{self, Subject},
+    conformance::{self, Subject, action},
     ldap::{Ldap, LdapConfig, Style},
 };
-use parapet_model::{IntentId, Step, Target};
+use parapet_model::Step;
 use parapet_tests::{
     Parapet, black_hole, block,
     slapd::{ADMIN_DN, ADMIN_PASSWORD, PEOPLE, Slapd},
@@ -26,8 +26,8 @@ fn config(slapd: &Slapd, style: Style) -> LdapConfig {
         url: slapd.url.clone(),
         style,
         bind_dn: ADMIN_DN.into(),
-        bind_password_file: Some(password),
-        bind_password_env: None,
+        secret_file: Some(password),
+        secret_env: None,
         base_dn: PEOPLE.into(),
         user_attribute: None,
         starttls: false,
@@ -37,21 +37,7 @@ fn config(slapd: &Slapd, style: Style) -> LdapConfig {
 }
 
 fn account(id: &str) -> Step {
-    Step::new(
-        "revoke_credentials".parse().unwrap(),
-        Target::new("user".into(), id.into(), BTreeMap::new()).unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap()
-}
-
-fn action(step: &Step) -> Action<'_> {
-    Action {
-        intent_id: IntentId::generate(),
-        step_index: 0,
-        step,
-        ttl: None,
-    }
+    conformance::step("revoke_credentials", "user", id, &[])
 }
 
 struct Directory {
@@ -197,11 +183,11 @@ async fn a_hostile_id_is_a_filter_value_and_a_dead_or_hung_server_is_transient()
     assert!(message.contains("no answer within 1s"), "{message}");
 
     let mut c = config(&dir.slapd, Style::Openldap);
-    std::fs::write(c.bind_password_file.as_ref().unwrap(), "wrong").unwrap();
+    std::fs::write(c.secret_file.as_ref().unwrap(), "wrong").unwrap();
     let refused = Ldap::open(c.clone(), dir.state.path()).unwrap();
     let message = conformance::permanent(&refused, &account("user0")).await;
     assert!(message.contains("result 49"), "{message}");
-    c.bind_password_file = None;
+    c.secret_file = None;
     assert!(Ldap::open(c, dir.state.path()).is_err());
 }
 

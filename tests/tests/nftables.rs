@@ -11,7 +11,7 @@ use parapet_actions::{
     conformance::{self, Subject},
     nftables::{Nftables, NftablesConfig},
 };
-use parapet_model::{IntentId, Step, Target};
+use parapet_model::{IntentId, Step};
 use parapet_tests::{
     Parapet, block, hours,
     netns::{GATEWAY, GATEWAY_MGMT, Link, MANAGEMENT, Netns, PEER, nftables_missing},
@@ -36,16 +36,8 @@ fn skip() -> bool {
 }
 
 fn model_step(kind: &str, target_kind: &str, id: &str, ip: Option<&str>) -> Step {
-    let attributes = ip
-        .map(|ip| ("ip".to_owned(), ip.to_owned()))
-        .into_iter()
-        .collect();
-    Step::new(
-        kind.parse().unwrap(),
-        Target::new(target_kind.into(), id.into(), attributes).unwrap(),
-        Default::default(),
-    )
-    .unwrap()
+    let attrs: Vec<(&str, &str)> = ip.map(|ip| ("ip", ip)).into_iter().collect();
+    conformance::step(kind, target_kind, id, &attrs)
 }
 
 fn has(elements: &[serde_json::Value], addr: &str) -> bool {

@@ -70,12 +70,7 @@ impl Edl {
     /// Opens (or creates) the lists in `config.dir`.
     pub fn open(config: EdlConfig) -> Result<Self> {
         for name in config.lists.values() {
-            let ok = !name.is_empty()
-                && name.len() <= 64
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-            if !ok {
+            if !crate::config::is_word(name, b"-") {
                 return Err(Error::permanent(format!(
                     "EDL list name `{}` must be letters, digits, `-` and `_`",
                     clip(name)

@@ -1,9 +1,10 @@
-use std::{collections::BTreeMap, path::Path};
-
-use parapet_model::{IntentId, Target};
+use std::path::Path;
 
 use super::*;
-use crate::{BoxFuture, DynAdapter, conformance};
+use crate::{
+    BoxFuture, DynAdapter,
+    conformance::{self, action},
+};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -22,21 +23,7 @@ fn config(script: &str, extra: &Path) -> ExecConfig {
 }
 
 fn step(kind: &str, id: &str) -> Step {
-    Step::new(
-        "block_ip".parse().unwrap(),
-        Target::new(kind.into(), id.into(), BTreeMap::new()).unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap()
-}
-
-fn action(step: &Step) -> Action<'_> {
-    Action {
-        intent_id: IntentId::generate(),
-        step_index: 0,
-        step,
-        ttl: None,
-    }
+    conformance::step("block_ip", kind, id, &[])
 }
 
 struct Script {

@@ -22,7 +22,7 @@ use tokio::{sync::Mutex, time::Instant};
 
 use crate::{
     Action, Adapter, Error, Result,
-    config::duration,
+    config::{check_secret, duration, read_secret},
     holds::Holds,
     http::{self, Answer, Retry},
 };
@@ -36,8 +36,8 @@ pub struct FalconConfig {
     pub base_url: String,
     pub client_id: String,
     /// A file holding the client secret, or an environment variable.
-    pub client_secret_file: Option<std::path::PathBuf>,
-    pub client_secret_env: Option<String>,
+    pub secret_file: Option<std::path::PathBuf>,
+    pub secret_env: Option<String>,
     #[serde(default = "default_kinds")]
     pub kinds: Vec<ActionKind>,
     #[serde(default = "default_timeout", with = "duration")]
@@ -68,10 +68,7 @@ impl FalconConfig {
         if self.client_id.is_empty() {
             return Err("`client_id` is empty".into());
         }
-        match (&self.client_secret_file, &self.client_secret_env) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => return Err("set one of `client_secret_file` and `client_secret_env`".into()),
-        }
+        check_secret(&self.secret_file, &self.secret_env, true)?;
         if self.kinds.is_empty() {
             return Err("`kinds` names no action kind".into());
         }
@@ -82,16 +79,6 @@ impl FalconConfig {
     fn base(&self) -> Result<Url, String> {
         let text = format!("{}/", self.base_url.trim_end_matches('/'));
         Url::parse(&text).map_err(|e| format!("base_url `{}`: {e}", self.base_url))
-    }
-
-    fn secret(&self) -> Result<String, String> {
-        if let Some(path) = &self.client_secret_file {
-            return std::fs::read_to_string(path)
-                .map(|s| s.trim().to_owned())
-                .map_err(|e| format!("client_secret_file `{}`: {e}", path.display()));
-        }
-        let var = self.client_secret_env.as_deref().unwrap_or_default();
-        std::env::var(var).map_err(|_| format!("client_secret_env `{var}` is not set"))
     }
 }
 
@@ -124,7 +111,9 @@ const HOSTS: &str = "hosts";
 impl Falcon {
     pub fn open(config: FalconConfig, state_dir: &Path) -> Result<Self> {
         config.check().map_err(Error::permanent)?;
-        let secret = config.secret().map_err(Error::permanent)?;
+        let secret = read_secret(&config.secret_file, &config.secret_env)
+            .map_err(Error::permanent)?
+            .unwrap_or_default();
         Ok(Self {
             base: config.base().map_err(Error::permanent)?,
             client: http::client()?,

@@ -21,7 +21,11 @@ use parapet_model::{ActionKind, Invalid, Step, intent::clip};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{Action, Adapter, Error, Result, config::duration, holds::Holds};
+use crate::{
+    Action, Adapter, Error, Result,
+    config::{check_secret, duration, read_secret},
+    holds::Holds,
+};
 
 /// How the directory marks an account disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -47,8 +51,8 @@ pub struct LdapConfig {
     pub style: Style,
     pub bind_dn: String,
     /// A file holding the bind password, or an environment variable.
-    pub bind_password_file: Option<std::path::PathBuf>,
-    pub bind_password_env: Option<String>,
+    pub secret_file: Option<std::path::PathBuf>,
+    pub secret_env: Option<String>,
     /// Where accounts are searched for (subtree).
     pub base_dn: String,
     /// The attribute the target id is matched against [default: `sAMAccountName` or `uid`].
@@ -81,10 +85,7 @@ impl LdapConfig {
                 self.url
             ));
         }
-        match (&self.bind_password_file, &self.bind_password_env) {
-            (Some(_), None) | (None, Some(_)) => {}
-            _ => return Err("set one of `bind_password_file` and `bind_password_env`".into()),
-        }
+        check_secret(&self.secret_file, &self.secret_env, true)?;
         if self.base_dn.is_empty() || self.bind_dn.is_empty() {
             return Err("`base_dn` and `bind_dn` must be set".into());
         }
@@ -92,16 +93,6 @@ impl LdapConfig {
             return Err("`kinds` names no action kind".into());
         }
         Ok(())
-    }
-
-    fn password(&self) -> Result<String, String> {
-        if let Some(path) = &self.bind_password_file {
-            return std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| format!("bind_password_file `{}`: {e}", path.display()));
-        }
-        let var = self.bind_password_env.as_deref().unwrap_or_default();
-        std::env::var(var).map_err(|_| format!("bind_password_env `{var}` is not set"))
     }
 
     fn user_attribute(&self) -> &str {
@@ -143,7 +134,9 @@ struct Session(ldap3::Ldap);
 impl Ldap {
     pub fn open(config: LdapConfig, state_dir: &Path) -> Result<Self> {
         config.check().map_err(Error::permanent)?;
-        let password = config.password().map_err(Error::permanent)?;
+        let password = read_secret(&config.secret_file, &config.secret_env)
+            .map_err(Error::permanent)?
+            .unwrap_or_default();
         Ok(Self {
             holds: Arc::new(Holds::open(state_dir, "ldap")?),
             password: Arc::new(password),

@@ -104,12 +104,7 @@ impl NftablesConfig {
 
     /// Checks what can be checked without running anything.
     pub fn check(&self) -> Result<(), String> {
-        let word = |s: &str, extra: &[u8]| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
-        };
+        let word = crate::config::is_word;
         if !word(&self.table, &[]) {
             return Err(format!(
                 "table `{}` must be letters, digits and `_`",

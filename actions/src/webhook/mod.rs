@@ -26,7 +26,7 @@ use template::{Place, Vars};
 
 use crate::{
     Action, Adapter, Error, Result,
-    config::duration,
+    config::{check_secret, duration, read_secret},
     holds::Holds,
     http::{self, Retry},
 };
@@ -140,9 +140,7 @@ impl WebhookConfig {
         if self.kinds.is_empty() {
             return Err("`kinds` names no action kind".into());
         }
-        if self.secret_file.is_some() && self.secret_env.is_some() {
-            return Err("set `secret_file` or `secret_env`, not both".into());
-        }
+        check_secret(&self.secret_file, &self.secret_env, false)?;
         self.execute
             .check(false)
             .map_err(|e| format!("execute: {e}"))?;
@@ -160,21 +158,6 @@ impl WebhookConfig {
             );
         }
         Ok(())
-    }
-
-    /// Reads the credential, naming where it was looked for (never what it is).
-    fn secret(&self) -> Result<Option<String>, String> {
-        if let Some(path) = &self.secret_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("secret_file `{}`: {e}", path.display()))?;
-            return Ok(Some(text.trim().to_owned()));
-        }
-        if let Some(var) = &self.secret_env {
-            return std::env::var(var)
-                .map(Some)
-                .map_err(|_| format!("secret_env `{var}` is not set"));
-        }
-        Ok(None)
     }
 }
 
@@ -212,7 +195,8 @@ const RUNS: &str = "runs";
 impl Webhook {
     pub fn open(config: WebhookConfig, state_dir: &Path) -> Result<Self> {
         config.check().map_err(Error::permanent)?;
-        let secret = config.secret().map_err(Error::permanent)?;
+        let secret =
+            read_secret(&config.secret_file, &config.secret_env).map_err(Error::permanent)?;
         Ok(Self {
             client: http::client()?,
             holds: Arc::new(Holds::open(state_dir, "webhook")?),

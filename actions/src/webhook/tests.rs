@@ -11,11 +11,13 @@ use axum::{
     response::IntoResponse,
     routing::post,
 };
-use parapet_model::{IntentId, Target};
 use serde_json::json;
 
 use super::*;
-use crate::{BoxFuture, DynAdapter, conformance};
+use crate::{
+    BoxFuture, DynAdapter,
+    conformance::{self, action},
+};
 
 const SECRET: &str = "s3cret-token-value";
 
@@ -119,17 +121,7 @@ headers = {{ Authorization = "Bearer {{{{secret}}}}" }}
 }
 
 fn step(user: &str) -> Step {
-    Step::new(
-        "suspend_user".parse().unwrap(),
-        Target::new(
-            "user".into(),
-            user.into(),
-            [("site".to_owned(), "fra1".to_owned())].into(),
-        )
-        .unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap()
+    conformance::step("suspend_user", "user", user, &[("site", "fra1")])
 }
 
 struct Subject {
@@ -169,15 +161,6 @@ impl conformance::Subject for Subject {
     fn in_force(&self, n: u32) -> BoxFuture<'_, bool> {
         let on = self.api.suspended.lock().contains(&format!("user{n}"));
         Box::pin(async move { on })
-    }
-}
-
-fn action(step: &Step) -> Action<'_> {
-    Action {
-        intent_id: IntentId::generate(),
-        step_index: 0,
-        step,
-        ttl: None,
     }
 }
 
@@ -245,12 +228,7 @@ async fn a_dead_endpoint_is_transient_and_a_step_missing_a_value_is_refused_at_s
     let message = conformance::transient(&w, &step("alice")).await;
     assert!(message.contains("cannot connect"), "{message}");
 
-    let no_site = Step::new(
-        "suspend_user".parse().unwrap(),
-        Target::new("user".into(), "alice".into(), BTreeMap::new()).unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap();
+    let no_site = conformance::step("suspend_user", "user", "alice", &[]);
     let err = Adapter::validate(&w, &no_site).unwrap_err();
     assert_eq!(err.field, "target.attributes.site");
 }
