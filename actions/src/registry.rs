@@ -22,6 +22,8 @@ pub const FANOUT: &str = "fanout";
 #[derive(Clone, Default)]
 pub struct Registry {
     by_name: BTreeMap<String, Arc<dyn DynAdapter>>,
+    /// The kinds of each instance, asked once: resolving a step reads it on every submission.
+    kinds: BTreeMap<String, Vec<ActionKind>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,7 @@ impl Registry {
         if self.by_name.contains_key(&name) {
             return Err(RegistryError::NameTaken(name));
         }
+        self.kinds.insert(name.clone(), adapter.kinds());
         self.by_name.insert(name, adapter);
         Ok(())
     }
@@ -56,20 +59,12 @@ impl Registry {
     }
 
     /// Every action kind some instance performs.
-    pub fn kinds(&self) -> BTreeSet<ActionKind> {
-        self.by_name.values().flat_map(|a| a.kinds()).collect()
+    pub fn kinds(&self) -> BTreeSet<&ActionKind> {
+        self.kinds.values().flatten().collect()
     }
 
     pub fn has_kind(&self, kind: &ActionKind) -> bool {
-        self.by_name.values().any(|a| a.kinds().contains(kind))
-    }
-
-    /// Instance names and the kinds each performs, for [`resolve_names`].
-    pub fn instances(&self) -> BTreeMap<String, Vec<ActionKind>> {
-        self.by_name
-            .iter()
-            .map(|(n, a)| (n.clone(), a.kinds()))
-            .collect()
+        self.kinds.values().any(|k| k.contains(kind))
     }
 
     /// The adapter that performs `kind`, given the policy's route for it (if any).
@@ -78,9 +73,9 @@ impl Registry {
         kind: &ActionKind,
         route: Option<&[String]>,
     ) -> Result<Arc<dyn DynAdapter>, String> {
-        let names = resolve_names(&self.instances(), kind, route)?;
+        let names = resolve_names(&self.kinds, kind, route)?;
         let mut members: Vec<_> = names
-            .iter()
+            .into_iter()
             .filter_map(|n| self.by_name.get(n).cloned())
             .collect();
         match members.len() {
@@ -141,11 +136,11 @@ impl Registry {
 /// Which instances perform `kind`: the route's, each checked to exist and perform it, or else
 /// the single instance that performs it. Pure, so `parapet policy check` can use it on a
 /// configuration without building anything.
-pub fn resolve_names(
-    instances: &BTreeMap<String, Vec<ActionKind>>,
+pub fn resolve_names<'a>(
+    instances: &'a BTreeMap<String, Vec<ActionKind>>,
     kind: &ActionKind,
-    route: Option<&[String]>,
-) -> Result<Vec<String>, String> {
+    route: Option<&'a [String]>,
+) -> Result<Vec<&'a str>, String> {
     if let Some(names) = route {
         if names.is_empty() {
             return Err(format!("the route for `{kind}` names no adapter"));
@@ -167,12 +162,12 @@ pub fn resolve_names(
                 Some(_) => {}
             }
         }
-        return Ok(names.to_vec());
+        return Ok(names.iter().map(String::as_str).collect());
     }
-    let candidates: Vec<String> = instances
+    let candidates: Vec<&str> = instances
         .iter()
         .filter(|(_, kinds)| kinds.contains(kind))
-        .map(|(n, _)| n.clone())
+        .map(|(n, _)| n.as_str())
         .collect();
     match candidates.len() {
         1 => Ok(candidates),

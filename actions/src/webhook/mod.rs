@@ -11,7 +11,6 @@ mod template;
 
 use std::{
     collections::BTreeMap,
-    fmt,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -31,8 +30,9 @@ use crate::{
     http::{self, Retry},
 };
 
-/// One webhook instance, as the config file declares it.
-#[derive(Clone, Deserialize)]
+/// One webhook instance, as the config file declares it. It names where the credential is,
+/// never holds it.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub name: String,
@@ -56,22 +56,6 @@ fn default_timeout() -> Duration {
 }
 fn default_retries() -> u32 {
     3
-}
-
-/// Where the secret's value never appears: only where it is read from.
-impl fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("name", &self.name)
-            .field("kinds", &self.kinds)
-            .field("execute", &self.execute)
-            .field("rollback", &self.rollback)
-            .field("secret_file", &self.secret_file)
-            .field("secret_env", &self.secret_env)
-            .field("timeout", &self.timeout)
-            .field("retries", &self.retries)
-            .finish()
-    }
 }
 
 /// One request, with `{{placeholders}}`.
