@@ -230,3 +230,31 @@ async fn a_script_and_a_webhook_act_and_undo_from_the_cli() {
         "the credential is in the logs"
     );
 }
+
+/// The README's adapter examples are real config: each parses as the server reads it.
+#[test]
+fn the_readme_adapter_examples_parse() {
+    #[derive(serde::Deserialize)]
+    struct File {
+        adapters: Vec<parapet_actions::config::AdapterConfig>,
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .unwrap();
+    let blocks: Vec<&str> = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .filter(|b| b.contains("[[adapters]]"))
+        .collect();
+    let mut types = BTreeSet::new();
+    for block in &blocks {
+        let file: File = toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        for a in &file.adapters {
+            types.insert(format!("{:?}", a).split('(').next().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        types.into_iter().collect::<Vec<_>>(),
+        ["Exec", "Falcon", "Ldap", "Nftables", "Webhook"]
+    );
+}
