@@ -16,7 +16,7 @@ use crate::{Action, BoxFuture, DynAdapter, RollbackHandle};
 pub trait Subject: Send + Sync {
     /// Opens the adapter on its saved state, as Parapet does at each start.
     fn open(&self) -> BoxFuture<'_, Arc<dyn DynAdapter>>;
-    /// The `n`-th of several steps on distinct targets.
+    /// The `n`-th of several steps on distinct targets (`n` up to 5).
     fn step(&self, n: u32) -> Step;
     /// Whether the `n`-th step's action is in force, read from the system itself.
     fn in_force(&self, n: u32) -> BoxFuture<'_, bool>;
@@ -156,6 +156,22 @@ pub async fn shared_target(subject: &dyn Subject) {
         !subject.in_force(4).await,
         "rule 4: the last rollback did not undo the action"
     );
+
+    // One intent letting go while another takes hold, at the same moment: the newcomer's
+    // action must stand, whichever goes first.
+    let step = subject.step(5);
+    for _ in 0..5 {
+        let a = execute(adapter.as_ref(), IntentId::generate(), &step).await;
+        let (_, b) = tokio::join!(
+            rollback(adapter.as_ref(), &a),
+            execute(adapter.as_ref(), IntentId::generate(), &step)
+        );
+        assert!(
+            subject.in_force(5).await,
+            "rule 4: a rollback racing another intent's execution undid it"
+        );
+        rollback(adapter.as_ref(), &b).await;
+    }
 }
 
 /// Rule 5: a step the system refuses fails permanently.

@@ -27,7 +27,10 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    locks::{KeyGuard, KeyedLocks},
+};
 
 /// list → entry → who holds it.
 type Lists = BTreeMap<String, BTreeMap<String, Held>>;
@@ -66,6 +69,9 @@ pub struct Released {
 /// The holds of one adapter instance.
 pub struct Holds {
     what: String,
+    /// One piece of work at a time per entry: deciding from the holders and acting must not
+    /// interleave with another intent's on the same entry.
+    locks: Arc<KeyedLocks<(String, String)>>,
     snapshot: PathBuf,
     state: Mutex<State>,
     /// The log file and the generation last synced; held while syncing, so syncs queue here.
@@ -136,6 +142,7 @@ impl Holds {
         }
         Ok(Self {
             what,
+            locks: Arc::default(),
             snapshot,
             state: Mutex::new(State {
                 lists,
@@ -149,6 +156,11 @@ impl Holds {
                 lines,
             }),
         })
+    }
+
+    /// Waits until no one else works on `entry`, and keeps it so until the guard drops.
+    pub async fn lock(&self, list: &str, entry: &str) -> KeyGuard<(String, String)> {
+        self.locks.lock((list.to_owned(), entry.to_owned())).await
     }
 
     /// The entries of a list that someone holds.

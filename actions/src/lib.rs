@@ -32,6 +32,7 @@ pub mod falcon;
 pub mod holds;
 pub mod http;
 pub mod ldap;
+pub mod locks;
 pub mod nftables;
 pub mod registry;
 pub mod webhook;

@@ -238,8 +238,8 @@ fn the_readme_adapter_examples_parse() {
     struct File {
         adapters: Vec<parapet_actions::config::AdapterConfig>,
     }
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let blocks: Vec<&str> = readme
         .split("```toml\n")
         .skip(1)

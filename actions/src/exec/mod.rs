@@ -78,6 +78,9 @@ pub struct ExecHandle {
 pub struct Exec {
     config: Arc<ExecConfig>,
     holds: Arc<Holds>,
+    /// Runs go one at a time, as under Wazuh's execd: a script's keys are known only once it
+    /// runs, so two runs on the same keys could not otherwise be told apart in time.
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Holds list of keys in force, and of the runs done per holder.
@@ -90,6 +93,7 @@ impl Exec {
         Ok(Self {
             holds: Arc::new(Holds::open(state_dir, "exec")?),
             config: Arc::new(config),
+            one_at_a_time: Arc::default(),
         })
     }
 
@@ -158,6 +162,7 @@ impl Adapter for Exec {
     }
 
     async fn execute(&self, action: Action<'_>) -> Result<ExecHandle> {
+        let _one = self.one_at_a_time.lock().await;
         let holder = action.holder();
         if let Some(done) = self.holds.get(RUNS, &holder).and_then(|h| h.data) {
             // This step already ran: the handle was kept with it.
@@ -198,6 +203,7 @@ impl Adapter for Exec {
     }
 
     async fn rollback(&self, handle: ExecHandle) -> Result<()> {
+        let _one = self.one_at_a_time.lock().await;
         if self.holds.get(RUNS, &handle.holder).is_none() {
             // Undone already (or never done by this adapter): nothing to do.
             return Ok(());

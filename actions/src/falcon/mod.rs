@@ -265,6 +265,7 @@ impl Adapter for Falcon {
             device_id: device.clone(),
             holder: action.holder(),
         };
+        let _one = self.holds.lock(HOSTS, &device).await;
         if let Some(held) = self.holds.get(HOSTS, &device) {
             // Already contained by Parapet, for this step or another: share it.
             if !held.holders.is_empty() {
@@ -287,6 +288,7 @@ impl Adapter for Falcon {
     }
 
     async fn rollback(&self, handle: FalconHandle) -> Result<()> {
+        let _one = self.holds.lock(HOSTS, &handle.device_id).await;
         let Some(held) = self.holds.get(HOSTS, &handle.device_id) else {
             return Ok(());
         };

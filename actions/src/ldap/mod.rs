@@ -268,6 +268,9 @@ impl Adapter for Ldap {
         let holder = action.holder();
         let work = async {
             let mut s = self.session().await?;
+            let (dn, _) = self.find(&mut s, &action.step.target.id).await?;
+            // The state is read again once no other intent works on the account.
+            let _one = self.holds.lock(ACCOUNTS, &dn).await;
             let (dn, now) = self.find(&mut s, &action.step.target.id).await?;
             let handle = LdapHandle {
                 dn: dn.clone(),
@@ -299,6 +302,7 @@ impl Adapter for Ldap {
     }
 
     async fn rollback(&self, handle: LdapHandle) -> Result<()> {
+        let _one = self.holds.lock(ACCOUNTS, &handle.dn).await;
         let Some(held) = self.holds.get(ACCOUNTS, &handle.dn) else {
             return Ok(());
         };

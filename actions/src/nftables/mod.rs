@@ -234,6 +234,7 @@ impl Adapter for Nftables {
             holder: action.holder(),
         };
         let key = entry.to_string();
+        let _one = self.holds.lock(&handle.set, &key).await;
         let held = self.holds.get(&handle.set, &key);
         if held
             .as_ref()
@@ -260,6 +261,10 @@ impl Adapter for Nftables {
 
     /// The element keeps the later of its expiry and the new one.
     async fn extend(&self, handle: NftablesHandle, ttl: Duration) -> Result<()> {
+        let _one = self
+            .holds
+            .lock(&handle.set, &handle.entry.to_string())
+            .await;
         let held = self
             .holds
             .get(&handle.set, &handle.entry.to_string())
@@ -281,6 +286,7 @@ impl Adapter for Nftables {
 
     async fn rollback(&self, handle: NftablesHandle) -> Result<()> {
         let key = handle.entry.to_string();
+        let _one = self.holds.lock(&handle.set, &key).await;
         let released = self
             .holds
             .release(&handle.set, &key, &handle.holder)

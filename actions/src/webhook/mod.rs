@@ -317,6 +317,7 @@ impl Adapter for Webhook {
             .build(&self.config.execute, &vars)
             .map_err(Error::permanent)?;
         let key = format!("{} {}", request.method, request.url);
+        let _one = self.holds.lock(SENT, &key).await;
         let response = match self.holds.get(SENT, &key) {
             // Another intent sent the same; its answer stands for this one too.
             Some(held) if !held.holders.is_empty() => held.data.unwrap_or(Value::Null),
@@ -336,6 +337,7 @@ impl Adapter for Webhook {
     }
 
     async fn rollback(&self, handle: WebhookHandle) -> Result<()> {
+        let _one = self.holds.lock(SENT, &handle.request).await;
         if self.holds.get(RUNS, &handle.holder).is_none() {
             return Ok(());
         }

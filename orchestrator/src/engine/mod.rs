@@ -21,7 +21,6 @@ mod approvals;
 mod bulk;
 mod execute;
 mod guards;
-mod locks;
 mod recover;
 mod rollback;
 mod submit;
@@ -111,7 +110,7 @@ struct Inner {
     registry: Registry,
     clock: SharedClock,
     config: EngineConfig,
-    locks: Arc<locks::Locks>,
+    locks: Arc<parapet_actions::locks::KeyedLocks<IntentId>>,
     /// Deadlines for the TTL timer task.
     timers: mpsc::UnboundedSender<(std::time::SystemTime, IntentId)>,
     tasks: TaskTracker,
