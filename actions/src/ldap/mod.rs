@@ -111,11 +111,14 @@ impl LdapConfig {
     }
 }
 
-/// What undoes one revocation: the account; its state before is kept with the hold.
+/// What undoes one revocation: the account. The state restored is the one the first holder
+/// found, kept with the hold; `before` is what this execution found, for the journal's reader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LdapHandle {
     pub dn: String,
     pub holder: String,
+    #[serde(default)]
+    pub before: Vec<String>,
 }
 
 /// An LDAP instance.
@@ -275,6 +278,7 @@ impl Adapter for Ldap {
             let handle = LdapHandle {
                 dn: dn.clone(),
                 holder: holder.clone(),
+                before: now.clone(),
             };
             let held_before = self
                 .holds
