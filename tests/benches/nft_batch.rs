@@ -32,7 +32,7 @@ fn steps(n: usize) -> Vec<Step> {
         .collect()
 }
 
-async fn through_adapter(n: usize) -> (Duration, u64) {
+async fn through_adapter(n: usize) -> (Duration, u64, Duration) {
     let ns = Link::create().gateway;
     let state = tempfile::tempdir().unwrap();
     let mut config = NftablesConfig::named("bench");
@@ -55,7 +55,8 @@ async fn through_adapter(n: usize) -> (Duration, u64) {
     let took = start.elapsed();
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(ns.elements("parapet", "block4").len(), n);
-    (took, nft.stats().transactions)
+    let stats = nft.stats();
+    (took, stats.transactions, stats.busy)
 }
 
 fn by_hand(n: usize) -> Duration {
@@ -99,22 +100,23 @@ async fn main() {
         sizes
     };
     println!(
-        "| blocks | adapter (durable holds + nft) | transactions | one `nft -f` by hand | ratio |"
+        "| blocks | adapter (durable holds + nft) | of it in nft transactions | transactions | one `nft -f` by hand | ratio |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for n in sizes {
         let mut runs = Vec::new();
         for _ in 0..3 {
             runs.push(through_adapter(n).await);
         }
         runs.sort();
-        let (adapter, transactions) = runs[1];
+        let (adapter, transactions, busy) = runs[1];
         let mut hand: Vec<Duration> = (0..3).map(|_| by_hand(n)).collect();
         hand.sort();
         let hand = hand[1];
         println!(
-            "| {n} | {:.0} ms | {transactions} | {:.0} ms | {:.1}× |",
+            "| {n} | {:.0} ms | {:.0} ms | {transactions} | {:.0} ms | {:.1}× |",
             adapter.as_secs_f64() * 1e3,
+            busy.as_secs_f64() * 1e3,
             hand.as_secs_f64() * 1e3,
             adapter.as_secs_f64() / hand.as_secs_f64()
         );

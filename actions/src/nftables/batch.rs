@@ -1,20 +1,14 @@
 //! Element changes gathered into one nft transaction.
 //!
 //! Executions and rollbacks queue their element change and wait; one worker takes everything
-//! queued at that moment, reads the sets it touches once, and applies the lot with one `nft -j
-//! -f -`. While it runs, the next changes pile up for the next transaction, so a burst of 1,000
+//! queued at that moment, reads the sets it touches once (when it must), and applies the lot
+//! with one `nft -f -`. While it runs, the next changes pile up for the next transaction, so a burst of 1,000
 //! blocks costs a few nft calls, not 1,000. A transaction is all or nothing: if it is refused,
 //! each change is applied alone so only the one at fault fails, with nft's message.
 
-use std::{borrow::Cow, collections::BTreeMap};
+use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use nftables::{
-    batch::Batch,
-    expr::{Elem, Expression, NamedExpression, Prefix},
-    schema::{Element, NfListObject},
-    types::NfFamily,
-};
 use tokio::sync::{mpsc, oneshot};
 
 use super::nft::Nft;
@@ -56,6 +50,8 @@ pub(super) struct Request {
 pub struct BatchStats {
     pub transactions: u64,
     pub changes: u64,
+    /// Time spent in transactions, nft calls included.
+    pub busy: std::time::Duration,
 }
 
 pub(super) async fn worker(
@@ -73,6 +69,7 @@ pub(super) async fn worker(
             }
         }
         let changes: Vec<Change> = requests.iter().map(|r| r.change.clone()).collect();
+        let started = std::time::Instant::now();
         let results = match transact(&nft, &table, &changes).await {
             Ok(()) => vec![Ok(()); changes.len()],
             Err(e) if changes.len() == 1 => vec![Err(e)],
@@ -88,6 +85,7 @@ pub(super) async fn worker(
             let mut s = stats.lock();
             s.transactions += 1;
             s.changes += changes.len() as u64;
+            s.busy += started.elapsed();
         }
         for (request, result) in requests.into_iter().zip(results) {
             let _ = request.done.send(result);
@@ -142,8 +140,10 @@ async fn transact(nft: &Nft, table: &str, changes: &[Change]) -> Result<()> {
         }
     }
     // One command per set and verb, deletes first: an element whose expiry grows is replaced.
-    let mut deletes: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
-    let mut adds: BTreeMap<&str, Vec<Expression<'static>>> = BTreeMap::new();
+    // Written in nft's own syntax, which nft reads about twice as fast as its JSON; every value
+    // in it is a parsed address or a number, and every name Parapet's own.
+    let mut deletes: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut adds: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for ((set, net), state) in after {
         let existed = before.get(set).is_some_and(|e| e.contains_key(&net));
         if existed {
@@ -156,44 +156,27 @@ async fn transact(nft: &Nft, table: &str, changes: &[Change]) -> Result<()> {
     if deletes.is_empty() && adds.is_empty() {
         return Ok(());
     }
-    let mut batch = Batch::new();
-    for (set, elems) in deletes {
-        batch.delete(element(table, set, elems));
+    let mut script = String::new();
+    for (verb, elements) in [("delete", deletes), ("add", adds)] {
+        for (set, elems) in elements {
+            script += &format!(
+                "{verb} element inet {table} {set} {{ {} }}\n",
+                elems.join(", ")
+            );
+        }
     }
-    for (set, elems) in adds {
-        batch.add(element(table, set, elems));
-    }
-    nft.apply(&batch.to_nftables()).await
+    nft.script(&script).await
 }
 
-fn element(table: &str, set: &str, elems: Vec<Expression<'static>>) -> NfListObject<'static> {
-    NfListObject::Element(Element {
-        family: NfFamily::INet,
-        table: Cow::Owned(table.to_owned()),
-        name: Cow::Owned(set.to_owned()),
-        elem: Cow::Owned(elems),
-    })
-}
-
-/// An element as nft's JSON writes it: an address, or a prefix, with its timeout if any.
-fn value(net: IpNet, timeout: Option<u32>) -> Expression<'static> {
-    let addr = Expression::String(Cow::Owned(net.addr().to_string()));
+/// An element as nft writes it: an address or a prefix, with its timeout if any.
+fn value(net: IpNet, timeout: Option<u32>) -> String {
     let val = if net.prefix_len() == net.max_prefix_len() {
-        addr
+        net.addr().to_string()
     } else {
-        Expression::Named(NamedExpression::Prefix(Prefix {
-            addr: Box::new(addr),
-            len: u32::from(net.prefix_len()),
-        }))
+        net.to_string()
     };
     match timeout {
-        Some(t) => Expression::Named(NamedExpression::Elem(Elem {
-            val: Box::new(val),
-            timeout: Some(t),
-            expires: None,
-            comment: None,
-            counter: None,
-        })),
+        Some(t) => format!("{val} timeout {t}s"),
         None => val,
     }
 }

@@ -78,14 +78,7 @@ impl Nft {
             })
     }
 
-    /// Applies a JSON batch as one transaction: all of it or none.
-    pub async fn apply(&self, batch: &nftables::schema::Nftables<'_>) -> Result<()> {
-        let payload = serde_json::to_vec(batch)
-            .map_err(|e| Error::permanent(format!("cannot encode nft batch: {e}")))?;
-        self.run(&["-j", "-f", "-"], &payload).await.map(drop)
-    }
-
-    /// Applies a script in nft's own syntax as one transaction.
+    /// Applies a script in nft's own syntax as one transaction: all of it or none.
     pub async fn script(&self, text: &str) -> Result<()> {
         self.run(&["-f", "-"], text.as_bytes()).await.map(drop)
     }
