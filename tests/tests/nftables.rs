@@ -309,6 +309,21 @@ async fn the_response_loop_blocks_in_the_kernel_over_grpc_and_restarts_keep_it()
 }
 
 #[tokio::test]
+async fn an_nft_that_stops_answering_fails_the_step_within_the_timeout() {
+    let mut c = NftablesConfig::named("gw");
+    c.nft = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/nft-hangs-after-setup.sh");
+    c.timeout = Duration::from_secs(1);
+    let state = tempfile::tempdir().unwrap();
+    let nft = Nftables::open(c.clone(), state.path()).await.unwrap();
+    let target = model_step("block_ip", "ip", "198.51.100.1", None);
+    let message = conformance::bounded(&nft, &target, c.timeout).await;
+    assert!(
+        message.contains("nft did not answer within 1s"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn a_misconfigured_nftables_adapter_stops_the_start_with_its_name() {
     let mut c = NftablesConfig::named("gw");
     c.nft = Path::new("/nonexistent/nft").into();

@@ -1,25 +1,10 @@
-use std::collections::BTreeMap;
-
-use parapet_model::{IntentId, Target};
+use parapet_model::IntentId;
 
 use super::*;
-use crate::DynAdapter;
+use crate::{DynAdapter, conformance::step};
 
 fn edl(dir: &std::path::Path) -> Edl {
     Edl::open(EdlConfig::with_default_lists(dir.to_path_buf())).unwrap()
-}
-
-fn step(kind: &str, target_kind: &str, id: &str, attrs: &[(&str, &str)]) -> Step {
-    let attributes: BTreeMap<String, String> = attrs
-        .iter()
-        .map(|(k, v)| ((*k).into(), (*v).into()))
-        .collect();
-    Step::new(
-        kind.parse().unwrap(),
-        Target::new(target_kind.into(), id.into(), attributes).unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap()
 }
 
 fn action(intent_id: IntentId, step: &Step) -> Action<'_> {

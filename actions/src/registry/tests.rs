@@ -1,9 +1,8 @@
-use std::collections::BTreeMap;
-
-use parapet_model::{IntentId, Target};
-
 use super::*;
-use crate::edl::{Edl, EdlConfig};
+use crate::{
+    conformance,
+    edl::{Edl, EdlConfig},
+};
 
 fn edl(dir: &std::path::Path, name: &str) -> Arc<Edl> {
     let mut config = EdlConfig::with_default_lists(dir.join(name));
@@ -12,12 +11,7 @@ fn edl(dir: &std::path::Path, name: &str) -> Arc<Edl> {
 }
 
 fn block(ip: &str) -> Step {
-    Step::new(
-        "block_ip".parse().unwrap(),
-        Target::new("ip".into(), ip.into(), BTreeMap::new()).unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap()
+    conformance::step("block_ip", "ip", ip, &[])
 }
 
 fn kind(k: &str) -> ActionKind {
@@ -92,13 +86,7 @@ async fn a_fan_out_acts_on_every_member_and_undoes_on_every_member() {
     let both = ["east".to_owned(), "west".to_owned()];
     let adapter = registry.resolve(&kind("block_ip"), Some(&both)).unwrap();
     let step = block("198.51.100.7");
-    let action = Action {
-        intent_id: IntentId::generate(),
-        step_index: 0,
-        step: &step,
-        ttl: None,
-    };
-    let handle = adapter.execute(action).await.unwrap();
+    let handle = adapter.execute(conformance::action(&step)).await.unwrap();
     assert_eq!(handle.adapter, FANOUT);
     assert_eq!(east.render("block").unwrap(), "198.51.100.7\n");
     assert_eq!(west.render("block").unwrap(), "198.51.100.7\n");
@@ -123,13 +111,10 @@ async fn a_fan_out_with_a_failing_member_leaves_nothing_in_force() {
     let both = ["east".to_owned(), "strict".to_owned()];
     let adapter = registry.resolve(&kind("block_ip"), Some(&both)).unwrap();
     let step = block("198.51.100.0/24");
-    let action = Action {
-        intent_id: IntentId::generate(),
-        step_index: 0,
-        step: &step,
-        ttl: None,
-    };
-    let err = adapter.execute(action).await.unwrap_err();
+    let err = adapter
+        .execute(conformance::action(&step))
+        .await
+        .unwrap_err();
     assert!(
         err.message
             .contains("strict: `198.51.100.0/24` is broader than /32"),
