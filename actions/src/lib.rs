@@ -66,6 +66,24 @@ pub struct RollbackHandle {
     pub data: String,
 }
 
+impl RollbackHandle {
+    /// The instances that acted, for people: a fan-out's members, comma-separated.
+    pub fn acted_by(&self) -> String {
+        if self.adapter != registry::FANOUT {
+            return self.adapter.clone();
+        }
+        serde_json::from_str::<Vec<RollbackHandle>>(&self.data)
+            .map(|members| {
+                members
+                    .iter()
+                    .map(RollbackHandle::acted_by)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|_| self.adapter.clone())
+    }
+}
+
 /// Whether trying the same call again can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ErrorKind {

@@ -217,11 +217,7 @@ pub fn intent(r: &IntentRecord) -> pb::Intent {
             .iter()
             .map(|s| pb::StepStatus {
                 state: step_state(s.state).into(),
-                adapter: s
-                    .handle
-                    .as_ref()
-                    .map(|h| h.adapter.clone())
-                    .unwrap_or_default(),
+                adapter: s.handle.as_ref().map(|h| h.acted_by()).unwrap_or_default(),
                 error: s.error.clone().unwrap_or_default(),
             })
             .collect(),

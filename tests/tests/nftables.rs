@@ -277,7 +277,12 @@ async fn the_response_loop_blocks_in_the_kernel_over_grpc_and_restarts_keep_it()
     req.ttl = Some(hours(1));
     let resp = parapet.submit(req.clone()).await.unwrap();
     let id = resp.intent.unwrap().intent_id;
-    assert_eq!(parapet.get(&id).await.state, pb::IntentState::Active as i32);
+    let intent = parapet.get(&id).await;
+    assert_eq!(intent.state, pb::IntentState::Active as i32);
+    assert_eq!(
+        intent.step_status[0].adapter, "gw",
+        "the instance that acted is shown"
+    );
     assert!(!link.peer.pings(GATEWAY));
     let timeout = |link: &Link| {
         let elements = link.gateway.elements("parapet", "block4");

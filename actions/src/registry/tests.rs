@@ -88,6 +88,7 @@ async fn a_fan_out_acts_on_every_member_and_undoes_on_every_member() {
     let step = block("198.51.100.7");
     let handle = adapter.execute(conformance::action(&step)).await.unwrap();
     assert_eq!(handle.adapter, FANOUT);
+    assert_eq!(handle.acted_by(), "east,west");
     assert_eq!(east.render("block").unwrap(), "198.51.100.7\n");
     assert_eq!(west.render("block").unwrap(), "198.51.100.7\n");
 
