@@ -61,7 +61,8 @@ async fn through_adapter(n: usize) -> (Duration, u64, Duration) {
 
 fn by_hand(n: usize) -> Duration {
     let ns = Link::create().gateway;
-    let table = "add table inet hand\nadd set inet hand block4 { type ipv4_addr; flags interval, timeout; }\n";
+    let table =
+        "add table inet hand\nadd set inet hand block4 { type ipv4_addr; flags timeout; }\n";
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), table).unwrap();
     assert!(

@@ -248,6 +248,29 @@ async fn a_burst_of_blocks_shares_transactions_and_a_longer_holder_keeps_the_lat
     assert_eq!(elem["elem"]["timeout"], 7200);
 }
 
+#[tokio::test]
+async fn an_address_inside_a_blocked_range_is_held_on_its_own() {
+    if skip() {
+        return;
+    }
+    let ns = Link::create().gateway;
+    let state = tempfile::tempdir().unwrap();
+    let nft = Nftables::open(config(&ns), state.path()).await.unwrap();
+    let range = model_step("block_ip", "ip", "203.0.113.0/24", None);
+    let one = model_step("block_ip", "ip", "203.0.113.9", None);
+    let range = DynAdapter::execute(&nft, conformance::action(&range))
+        .await
+        .unwrap();
+    DynAdapter::execute(&nft, conformance::action(&one))
+        .await
+        .unwrap();
+    let nets = ns.elements("parapet", "block4net");
+    assert_eq!(nets[0]["prefix"]["addr"], "203.0.113.0", "{nets:?}");
+    DynAdapter::rollback(&nft, &range).await.unwrap();
+    assert!(ns.elements("parapet", "block4net").is_empty());
+    assert!(has(&ns.elements("parapet", "block4"), "203.0.113.9"));
+}
+
 const POLICY: &str = r#"
 [[detections]]
 id = "edr.c2_beacon"

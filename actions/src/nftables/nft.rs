@@ -116,11 +116,20 @@ fn parse_value(val: &Value) -> Option<IpNet> {
 }
 
 /// The set an address goes into for a purpose (`block`, `isolate`), by family.
+/// Single addresses and blocks go to separate sets: an address inside a blocked range is then
+/// no conflict (interval sets refuse overlaps), and the sets of single addresses are plain
+/// hashes, cheaper to commit than intervals.
 pub(super) fn set_name(purpose: &str, net: &IpNet) -> String {
-    match net {
-        IpNet::V4(_) => format!("{purpose}4"),
-        IpNet::V6(_) => format!("{purpose}6"),
-    }
+    let family = match net {
+        IpNet::V4(_) => "4",
+        IpNet::V6(_) => "6",
+    };
+    let kind = if net.prefix_len() == net.max_prefix_len() {
+        ""
+    } else {
+        "net"
+    };
+    format!("{purpose}{family}{kind}")
 }
 
 /// Parapet's table, in nft's syntax. Applying it again is harmless: the table, sets and chains
@@ -135,7 +144,10 @@ pub(super) fn ruleset(table: &str, management: &[IpNet]) -> String {
     for purpose in ["block", "isolate"] {
         for (family, kind) in [("4", "ipv4_addr"), ("6", "ipv6_addr")] {
             s += &format!(
-                "add set inet {table} {purpose}{family} {{ type {kind}; flags interval, timeout; }}\n"
+                "add set inet {table} {purpose}{family} {{ type {kind}; flags timeout; }}\n"
+            );
+            s += &format!(
+                "add set inet {table} {purpose}{family}net {{ type {kind}; flags interval, timeout; }}\n"
             );
         }
     }
@@ -159,18 +171,24 @@ pub(super) fn ruleset(table: &str, management: &[IpNet]) -> String {
             "add chain inet {table} {hook} {{ type filter hook {hook} priority -10; policy accept; }}\n"
         );
         s += &format!("flush chain inet {table} {hook}\n");
+        // Blocks first, then the isolated hosts' way to management, then their drop, so no
+        // accept of Parapet's lets a blocked address through.
+        let mut rules = Vec::new();
         for (ip, family) in [("ip", "4"), ("ip6", "6")] {
-            let rules = [
-                format!("{ip} saddr @block{family} drop"),
-                format!("{ip} daddr @block{family} drop"),
-                format!("{ip} saddr @isolate{family} {ip} daddr @mgmt{family} accept"),
-                format!("{ip} daddr @isolate{family} {ip} saddr @mgmt{family} accept"),
-                format!("{ip} saddr @isolate{family} drop"),
-                format!("{ip} daddr @isolate{family} drop"),
-            ];
-            for rule in rules {
-                s += &format!("add rule inet {table} {hook} {rule}\n");
+            for sets in ["", "net"] {
+                let block = format!("@block{family}{sets}");
+                rules.push((0, format!("{ip} saddr {block} drop")));
+                rules.push((0, format!("{ip} daddr {block} drop")));
+                let (isolate, mgmt) = (format!("@isolate{family}{sets}"), format!("@mgmt{family}"));
+                rules.push((1, format!("{ip} saddr {isolate} {ip} daddr {mgmt} accept")));
+                rules.push((1, format!("{ip} daddr {isolate} {ip} saddr {mgmt} accept")));
+                rules.push((2, format!("{ip} saddr {isolate} drop")));
+                rules.push((2, format!("{ip} daddr {isolate} drop")));
             }
+        }
+        rules.sort_by_key(|(group, _)| *group);
+        for (_, rule) in rules {
+            s += &format!("add rule inet {table} {hook} {rule}\n");
         }
     }
     s
