@@ -55,6 +55,9 @@ struct Change {
     data: Option<Value>,
 }
 
+/// The list of finished executions and their handles ([`Holds::keep`]).
+const RUNS: &str = "runs";
+
 /// What a release found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Released {
@@ -156,6 +159,29 @@ impl Holds {
                 lines,
             }),
         })
+    }
+
+    /// The handle an execution of `holder` kept with [`Holds::keep`], if it ran to the end:
+    /// a repeat returns it instead of acting again.
+    pub fn kept<H: serde::de::DeserializeOwned>(&self, holder: &str) -> Result<Option<H>> {
+        let Some(data) = self.get(RUNS, holder).and_then(|h| h.data) else {
+            return Ok(None);
+        };
+        serde_json::from_value(data)
+            .map(Some)
+            .map_err(|e| Error::permanent(format!("kept {} handle is unreadable: {e}", self.what)))
+    }
+
+    /// Records, durably, that `holder`'s execution is done and what undoes it.
+    pub async fn keep<H: Serialize>(&self, holder: &str, handle: &H) -> Result<()> {
+        let data = serde_json::to_value(handle)
+            .map_err(|e| Error::permanent(format!("cannot encode {} handle: {e}", self.what)))?;
+        self.hold(RUNS, holder, holder, Some(data)).await.map(drop)
+    }
+
+    /// Forgets `holder`'s kept handle once its rollback is done.
+    pub async fn forget(&self, holder: &str) -> Result<()> {
+        self.release(RUNS, holder, holder).await.map(drop)
     }
 
     /// Waits until no one else works on `entry`, and keeps it so until the guard drops.

@@ -83,9 +83,8 @@ pub struct Exec {
     one_at_a_time: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Holds list of keys in force, and of the runs done per holder.
+/// Holds list of the keys in force.
 const KEYS: &str = "keys";
-const RUNS: &str = "runs";
 
 impl Exec {
     pub fn open(config: ExecConfig, state_dir: &std::path::Path) -> Result<Self> {
@@ -164,10 +163,9 @@ impl Adapter for Exec {
     async fn execute(&self, action: Action<'_>) -> Result<ExecHandle> {
         let _one = self.one_at_a_time.lock().await;
         let holder = action.holder();
-        if let Some(done) = self.holds.get(RUNS, &holder).and_then(|h| h.data) {
-            // This step already ran: the handle was kept with it.
-            return serde_json::from_value(done)
-                .map_err(|e| Error::permanent(format!("kept exec handle is unreadable: {e}")));
+        if let Some(done) = self.holds.kept(&holder)? {
+            // This step already ran.
+            return Ok(done);
         }
         let parameters = self.parameters(&action);
         let message = self.message("add", &parameters);
@@ -196,15 +194,13 @@ impl Adapter for Exec {
         if let Some(keys) = &keys {
             holds.hold(KEYS, &keys_entry(keys), &holder, None).await?;
         }
-        let kept = serde_json::to_value(&handle)
-            .map_err(|e| Error::permanent(format!("cannot encode exec handle: {e}")))?;
-        holds.hold(RUNS, &holder, &holder, Some(kept)).await?;
+        holds.keep(&holder, &handle).await?;
         Ok(handle)
     }
 
     async fn rollback(&self, handle: ExecHandle) -> Result<()> {
         let _one = self.one_at_a_time.lock().await;
-        if self.holds.get(RUNS, &handle.holder).is_none() {
+        if self.holds.kept::<ExecHandle>(&handle.holder)?.is_none() {
             // Undone already (or never done by this adapter): nothing to do.
             return Ok(());
         }
@@ -225,10 +221,7 @@ impl Adapter for Exec {
                 .release(KEYS, &keys_entry(keys), &handle.holder)
                 .await?;
         }
-        self.holds
-            .release(RUNS, &handle.holder, &handle.holder)
-            .await
-            .map(drop)
+        self.holds.forget(&handle.holder).await
     }
 }
 

@@ -170,13 +170,13 @@ impl Falcon {
     async fn api(
         &self,
         what: &str,
-        make: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<Answer> {
         let mut fresh = false;
         loop {
             let token = self.token(fresh).await?;
             let answer = http::call(what, self.retry(), || {
-                make(&self.client, &token).bearer_auth(&token)
+                make(&self.client).bearer_auth(&token)
             })
             .await?;
             if answer.status == StatusCode::UNAUTHORIZED && !fresh {
@@ -196,7 +196,7 @@ impl Falcon {
     async fn status(&self, device: &str) -> Result<String> {
         let mut url = self.url("devices/entities/devices/v2")?;
         url.query_pairs_mut().append_pair("ids", device);
-        let answer = self.api("falcon device", |c, _| c.get(url.clone())).await?;
+        let answer = self.api("falcon device", |c| c.get(url.clone())).await?;
         answer.body["resources"][0]["status"]
             .as_str()
             .map(str::to_owned)
@@ -208,7 +208,7 @@ impl Falcon {
         url.query_pairs_mut()
             .append_pair("action_name", action_name);
         let body = json!({"ids": [device]});
-        self.api(&format!("falcon {action_name}"), |c, _| {
+        self.api(&format!("falcon {action_name}"), |c| {
             c.post(url.clone()).json(&body)
         })
         .await

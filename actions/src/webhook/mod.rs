@@ -174,7 +174,6 @@ pub struct Webhook {
 }
 
 const SENT: &str = "sent";
-const RUNS: &str = "runs";
 
 impl Webhook {
     pub fn open(config: WebhookConfig, state_dir: &Path) -> Result<Self> {
@@ -304,9 +303,8 @@ impl Adapter for Webhook {
 
     async fn execute(&self, action: Action<'_>) -> Result<WebhookHandle> {
         let holder = action.holder();
-        if let Some(kept) = self.holds.get(RUNS, &holder).and_then(|h| h.data) {
-            return serde_json::from_value(kept)
-                .map_err(|e| Error::permanent(format!("kept webhook handle is unreadable: {e}")));
+        if let Some(done) = self.holds.kept(&holder)? {
+            return Ok(done);
         }
         let vars = Vars {
             plain: Self::vars(&action),
@@ -330,15 +328,13 @@ impl Adapter for Webhook {
             response: response.clone(),
         };
         self.holds.hold(SENT, &key, &holder, Some(response)).await?;
-        let kept = serde_json::to_value(&handle)
-            .map_err(|e| Error::permanent(format!("cannot encode webhook handle: {e}")))?;
-        self.holds.hold(RUNS, &holder, &holder, Some(kept)).await?;
+        self.holds.keep(&holder, &handle).await?;
         Ok(handle)
     }
 
     async fn rollback(&self, handle: WebhookHandle) -> Result<()> {
         let _one = self.holds.lock(SENT, &handle.request).await;
-        if self.holds.get(RUNS, &handle.holder).is_none() {
+        if self.holds.kept::<WebhookHandle>(&handle.holder)?.is_none() {
             return Ok(());
         }
         let others = self
@@ -359,10 +355,7 @@ impl Adapter for Webhook {
         self.holds
             .release(SENT, &handle.request, &handle.holder)
             .await?;
-        self.holds
-            .release(RUNS, &handle.holder, &handle.holder)
-            .await
-            .map(drop)
+        self.holds.forget(&handle.holder).await
     }
 }
 
