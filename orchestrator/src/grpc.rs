@@ -370,6 +370,30 @@ impl journal_server::Journal for Journal {
         let stream = tokio_stream::iter(entries.into_iter().map(|e| Ok(conv::journal_entry(&e))));
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn verify(
+        &self,
+        request: Request<pb::VerifyJournalRequest>,
+    ) -> Result<Response<pb::VerifyJournalResponse>, Status> {
+        let mut expected = Vec::new();
+        for (i, p) in request.into_inner().expect.iter().enumerate() {
+            let hash = crate::journal::parse_hex(&p.hash).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "expect[{i}].hash: `{}` is not a 64-digit hex hash",
+                    p.hash
+                ))
+            })?;
+            expected.push((p.seq, hash));
+        }
+        let journal = self.0.journal().clone();
+        let report = tokio::task::spawn_blocking(move || {
+            crate::journal::verify::verify(journal.reader().as_ref(), journal.index(), &expected)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Error::from)?;
+        Ok(Response::new(conv::verify_report(&report)))
+    }
 }
 
 /// Serves `parapet.v1.Admin`.

@@ -236,6 +236,8 @@ pub fn journal_entry(e: &Entry) -> pb::JournalEntry {
         kind: e.event.kind().to_owned(),
         actor: e.actor.clone(),
         payload_json: payload_json(&e.event),
+        hash: crate::journal::hex(&e.hash()),
+        prev_hash: crate::journal::hex(&e.prev),
     }
 }
 
@@ -248,5 +250,31 @@ fn payload_json(event: &crate::lifecycle::Event) -> String {
             .map(|(_, v)| v.to_string())
             .unwrap_or_else(|| "{}".into()),
         _ => "{}".into(),
+    }
+}
+
+fn chain_point(seq: u64, hash: &crate::journal::log::Hash) -> pb::ChainPoint {
+    pb::ChainPoint {
+        seq,
+        hash: crate::journal::hex(hash),
+    }
+}
+
+pub fn verify_report(r: &crate::journal::verify::Report) -> pb::VerifyJournalResponse {
+    pb::VerifyJournalResponse {
+        ok: r.ok(),
+        anchor: Some(chain_point(r.anchor.seq, &r.anchor.hash)),
+        head: Some(chain_point(r.head.0, &r.head.1)),
+        entries: r.entries,
+        checkpoints: r.checkpoints,
+        breaks: r
+            .problems
+            .iter()
+            .map(|p| pb::ChainBreak {
+                seq: p.seq,
+                kind: p.kind.as_str().to_owned(),
+                detail: p.detail.clone(),
+            })
+            .collect(),
     }
 }

@@ -1,4 +1,4 @@
-//! `parapet journal query`
+//! `parapet journal query | verify`
 
 use std::time::SystemTime;
 
@@ -13,6 +13,16 @@ use super::output::{self, Output};
 pub enum Command {
     /// Journal entries matching all the filters given, in order.
     Query(QueryArgs),
+    /// Walk the journal's hash chain and report the first break; fails if there is one.
+    Verify(VerifyArgs),
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// SEQ:HASH printed by an earlier verify (its head) or carried by an export: the chain must
+    /// still pass through it. Repeatable.
+    #[arg(long, value_name = "SEQ:HASH")]
+    expect: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -50,7 +60,71 @@ pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
 }
 
 pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result<()> {
-    let Command::Query(args) = cmd;
+    match cmd {
+        Command::Query(args) => query(channel, args, out).await,
+        Command::Verify(args) => verify(channel, args, out).await,
+    }
+}
+
+async fn verify(channel: &Channel, args: VerifyArgs, out: Output) -> anyhow::Result<()> {
+    let mut expect = Vec::new();
+    for text in &args.expect {
+        let (seq, hash) = text
+            .split_once(':')
+            .and_then(|(s, h)| Some((s.parse().ok()?, h.to_owned())))
+            .with_context(|| format!("--expect `{text}` must be SEQ:HASH"))?;
+        expect.push(pb::ChainPoint { seq, hash });
+    }
+    let report = JournalClient::new(channel.clone())
+        .verify(pb::VerifyJournalRequest { expect })
+        .await?
+        .into_inner();
+    let point = |p: &Option<pb::ChainPoint>| {
+        p.as_ref()
+            .map_or_else(String::new, |p| format!("{}:{}", p.seq, p.hash))
+    };
+    if out.json {
+        out.json_line(&json!({
+            "ok": report.ok,
+            "anchor": point(&report.anchor),
+            "head": point(&report.head),
+            "entries": report.entries,
+            "checkpoints": report.checkpoints,
+            "breaks": report.breaks.iter().map(|b| json!({
+                "seq": b.seq, "kind": b.kind, "detail": b.detail,
+            })).collect::<Vec<_>>(),
+        }));
+    } else if report.ok {
+        let from = report.anchor.as_ref().map_or(0, |a| a.seq) + 1;
+        outln!(
+            "chain intact: entries {from} to {} ({} read), {} checkpoints matched",
+            report.head.as_ref().map_or(0, |h| h.seq),
+            report.entries,
+            report.checkpoints
+        );
+        outln!("head {}", point(&report.head));
+    } else {
+        out.table(
+            &["SEQ", "BREAK", "DETAIL"],
+            report
+                .breaks
+                .iter()
+                .map(|b| vec![b.seq.to_string(), b.kind.clone(), b.detail.clone()])
+                .collect(),
+        );
+    }
+    match report.breaks.first() {
+        None => Ok(()),
+        Some(b) => anyhow::bail!(
+            "the journal's chain is broken: entry {} {} ({} breaks)",
+            b.seq,
+            b.kind,
+            report.breaks.len()
+        ),
+    }
+}
+
+async fn query(channel: &Channel, args: QueryArgs, out: Output) -> anyhow::Result<()> {
     let target = args.target.as_deref().map(super::target_arg).transpose()?;
     let req = pb::QueryJournalRequest {
         intent_id: args.intent.unwrap_or_default(),

@@ -6,6 +6,8 @@
 //! | key                                     | value                    |
 //! |-----------------------------------------|--------------------------|
 //! | `m` `applied`                           | last applied seq (BE)    |
+//! | `m` `head`                              | last applied seq (BE), its hash |
+//! | `c` seq                                 | the chain's hash at seq (every 1024th) |
 //! | `e` seq                                 | the entry                |
 //! | `i` intent                              | the intent's record      |
 //! | `k` source `\0` idempotency key         | intent                   |
@@ -36,6 +38,11 @@ pub(super) mod key {
     use parapet_model::IntentId;
 
     pub const APPLIED: &[u8] = b"mapplied";
+    pub const HEAD: &[u8] = b"mhead";
+
+    pub fn checkpoint(seq: u64) -> Vec<u8> {
+        [&b"c"[..], &seq.to_be_bytes()].concat()
+    }
 
     pub fn entry(seq: u64) -> Vec<u8> {
         [&b"e"[..], &seq.to_be_bytes()].concat()
@@ -159,6 +166,40 @@ impl Index {
             .kv
             .get(&key::idempotency(source, key))?
             .and_then(|v| key::trailing_id(&v)))
+    }
+
+    /// The last applied entry and its hash: the head of the chain as the index saw it.
+    pub fn head(&self) -> io::Result<(u64, super::log::Hash)> {
+        let Some(v) = self.kv.get(key::HEAD)? else {
+            return Ok((0, [0; 32]));
+        };
+        let bad = || io::Error::other("the index's chain head is damaged");
+        let seq = u64::from_be_bytes(v.get(..8).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+        let hash = v
+            .get(8..40)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?;
+        Ok((seq, hash))
+    }
+
+    /// The chain's hash at every checkpointed entry still kept.
+    pub fn checkpoints(&self) -> io::Result<Vec<(u64, super::log::Hash)>> {
+        self.kv
+            .scan(b"c", None, false)
+            .map(|r| {
+                let (k, v) = r?;
+                let bad = || io::Error::other("a chain checkpoint in the index is damaged");
+                let seq =
+                    u64::from_be_bytes(k.get(1..9).ok_or_else(bad)?.try_into().map_err(|_| bad())?);
+                Ok((seq, v.as_slice().try_into().map_err(|_| bad())?))
+            })
+            .collect()
+    }
+
+    /// An entry's bytes as the index keeps them (what queries read).
+    pub fn entry_bytes(&self, seq: u64) -> io::Result<Option<Vec<u8>>> {
+        self.kv.get(&key::entry(seq))
     }
 
     pub fn entry(&self, seq: u64) -> io::Result<Option<Entry>> {
@@ -343,9 +384,19 @@ impl<'a> Stager<'a> {
     }
 
     /// Stages an entry (already checked against the state machine) and the record after it.
-    pub(super) fn stage(&mut self, entry: &Entry, encoded: &[u8], record: Option<&IntentRecord>) {
+    pub(super) fn stage(
+        &mut self,
+        entry: &Entry,
+        encoded: &[u8],
+        hash: super::log::Hash,
+        record: Option<&IntentRecord>,
+    ) {
         self.batch
             .push((key::entry(entry.seq), Some(encoded.to_vec())));
+        if entry.seq.is_multiple_of(super::CHECKPOINT_EVERY) {
+            self.batch
+                .push((key::checkpoint(entry.seq), Some(hash.to_vec())));
+        }
         match &entry.event {
             Event::BulkRollbackStarted {
                 op,
@@ -435,7 +486,7 @@ impl<'a> Stager<'a> {
     }
 
     /// The write that makes the store reflect everything staged, up to `last_seq`.
-    pub(super) fn finish(mut self, last_seq: u64) -> io::Result<Batch> {
+    pub(super) fn finish(mut self, last_seq: u64, head: super::log::Hash) -> io::Result<Batch> {
         for (id, record) in &self.records {
             self.batch.push((key::intent(*id), Some(encode(record)?)));
             let live = (!record.state.is_final()).then(Vec::new);
@@ -443,6 +494,8 @@ impl<'a> Stager<'a> {
         }
         self.batch
             .push((key::APPLIED.to_vec(), Some(last_seq.to_be_bytes().to_vec())));
+        let head = [&last_seq.to_be_bytes()[..], &head].concat();
+        self.batch.push((key::HEAD.to_vec(), Some(head)));
         Ok(self.batch)
     }
 }

@@ -5,12 +5,28 @@
 //! (`00000000000000000001.log`). A record is `[len: u32 LE][crc32: u32 LE][bytes]`. A crash can
 //! leave only a torn record at the very end of the last segment, which was never acknowledged;
 //! opening the log cuts it off. A bad record anywhere else is corruption and stops the start.
+//!
+//! Retention removes whole segments from the front. Before it does, it writes the [`Anchor`]
+//! (the last removed entry's sequence number and hash) to `anchor`, so the chain of what
+//! remains still starts from a known hash.
 
 use std::{
     fs::{self, File, OpenOptions},
     io::{self, BufReader, Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
+
+/// A BLAKE3 hash: of one record's bytes, and so of an entry and everything before it.
+pub type Hash = [u8; 32];
+
+/// Where the chain of the remaining entries starts: the entry before the first one kept. Zero
+/// for a journal that has kept everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Anchor {
+    pub seq: u64,
+    pub hash: Hash,
+}
 
 /// Where the journal's records are kept. Appends are durable when `append` returns.
 pub trait Log: Send + 'static {
@@ -23,15 +39,45 @@ pub trait Log: Send + 'static {
 
     /// The last record, to learn the next sequence number.
     fn last(&self) -> Option<&[u8]>;
+
+    /// A reader of the records as stored, for other threads while appends go on.
+    fn reader(&self) -> Arc<dyn LogReader>;
+
+    /// The first sequence number of each segment, ascending; the last segment is being written.
+    fn segments(&self) -> Vec<u64>;
+
+    /// Removes the segments before `anchor.seq + 1`, which must start a segment, after making
+    /// `anchor` durable.
+    fn compact(&mut self, anchor: Anchor) -> io::Result<()>;
 }
 
-const SEGMENT_BYTES: u64 = 64 << 20;
+/// What a [`LogReader`] passes for each record: its bytes, or what is wrong with it.
+pub type Stored<'a> = Result<&'a [u8], String>;
+
+/// Reads the records as they are stored, without trusting them.
+pub trait LogReader: Send + Sync {
+    /// Where the stored chain starts.
+    fn anchor(&self) -> io::Result<Anchor>;
+
+    /// Calls `f` with each record in order until it returns `false`. A record that cannot be
+    /// read is passed as `Err` with what is wrong, and reading stops there.
+    fn read(&self, f: &mut dyn FnMut(Stored<'_>) -> bool) -> io::Result<()>;
+
+    /// The bytes the records take, segment headers included.
+    fn size(&self) -> io::Result<u64>;
+}
+
+/// Segment size by default: large enough that files stay few, small enough that retention can
+/// free space in useful steps.
+pub const SEGMENT_BYTES: u64 = 64 << 20;
+const ANCHOR_FILE: &str = "anchor";
 const HEADER: usize = 8;
 /// No single record is near this; a larger length means a corrupt header.
 const MAX_RECORD: usize = 16 << 20;
 
 pub struct FileLog {
     dir: PathBuf,
+    segment_bytes: u64,
     /// First sequence number of each segment, ascending.
     segments: Vec<u64>,
     file: File,
@@ -42,21 +88,15 @@ pub struct FileLog {
 
 impl FileLog {
     pub fn open(dir: &Path) -> io::Result<Self> {
+        Self::with_segment_bytes(dir, SEGMENT_BYTES)
+    }
+
+    /// A log whose segments end once they pass `segment_bytes`.
+    pub fn with_segment_bytes(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
-        let mut segments = Vec::new();
-        for entry in fs::read_dir(dir)? {
-            let name = entry?.file_name();
-            let name = name.to_string_lossy();
-            if let Some(seq) = name
-                .strip_suffix(".log")
-                .and_then(|s| s.parse::<u64>().ok())
-            {
-                segments.push(seq);
-            }
-        }
-        segments.sort_unstable();
+        let mut segments = list_segments(dir)?;
         if segments.is_empty() {
-            segments.push(1);
+            segments.push(read_anchor(dir)?.seq + 1);
         }
         let tail = *segments.last().unwrap_or(&1);
         let path = segment_path(dir, tail);
@@ -79,6 +119,7 @@ impl FileLog {
         sync_dir(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            segment_bytes,
             segments,
             file,
             len: valid,
@@ -90,7 +131,7 @@ impl FileLog {
 
 impl Log for FileLog {
     fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> io::Result<()> {
-        if self.len >= SEGMENT_BYTES {
+        if self.len >= self.segment_bytes {
             let path = segment_path(&self.dir, first_seq);
             self.file = OpenOptions::new()
                 .create(true)
@@ -136,6 +177,116 @@ impl Log for FileLog {
     fn last(&self) -> Option<&[u8]> {
         self.last.as_deref()
     }
+
+    fn reader(&self) -> Arc<dyn LogReader> {
+        Arc::new(DirReader(self.dir.clone()))
+    }
+
+    fn segments(&self) -> Vec<u64> {
+        self.segments.clone()
+    }
+
+    fn compact(&mut self, anchor: Anchor) -> io::Result<()> {
+        let first_kept = anchor.seq + 1;
+        let Some(keep) = self.segments.iter().position(|&s| s == first_kept) else {
+            return Err(io::Error::other(format!(
+                "entry {first_kept} does not start a segment"
+            )));
+        };
+        let mut bytes = Vec::with_capacity(44);
+        bytes.extend_from_slice(&anchor.seq.to_le_bytes());
+        bytes.extend_from_slice(&anchor.hash);
+        bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+        let tmp = self.dir.join("anchor.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, self.dir.join(ANCHOR_FILE))?;
+        sync_dir(&self.dir)?;
+        for &first in &self.segments[..keep] {
+            fs::remove_file(segment_path(&self.dir, first))?;
+        }
+        sync_dir(&self.dir)?;
+        self.segments.drain(..keep);
+        Ok(())
+    }
+}
+
+/// Reads a log directory on its own, while the writer appends.
+struct DirReader(PathBuf);
+
+impl LogReader for DirReader {
+    fn anchor(&self) -> io::Result<Anchor> {
+        read_anchor(&self.0)
+    }
+
+    fn read(&self, f: &mut dyn FnMut(Stored<'_>) -> bool) -> io::Result<()> {
+        let mut record = Vec::new();
+        for first in list_segments(&self.0)? {
+            let path = segment_path(&self.0, first);
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                // removed by retention since the listing: its entries were before the anchor
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            loop {
+                match read_record(&mut reader, &mut record) {
+                    Ok(true) => {
+                        if !f(Ok(&record)) {
+                            return Ok(());
+                        }
+                    }
+                    Ok(false) => break,
+                    Err(e) => {
+                        f(Err(format!("in {}: {e}", path.display())));
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        let mut total = 0;
+        for first in list_segments(&self.0)? {
+            total += fs::metadata(segment_path(&self.0, first)).map_or(0, |m| m.len());
+        }
+        Ok(total)
+    }
+}
+
+fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(seq) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            segments.push(seq);
+        }
+    }
+    segments.sort_unstable();
+    Ok(segments)
+}
+
+fn read_anchor(dir: &Path) -> io::Result<Anchor> {
+    let bytes = match fs::read(dir.join(ANCHOR_FILE)) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Anchor::default()),
+        Err(e) => return Err(e),
+    };
+    let damaged = || corrupt("the retention anchor file");
+    if bytes.len() != 44 || crc32fast::hash(&bytes[..40]).to_le_bytes() != bytes[40..] {
+        return Err(damaged());
+    }
+    let seq = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| damaged())?);
+    let hash = bytes[8..40].try_into().map_err(|_| damaged())?;
+    Ok(Anchor { seq, hash })
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -213,23 +364,71 @@ fn scan_tail(file: &mut File) -> io::Result<(u64, Option<Vec<u8>>)> {
     Ok((valid, last))
 }
 
-/// The in-memory twin of [`FileLog`], for tests.
+/// The in-memory twin of [`FileLog`], for tests: one segment, shared with its readers.
 #[derive(Default)]
 pub struct MemLog {
-    records: Vec<Vec<u8>>,
+    records: Arc<parking_lot::RwLock<Vec<Vec<u8>>>>,
+    last: Option<Vec<u8>>,
+}
+
+impl MemLog {
+    /// The stored records, to tamper with in tests.
+    pub fn records(&self) -> Arc<parking_lot::RwLock<Vec<Vec<u8>>>> {
+        self.records.clone()
+    }
 }
 
 impl Log for MemLog {
     fn append(&mut self, _first_seq: u64, records: &[Vec<u8>]) -> io::Result<()> {
-        self.records.extend_from_slice(records);
+        self.records.write().extend_from_slice(records);
+        self.last = records.last().cloned();
         Ok(())
     }
 
     fn replay(&self, _from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        self.records.iter().try_for_each(|r| f(r))
+        self.records.read().iter().try_for_each(|r| f(r))
     }
 
     fn last(&self) -> Option<&[u8]> {
-        self.records.last().map(Vec::as_slice)
+        self.last.as_deref()
+    }
+
+    fn reader(&self) -> Arc<dyn LogReader> {
+        Arc::new(MemReader(self.records.clone()))
+    }
+
+    fn segments(&self) -> Vec<u64> {
+        vec![1]
+    }
+
+    fn compact(&mut self, _anchor: Anchor) -> io::Result<()> {
+        Err(io::Error::other("an in-memory log keeps everything"))
+    }
+}
+
+struct MemReader(Arc<parking_lot::RwLock<Vec<Vec<u8>>>>);
+
+impl LogReader for MemReader {
+    fn anchor(&self) -> io::Result<Anchor> {
+        Ok(Anchor::default())
+    }
+
+    fn read(&self, f: &mut dyn FnMut(Stored<'_>) -> bool) -> io::Result<()> {
+        let records = self.0.read().clone();
+        for r in &records {
+            if !f(Ok(r)) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> io::Result<u64> {
+        Ok(self
+            .0
+            .read()
+            .iter()
+            .map(|r| (r.len() + HEADER) as u64)
+            .sum())
     }
 }

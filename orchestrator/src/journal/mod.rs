@@ -9,6 +9,11 @@
 //! On open, entries the index has not seen yet are replayed from the log, so a crash between the
 //! two writes loses nothing.
 //!
+//! Entries form a hash chain: each carries the BLAKE3 hash of the previous entry's stored bytes,
+//! so changing, removing, inserting or reordering one breaks the chain after it. The index keeps
+//! the head and a checkpoint every [`CHECKPOINT_EVERY`] entries; [`verify`] walks the stored
+//! records against them.
+//!
 //! # Layout
 //! - [`log`]: the segment log, the journal of record.
 //! - [`kv`]: the ordered store for derived state (sled, or memory in tests).
@@ -18,6 +23,7 @@ pub mod index;
 pub mod kv;
 pub mod log;
 mod query;
+pub mod verify;
 
 use std::{io, sync::Arc, thread, time::SystemTime};
 
@@ -28,7 +34,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub use index::Index;
 use index::Stager;
 use kv::Kv;
-use log::Log;
+use log::{Hash, Log, LogReader};
 pub use query::Query;
 
 use crate::{
@@ -48,7 +54,35 @@ pub struct Entry {
     /// Who caused it: a source, an operator, or `parapet` itself (timers, recovery).
     pub actor: String,
     pub event: Event,
+    /// The hash of the previous entry's stored bytes (of the retention anchor for the first
+    /// entry kept; zero for entry 1).
+    pub prev: Hash,
 }
+
+/// The hash of an entry as stored: what the next entry carries as `prev`.
+pub fn hash(stored: &[u8]) -> Hash {
+    *blake3::hash(stored).as_bytes()
+}
+
+impl Entry {
+    /// This entry's hash, from its canonical (stored) encoding.
+    pub fn hash(&self) -> Hash {
+        encode(self).map(|b| hash(&b)).unwrap_or_default()
+    }
+}
+
+/// Hashes in hex, as people and other tools see them.
+pub fn hex(hash: &Hash) -> String {
+    blake3::Hash::from_bytes(*hash).to_hex().to_string()
+}
+
+/// Reads a hash written by [`hex`].
+pub fn parse_hex(text: &str) -> Option<Hash> {
+    blake3::Hash::from_hex(text).ok().map(|h| *h.as_bytes())
+}
+
+/// The index keeps the chain's hash at every entry whose sequence number is a multiple of this.
+pub const CHECKPOINT_EVERY: u64 = 1024;
 
 /// What a successful append wrote.
 #[derive(Debug, Clone)]
@@ -102,6 +136,7 @@ struct Request {
 pub struct Journal {
     tx: mpsc::Sender<Request>,
     index: Index,
+    reader: Arc<dyn LogReader>,
     changes: broadcast::Sender<Change>,
     /// The writer thread; it ends once every handle is dropped.
     writer: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
@@ -114,7 +149,12 @@ impl Journal {
     /// Opens the journal, replays into the index what it has not seen, and starts the writer.
     pub fn open(log: Box<dyn Log>, kv: Arc<dyn Kv>, clock: SharedClock) -> io::Result<Self> {
         let index = Index::new(kv.clone());
+        let reader = log.reader();
         let next_seq = replay(log.as_ref(), &index, kv.as_ref())?;
+        let last_hash = match log.last() {
+            Some(bytes) => hash(bytes),
+            None => reader.anchor()?.hash,
+        };
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         let (changes, _) = broadcast::channel(4096);
         let writer = Writer {
@@ -123,6 +163,7 @@ impl Journal {
             index: index.clone(),
             clock,
             next_seq,
+            last_hash,
             last_time: SystemTime::UNIX_EPOCH,
             changes: changes.clone(),
             failed: None,
@@ -133,6 +174,7 @@ impl Journal {
         Ok(Self {
             tx,
             index,
+            reader,
             changes,
             writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
         })
@@ -181,6 +223,11 @@ impl Journal {
         &self.index
     }
 
+    /// The stored records, read without trusting them; for verification.
+    pub fn reader(&self) -> &Arc<dyn LogReader> {
+        &self.reader
+    }
+
     /// The writer thread, to join once every handle is dropped: then the log and the index
     /// store are closed.
     pub fn take_writer(&self) -> Option<thread::JoinHandle<()>> {
@@ -203,10 +250,11 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 
 /// Brings the index up to date with the log; returns the next sequence number.
 fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
-    let applied = index.applied_seq()?;
+    // entries before the retention anchor are gone on purpose; the index forgot them too
+    let applied = index.applied_seq()?.max(log.reader().anchor()?.seq);
     let last = match log.last() {
         Some(bytes) => decode::<Entry>(bytes)?.seq,
-        None => 0,
+        None => applied,
     };
     if applied > last {
         return Err(io::Error::other(format!(
@@ -237,18 +285,19 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
             })?),
             None => None,
         };
-        stager.stage(&entry, bytes, record.as_ref());
+        stager.stage(&entry, bytes, hash(bytes), record.as_ref());
         expected += 1;
         staged += 1;
         if staged == 10_000 {
             let full = std::mem::replace(&mut stager, Stager::new(index));
-            kv.write(full.finish(entry.seq)?)?;
+            kv.write(full.finish(entry.seq, hash(bytes))?)?;
             staged = 0;
         }
         Ok(())
     })?;
     if staged > 0 {
-        kv.write(stager.finish(expected - 1)?)?;
+        let head = log.last().map(hash).unwrap_or_default();
+        kv.write(stager.finish(expected - 1, head)?)?;
     }
     if expected - 1 != last {
         return Err(io::Error::other(
@@ -288,6 +337,8 @@ struct Writer {
     index: Index,
     clock: SharedClock,
     next_seq: u64,
+    /// The hash of the last entry written: the next entry's `prev`.
+    last_hash: Hash,
     /// Entry times never go backwards, even if the wall clock does.
     last_time: SystemTime,
     changes: broadcast::Sender<Change>,
@@ -346,7 +397,7 @@ impl Writer {
             let written = self
                 .log
                 .append(first_seq, &records)
-                .and_then(|()| stager.finish(last_seq))
+                .and_then(|()| stager.finish(last_seq, self.last_hash))
                 .and_then(|batch| self.kv.write(batch));
             if let Err(e) = written {
                 tracing::error!(error = %e, "journal write failed; refusing further appends");
@@ -400,7 +451,7 @@ impl Writer {
         {
             return Err(AppendError::NotAnIntentEvent);
         }
-        let mut entries = Vec::with_capacity(r.events.len());
+        let mut entries: Vec<Entry> = Vec::with_capacity(r.events.len());
         let mut record = match r.intent_id {
             Some(id) => stager.record(id).map_err(io_unavailable)?,
             None => None,
@@ -412,6 +463,7 @@ impl Writer {
                 intent_id: r.intent_id,
                 actor: r.actor.clone(),
                 event: event.clone(),
+                prev: [0; 32],
             };
             if r.intent_id.is_some() {
                 record = Some(advance(record, &entry)?);
@@ -421,10 +473,19 @@ impl Writer {
         if let (Some(id), None) = (r.intent_id, &record) {
             return Err(AppendError::UnknownIntent(id));
         }
-        for entry in &entries {
+        // chained only now that the request is accepted: a refusal leaves the chain as it was
+        let mut encoded = Vec::with_capacity(entries.len());
+        let mut prev = self.last_hash;
+        for entry in &mut entries {
+            entry.prev = prev;
             let bytes = encode(entry).map_err(io_unavailable)?;
+            prev = hash(&bytes);
+            encoded.push((bytes, prev));
+        }
+        self.last_hash = prev;
+        for (entry, (bytes, hash)) in entries.iter().zip(encoded) {
             // the record after the whole request is what readers see for every entry of it
-            stager.stage(entry, &bytes, record.as_ref());
+            stager.stage(entry, &bytes, hash, record.as_ref());
             records.push(bytes);
         }
         let first_seq = self.next_seq;

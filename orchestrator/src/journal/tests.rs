@@ -195,6 +195,18 @@ impl Log for SlowLog {
     fn last(&self) -> Option<&[u8]> {
         self.inner.last()
     }
+
+    fn reader(&self) -> Arc<dyn LogReader> {
+        self.inner.reader()
+    }
+
+    fn segments(&self) -> Vec<u64> {
+        self.inner.segments()
+    }
+
+    fn compact(&mut self, anchor: log::Anchor) -> io::Result<()> {
+        self.inner.compact(anchor)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,4 +359,152 @@ async fn system_events_are_journaled_apart_from_intents() {
     };
     journal.append_system("alice", release).await.unwrap();
     assert!(journal.index().kill_switches().unwrap().is_empty());
+}
+
+/// A journal of `n` intents (five entries each) on a log the test can tamper with.
+async fn chained(n: usize) -> (Journal, Arc<parking_lot::RwLock<Vec<Vec<u8>>>>) {
+    let log = MemLog::default();
+    let records = log.records();
+    let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+    for k in 0..n {
+        let i = intent(&k.to_string());
+        journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+        journal.append(i.id, "parapet", executed()).await.unwrap();
+    }
+    (journal, records)
+}
+
+fn walk(journal: &Journal) -> verify::Report {
+    verify::verify(journal.reader().as_ref(), journal.index(), &[]).unwrap()
+}
+
+fn first_break(journal: &Journal) -> (u64, verify::Break) {
+    let report = walk(journal);
+    let p = report.problems.first().expect("a break");
+    (p.seq, p.kind)
+}
+
+#[tokio::test]
+async fn each_entry_carries_the_hash_of_the_one_before() {
+    let (journal, records) = chained(3).await;
+    let records = records.read();
+    for (i, pair) in records.windows(2).enumerate() {
+        let next: Entry = decode(&pair[1]).unwrap();
+        assert_eq!(next.prev, hash(&pair[0]), "entry {}", i + 2);
+    }
+    let first: Entry = decode(&records[0]).unwrap();
+    assert_eq!(first.prev, [0; 32]);
+    let report = walk(&journal);
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(
+        (report.entries, report.head),
+        (15, (15, hash(&records[14])))
+    );
+}
+
+#[tokio::test]
+async fn verify_finds_a_modified_entry() {
+    let (journal, records) = chained(3).await;
+    {
+        let mut records = records.write();
+        let mut e: Entry = decode(&records[6]).unwrap();
+        e.actor = "someone-else".into();
+        records[6] = encode(&e).unwrap();
+    }
+    assert_eq!(first_break(&journal), (7, verify::Break::Modified));
+}
+
+#[tokio::test]
+async fn verify_finds_a_modified_last_entry_and_a_rewritten_chain() {
+    let (journal, records) = chained(2).await;
+    {
+        let mut records = records.write();
+        let mut e: Entry = decode(&records[9]).unwrap();
+        e.actor = "someone-else".into();
+        records[9] = encode(&e).unwrap();
+    }
+    assert_eq!(first_break(&journal), (10, verify::Break::Modified));
+
+    // an edit whose author re-links every later entry still differs from the index's copies
+    let (journal, records) = chained(2).await;
+    {
+        let mut records = records.write();
+        let mut prev = hash(&records[2]);
+        for r in records.iter_mut().skip(3) {
+            let mut e: Entry = decode(r).unwrap();
+            if e.seq == 4 {
+                e.actor = "someone-else".into();
+            }
+            e.prev = prev;
+            *r = encode(&e).unwrap();
+            prev = hash(r);
+        }
+    }
+    let report = walk(&journal);
+    assert_eq!(
+        (report.problems[0].seq, report.problems[0].kind),
+        (4, verify::Break::IndexDiffers)
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind == verify::Break::Modified && p.seq == 10)
+    );
+}
+
+#[tokio::test]
+async fn verify_finds_removed_inserted_and_reordered_entries() {
+    let (journal, records) = chained(3).await;
+    records.write().remove(4);
+    assert_eq!(first_break(&journal), (5, verify::Break::Removed));
+
+    let (journal, records) = chained(3).await;
+    records.write().truncate(13);
+    assert_eq!(first_break(&journal), (14, verify::Break::Removed));
+
+    let (journal, records) = chained(3).await;
+    {
+        let mut records = records.write();
+        let copy = records[2].clone();
+        records.insert(8, copy);
+    }
+    assert_eq!(first_break(&journal), (3, verify::Break::Inserted));
+
+    let (journal, records) = chained(3).await;
+    records.write().swap(5, 6);
+    assert_eq!(first_break(&journal), (6, verify::Break::Reordered));
+}
+
+#[tokio::test]
+async fn verify_checks_hashes_kept_by_an_auditor() {
+    let (journal, records) = chained(2).await;
+    let kept = walk(&journal).head;
+    let fine = verify::verify(journal.reader().as_ref(), journal.index(), &[kept]).unwrap();
+    assert!(fine.ok());
+    assert_eq!(fine.checkpoints, 1);
+    let wrong = (kept.0, hash(&records.read()[0]));
+    let report = verify::verify(journal.reader().as_ref(), journal.index(), &[wrong]).unwrap();
+    assert_eq!(
+        (report.problems[0].seq, report.problems[0].kind),
+        (kept.0, verify::Break::Modified)
+    );
+}
+
+#[tokio::test]
+async fn the_chain_continues_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv: Arc<dyn Kv> = Arc::new(MemKv::default());
+    for key in ["a", "b"] {
+        let log = FileLog::open(dir.path()).unwrap();
+        let journal = Journal::open(Box::new(log), kv.clone(), clock()).unwrap();
+        let i = intent(key);
+        journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+        let report = walk(&journal);
+        assert!(report.ok(), "{:?}", report.problems);
+        drop(journal);
+    }
+    let log = FileLog::open(dir.path()).unwrap();
+    let journal = Journal::open(Box::new(log), kv, clock()).unwrap();
+    assert_eq!(walk(&journal).entries, 4);
 }

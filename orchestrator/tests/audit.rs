@@ -1,0 +1,167 @@
+//! The auditor's journal through the real binary: the hash chain catches an edit of the stored
+//! bytes and a deleted entry, across a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+
+use common::Server;
+use serde_json::Value;
+
+fn submit(server: &Server, key: &str, ip: &str) {
+    let out = server.run(&[
+        "submit",
+        "--source",
+        "xdr",
+        "--detection",
+        "edr.c2_beacon",
+        "--severity",
+        "critical",
+        "--confidence",
+        "0.95",
+        "--action",
+        "block_ip",
+        "--target",
+        &format!("ip:{ip}"),
+        "--key",
+        key,
+        "--wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The records of the journal's first segment: (crc-checked) payloads, in order.
+fn records(segment: &Path) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(segment).unwrap();
+    let (mut out, mut at) = (Vec::new(), 0);
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        out.push(bytes[at + 8..at + 8 + len].to_vec());
+        at += 8 + len;
+    }
+    out
+}
+
+/// Writes records back as the journal stores them, checksums recomputed: what someone
+/// editing the file with care would do.
+fn write_records(segment: &Path, records: &[Vec<u8>]) {
+    let mut bytes = Vec::new();
+    for r in records {
+        bytes.extend_from_slice(&(r.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(r).to_le_bytes());
+        bytes.extend_from_slice(r);
+    }
+    std::fs::write(segment, bytes).unwrap();
+}
+
+fn segment(data: &Path) -> std::path::PathBuf {
+    data.join("journal").join(format!("{:020}.log", 1))
+}
+
+fn verify(server: &Server) -> (bool, Value) {
+    let out = server.run(&["journal", "verify", "--json"]);
+    let report = serde_json::from_slice(&out.stdout).unwrap();
+    (out.status.success(), report)
+}
+
+/// A server with three blocks journaled, stopped; then its data directory.
+fn journaled() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(&dir.path().join("data"), None);
+    for (key, ip) in [
+        ("a", "198.51.100.1"),
+        ("b", "198.51.100.2"),
+        ("c", "198.51.100.3"),
+    ] {
+        submit(&server, key, ip);
+    }
+    let (ok, report) = verify(&server);
+    assert!(ok, "{report}");
+    let head = report["head"].as_str().unwrap().to_owned();
+    server.terminate();
+    (dir, head)
+}
+
+#[test]
+fn verify_finds_an_entry_edited_on_disk() {
+    let (dir, head) = journaled();
+    let data = dir.path().join("data");
+    let mut stored = records(&segment(&data));
+    // the second block's address, changed in place in whichever entry first names it
+    let (n, at) = stored
+        .iter()
+        .enumerate()
+        .find_map(|(n, r)| {
+            r.windows(12)
+                .position(|w| w == b"198.51.100.2")
+                .map(|at| (n, at))
+        })
+        .unwrap();
+    stored[n][at + 11] = b'9';
+    write_records(&segment(&data), &stored);
+
+    let server = Server::start_in(&data, None);
+    let (ok, report) = verify(&server);
+    assert!(!ok);
+    let first = &report["breaks"][0];
+    assert_eq!(first["kind"], "modified", "{report}");
+    assert_eq!(first["seq"], n as u64 + 1, "{report}");
+    // the hash kept from before the edit no longer matches either
+    let out = server.run(&["journal", "verify", "--expect", &head]);
+    assert!(!out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("modified"), "{table}");
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        said.contains(&format!("entry {} modified", n + 1)),
+        "{said}"
+    );
+}
+
+#[test]
+fn verify_finds_a_deleted_entry() {
+    let (dir, _) = journaled();
+    let data = dir.path().join("data");
+    let mut stored = records(&segment(&data));
+    stored.remove(4);
+    write_records(&segment(&data), &stored);
+
+    let server = Server::start_in(&data, None);
+    let (ok, report) = verify(&server);
+    assert!(!ok);
+    assert_eq!(report["breaks"][0]["kind"], "removed", "{report}");
+    assert_eq!(report["breaks"][0]["seq"], 5, "{report}");
+    assert!(
+        report["breaks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("entry 5 is missing")
+    );
+}
+
+#[test]
+fn an_untouched_journal_verifies_and_keeps_its_head() {
+    let (dir, head) = journaled();
+    let server = Server::start_in(&dir.path().join("data"), None);
+    let out = server.run(&["journal", "verify", "--expect", &head]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("chain intact: entries 1 to "), "{text}");
+    // a malformed hash is refused with the field named
+    let out = server.run(&["journal", "verify", "--expect", "3:nothex"]);
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        said.contains("InvalidArgument") && said.contains("expect[0].hash"),
+        "{said}"
+    );
+}
