@@ -13,7 +13,6 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     engine::{Engine, Error, Selector},
-    journal::Query,
     pb as conv,
 };
 
@@ -324,7 +323,8 @@ impl Rollbacks {
 /// Serves `parapet.v1.Journal`.
 pub struct Journal(pub Engine);
 
-const MAX_QUERY: usize = 100_000;
+/// Entries read ahead of a client that streams a query.
+const PAGE: usize = 512;
 
 #[tonic::async_trait]
 impl journal_server::Journal for Journal {
@@ -334,40 +334,21 @@ impl journal_server::Journal for Journal {
         &self,
         request: Request<pb::QueryJournalRequest>,
     ) -> Result<Response<Self::QueryStream>, Status> {
-        let req = request.into_inner();
-        let time =
-            |t: Option<prost_types::Timestamp>, field| -> Result<Option<SystemTime>, Status> {
-                t.map(|t| conv::system_time(t).map_err(invalid(field)))
-                    .transpose()
-            };
-        let query = Query {
-            intent: if req.intent_id.is_empty() {
-                None
-            } else {
-                Some(intent_id(&req.intent_id, "intent_id")?)
-            },
-            target: match req.target {
-                Some(t) if t.kind.is_empty() || t.id.is_empty() => {
-                    return Err(Status::invalid_argument("target: needs both kind and id"));
-                }
-                Some(t) => Some((t.kind, t.id)),
-                None => None,
-            },
-            detection: Some(req.detection).filter(|d| !d.is_empty()),
-            since: time(req.since, "since")?,
-            until: time(req.until, "until")?,
-            after_seq: req.after_seq,
-            limit: match req.limit as usize {
-                0 => MAX_QUERY,
-                n => n.min(MAX_QUERY),
-            },
-        };
+        let query = conv::journal_query(request.into_inner()).map_err(Error::Invalid)?;
         let index = self.0.journal().index().clone();
-        let entries = tokio::task::spawn_blocking(move || index.query(&query))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(Error::from)?;
-        let stream = tokio_stream::iter(entries.into_iter().map(|e| Ok(conv::journal_entry(&e))));
+        let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
+        // read on a blocking thread, a page ahead of the client at most
+        tokio::task::spawn_blocking(move || {
+            let mut left = query.limit;
+            let sent = index.each_match(&query, &mut |e| {
+                left -= 1;
+                tx.blocking_send(Ok(conv::journal_entry(&e))).is_ok() && left > 0
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(Status::from(Error::from(e))));
+            }
+        });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -223,6 +223,34 @@ impl Event {
     }
 
     /// The event's name in the journal and the API.
+    /// Every value [`Event::kind`] can take.
+    pub const KINDS: &'static [&'static str] = &[
+        "received",
+        "decided",
+        "step_started",
+        "step_succeeded",
+        "step_failed",
+        "activated",
+        "ttl_extended",
+        "rollback_started",
+        "step_rolled_back",
+        "step_rollback_failed",
+        "rolled_back",
+        "failed",
+        "rollback_failed",
+        "approved",
+        "escalated",
+        "rejected",
+        "verdict",
+        "kill_switch",
+        "bulk_rollback_started",
+        "detection_demoted",
+        "detection_restored",
+        "bulk_rollback_finished",
+        "policy_loaded",
+        "policy_refused",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Received { .. } => "received",

@@ -278,3 +278,62 @@ pub fn verify_report(r: &crate::journal::verify::Report) -> pb::VerifyJournalRes
             .collect(),
     }
 }
+
+/// A journal query from its request, each field checked.
+pub fn journal_query(req: pb::QueryJournalRequest) -> Result<crate::journal::Query, Invalid> {
+    let time = |t: Option<prost_types::Timestamp>, field: &str| {
+        t.map(|t| system_time(t).map_err(|e| e.under(field)))
+            .transpose()
+    };
+    let text = |s: String| Some(s).filter(|s| !s.is_empty());
+    for (i, kind) in req.events.iter().enumerate() {
+        if !crate::lifecycle::Event::KINDS.contains(&kind.as_str()) {
+            return Err(Invalid::new(
+                format!("events[{i}]"),
+                format!(
+                    "`{kind}` is not an event kind; one of {}",
+                    crate::lifecycle::Event::KINDS.join(", ")
+                ),
+            ));
+        }
+    }
+    let outcome = match pb::Outcome::try_from(req.outcome) {
+        Ok(pb::Outcome::Unspecified) => None,
+        Ok(pb::Outcome::Execute) => Some(Outcome::Execute),
+        Ok(pb::Outcome::AwaitApproval) => Some(Outcome::AwaitApproval),
+        Ok(pb::Outcome::Shadow) => Some(Outcome::Shadow),
+        Ok(pb::Outcome::Deny) => Some(Outcome::Deny),
+        Err(_) => {
+            return Err(Invalid::new(
+                "outcome",
+                format!("{} is not an outcome", req.outcome),
+            ));
+        }
+    };
+    Ok(crate::journal::Query {
+        intent: match text(req.intent_id) {
+            Some(id) => Some(id.parse().map_err(|e: Invalid| e.under("intent_id"))?),
+            None => None,
+        },
+        target: match req.target {
+            Some(t) if t.kind.is_empty() || t.id.is_empty() => {
+                return Err(Invalid::new("target", "needs both kind and id"));
+            }
+            Some(t) => Some((t.kind, t.id)),
+            None => None,
+        },
+        detection: text(req.detection),
+        source: text(req.source),
+        actor: text(req.actor),
+        action_kind: text(req.action_kind),
+        outcome,
+        events: req.events,
+        since: time(req.since, "since")?,
+        until: time(req.until, "until")?,
+        after_seq: req.after_seq,
+        limit: match req.limit {
+            0 => usize::MAX,
+            n => n as usize,
+        },
+    })
+}

@@ -165,3 +165,68 @@ fn an_untouched_journal_verifies_and_keeps_its_head() {
         "{said}"
     );
 }
+
+#[test]
+fn journal_query_filters_and_pages_from_the_command_line() {
+    let (dir, _) = journaled();
+    let server = Server::start_in(&dir.path().join("data"), None);
+    let by_target = server.json(&["journal", "query", "--target", "ip:198.51.100.2"]);
+    let intent = by_target[0]["intent_id"].as_str().unwrap().to_owned();
+    assert!(by_target.iter().all(|e| e["intent_id"] == intent.as_str()));
+    assert_eq!(by_target[0]["kind"], "received");
+    assert!(by_target.iter().any(|e| e["kind"] == "step_succeeded"));
+    assert!(
+        by_target
+            .iter()
+            .all(|e| e["hash"].as_str().unwrap().len() == 64)
+    );
+
+    let decided = server.json(&[
+        "journal",
+        "query",
+        "--detection",
+        "edr.c2_beacon",
+        "--event",
+        "decided",
+        "--outcome",
+        "execute",
+        "--source",
+        "xdr",
+    ]);
+    assert_eq!(decided.len(), 3);
+    let out = server.run(&[
+        "journal", "query", "--event", "decided", "--limit", "2", "--json",
+    ]);
+    let said = String::from_utf8(out.stderr).unwrap();
+    let last = serde_json::from_str::<Value>(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap()["seq"]
+        .clone();
+    assert!(said.contains(&format!("--after {last}")), "{said}");
+    let rest = server.json(&[
+        "journal",
+        "query",
+        "--event",
+        "decided",
+        "--after",
+        &last.to_string(),
+    ]);
+    assert_eq!(rest.len(), 1);
+    assert!(
+        server
+            .json(&["journal", "query", "--actor", "nobody"])
+            .is_empty()
+    );
+
+    let out = server.run(&["journal", "query", "--event", "exploded"]);
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        said.contains("InvalidArgument") && said.contains("events[0]"),
+        "{said}"
+    );
+}

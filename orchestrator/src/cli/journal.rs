@@ -12,7 +12,7 @@ use super::output::{self, Output};
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Journal entries matching all the filters given, in order.
-    Query(QueryArgs),
+    Query(Box<QueryArgs>),
     /// Walk the journal's hash chain and report the first break; fails if there is one.
     Verify(VerifyArgs),
 }
@@ -34,15 +34,31 @@ pub struct QueryArgs {
     target: Option<String>,
     #[arg(long)]
     detection: Option<String>,
+    /// The platform that submitted the intents.
+    #[arg(long)]
+    source: Option<String>,
+    /// Who caused the entries: a source, an operator, or `parapet`.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Intents with a step of this action kind.
+    #[arg(long)]
+    action: Option<String>,
+    /// Intents decided so: execute, await_approval, shadow, deny.
+    #[arg(long)]
+    outcome: Option<String>,
+    /// Only entries of this kind (received, decided, step_succeeded, ...); repeatable.
+    #[arg(long = "event")]
+    events: Vec<String>,
     /// RFC 3339 time, or a duration meaning that long ago (e.g. 1h).
     #[arg(long)]
     since: Option<String>,
     /// RFC 3339 time, or a duration meaning that long ago.
     #[arg(long)]
     until: Option<String>,
-    /// Only entries after this sequence number.
+    /// Only entries after this sequence number: the last SEQ of the previous page.
     #[arg(long, default_value_t = 0)]
     after: u64,
+    /// At most this many entries; 0 for all.
     #[arg(long, default_value_t = 1000)]
     limit: u32,
 }
@@ -61,7 +77,7 @@ pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
 
 pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result<()> {
     match cmd {
-        Command::Query(args) => query(channel, args, out).await,
+        Command::Query(args) => query(channel, *args, out).await,
         Command::Verify(args) => verify(channel, args, out).await,
     }
 }
@@ -126,6 +142,14 @@ async fn verify(channel: &Channel, args: VerifyArgs, out: Output) -> anyhow::Res
 
 async fn query(channel: &Channel, args: QueryArgs, out: Output) -> anyhow::Result<()> {
     let target = args.target.as_deref().map(super::target_arg).transpose()?;
+    let outcome = match args.outcome.as_deref() {
+        None => pb::Outcome::Unspecified,
+        Some(o) => pb::Outcome::from_str_name(&format!("OUTCOME_{}", o.to_uppercase()))
+            .filter(|o| *o != pb::Outcome::Unspecified)
+            .with_context(|| {
+                format!("--outcome `{o}`: one of execute, await_approval, shadow, deny")
+            })?,
+    };
     let req = pb::QueryJournalRequest {
         intent_id: args.intent.unwrap_or_default(),
         target,
@@ -134,13 +158,20 @@ async fn query(channel: &Channel, args: QueryArgs, out: Output) -> anyhow::Resul
         until: args.until.as_deref().map(when).transpose()?,
         limit: args.limit,
         after_seq: args.after,
+        source: args.source.unwrap_or_default(),
+        actor: args.actor.unwrap_or_default(),
+        action_kind: args.action.unwrap_or_default(),
+        outcome: outcome.into(),
+        events: args.events,
     };
     let mut stream = JournalClient::new(channel.clone())
         .query(req)
         .await?
         .into_inner();
-    let mut rows = Vec::new();
+    let (mut rows, mut count, mut last) = (Vec::new(), 0u32, 0);
     while let Some(e) = stream.message().await? {
+        count += 1;
+        last = e.seq;
         if out.json {
             let payload: serde_json::Value =
                 serde_json::from_str(&e.payload_json).unwrap_or_default();
@@ -151,6 +182,8 @@ async fn query(channel: &Channel, args: QueryArgs, out: Output) -> anyhow::Resul
                 "kind": e.kind,
                 "actor": e.actor,
                 "payload": payload,
+                "hash": e.hash,
+                "prev_hash": e.prev_hash,
             }));
         } else {
             rows.push(vec![
@@ -168,6 +201,9 @@ async fn query(channel: &Channel, args: QueryArgs, out: Output) -> anyhow::Resul
             &["SEQ", "TIME", "INTENT", "EVENT", "ACTOR", "DETAILS"],
             rows,
         );
+    }
+    if args.limit > 0 && count == args.limit {
+        eprintln!("parapet: more entries may follow: --after {last}");
     }
     Ok(())
 }

@@ -14,6 +14,8 @@
 //! | `n` intent seq                          | (entries of an intent)   |
 //! | `t` target kind `\0` target id `\0` intent | (intents by target)   |
 //! | `d` rule id `\0` intent                 | (intents by detection)   |
+//! | `T` target kind `\0` target id `\0` seq | (entries by target, in order) |
+//! | `D` rule id `\0` seq                    | (entries by detection, in order) |
 //! | `l` intent                              | (intents not yet final)  |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
 //! | `s` `d` rule id                         | (demoted detections)     |
@@ -62,6 +64,16 @@ pub(super) mod key {
 
     pub fn target_prefix(kind: &str, target: &str) -> Vec<u8> {
         [b"t", kind.as_bytes(), b"\0", target.as_bytes(), b"\0"].concat()
+    }
+
+    /// The entries of intents acting on a target; the sequence number follows.
+    pub fn target_entries(kind: &str, target: &str) -> Vec<u8> {
+        [b"T", kind.as_bytes(), b"\0", target.as_bytes(), b"\0"].concat()
+    }
+
+    /// The entries of a detection's intents; the sequence number follows.
+    pub fn detection_entries(rule: &str) -> Vec<u8> {
+        [b"D", rule.as_bytes(), b"\0"].concat()
     }
 
     pub fn detection_prefix(rule: &str) -> Vec<u8> {
@@ -138,7 +150,7 @@ pub struct SuppressionRecord {
 /// Read access to the derived state.
 #[derive(Clone)]
 pub struct Index {
-    kv: Arc<dyn Kv>,
+    pub(super) kv: Arc<dyn Kv>,
 }
 
 impl Index {
@@ -426,6 +438,22 @@ impl<'a> Stager<'a> {
         };
         self.batch
             .push((key::intent_entry(id, entry.seq), Some(Vec::new())));
+        let seq = entry.seq.to_be_bytes();
+        let rule = &record.intent.detection.rule_id;
+        self.batch.push((
+            [&key::detection_entries(rule)[..], &seq].concat(),
+            Some(Vec::new()),
+        ));
+        for (n, step) in record.intent.steps.iter().enumerate() {
+            let t = &step.target;
+            let seen = record.intent.steps[..n]
+                .iter()
+                .any(|s| s.target.kind == t.kind && s.target.id == t.id);
+            if !seen {
+                let k = [&key::target_entries(&t.kind, &t.id)[..], &seq].concat();
+                self.batch.push((k, Some(Vec::new())));
+            }
+        }
         if let Event::Received { intent } = &entry.event {
             let k = key::idempotency(&intent.source, &intent.idempotency_key);
             self.keys.insert(k.clone(), id);

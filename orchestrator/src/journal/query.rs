@@ -1,10 +1,17 @@
-//! Reading the journal back: by intent, target, detection and time, using the indexes.
+//! Reading the journal back with filters, in journal order, a page at a time.
+//!
+//! One filter drives the walk through an index whose keys are in journal order: the intent's
+//! entries, the entries of intents acting on a target, or of a detection; without any of them,
+//! the entries themselves from the start time. The other filters are checked on each entry and
+//! its intent's record. So a query by target or detection reads only that target's or
+//! detection's entries, however long the journal is.
 
-use std::{collections::BTreeSet, io, time::SystemTime};
+use std::{collections::HashMap, io, sync::Arc, time::SystemTime};
 
-use parapet_model::IntentId;
+use parapet_model::{IntentId, Outcome};
 
-use super::{Entry, Index};
+use super::{Entry, Index, decode, index::key};
+use crate::lifecycle::IntentRecord;
 
 /// Which entries to read. Filters combine: an entry must match all that are set.
 #[derive(Debug, Clone, Default)]
@@ -13,6 +20,16 @@ pub struct Query {
     /// Target kind and id.
     pub target: Option<(String, String)>,
     pub detection: Option<String>,
+    /// The platform that submitted the intent.
+    pub source: Option<String>,
+    /// Who caused the entry.
+    pub actor: Option<String>,
+    /// Intents with a step of this kind.
+    pub action_kind: Option<String>,
+    /// Intents whose decision (after an approval, the re-check's) had this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only entries of these kinds (`received`, `step_succeeded`, ...); all when empty.
+    pub events: Vec<String>,
     pub since: Option<SystemTime>,
     pub until: Option<SystemTime>,
     /// Only entries after this sequence number: the cursor for the next page.
@@ -20,77 +37,126 @@ pub struct Query {
     pub limit: usize,
 }
 
+impl Query {
+    /// Whether a filter about the entry's intent is set: entries about Parapet itself fail it.
+    fn about_intents(&self) -> bool {
+        self.intent.is_some()
+            || self.target.is_some()
+            || self.detection.is_some()
+            || self.source.is_some()
+            || self.action_kind.is_some()
+            || self.outcome.is_some()
+    }
+
+    fn matches_record(&self, r: &IntentRecord) -> bool {
+        let i = &r.intent;
+        self.target.as_ref().is_none_or(|(kind, id)| {
+            i.steps
+                .iter()
+                .any(|s| &s.target.kind == kind && &s.target.id == id)
+        }) && self
+            .detection
+            .as_ref()
+            .is_none_or(|d| &i.detection.rule_id == d)
+            && self.source.as_ref().is_none_or(|s| &i.source == s)
+            && self
+                .action_kind
+                .as_ref()
+                .is_none_or(|k| i.steps.iter().any(|s| s.kind.as_str() == k))
+            && self
+                .outcome
+                .is_none_or(|o| r.decision.as_ref().is_some_and(|d| d.outcome == o))
+    }
+}
+
 impl Index {
     /// The matching entries in journal order, at most `limit`.
     pub fn query(&self, q: &Query) -> io::Result<Vec<Entry>> {
-        let in_time =
-            |e: &Entry| q.since.is_none_or(|s| e.time >= s) && q.until.is_none_or(|u| e.time < u);
         let mut out = Vec::new();
-        match self.candidate_intents(q)? {
-            Some(intents) => {
-                let mut seqs = BTreeSet::new();
-                for id in intents {
-                    seqs.extend(
-                        self.entry_seqs_of(id)?
-                            .into_iter()
-                            .filter(|s| *s > q.after_seq),
-                    );
-                }
-                for seq in seqs {
-                    let Some(entry) = self.entry(seq)? else {
-                        continue;
-                    };
-                    if q.until.is_some_and(|u| entry.time >= u) {
-                        break;
-                    }
-                    if in_time(&entry) {
-                        out.push(entry);
-                        if out.len() == q.limit {
-                            break;
-                        }
-                    }
-                }
-            }
-            None => {
-                let start = match q.since {
-                    Some(since) => self.first_seq_at(since)?.saturating_sub(1).max(q.after_seq),
-                    None => q.after_seq,
-                };
-                for entry in self.entries(start) {
-                    let entry = entry?;
-                    if q.until.is_some_and(|u| entry.time >= u) || out.len() == q.limit {
-                        break;
-                    }
-                    if in_time(&entry) {
-                        out.push(entry);
-                    }
-                }
-            }
+        if q.limit > 0 {
+            self.each_match(q, &mut |e| {
+                out.push(e);
+                out.len() < q.limit
+            })?;
         }
         Ok(out)
     }
 
-    /// The intents the filters allow, or `None` when no intent-level filter is set.
-    fn candidate_intents(&self, q: &Query) -> io::Result<Option<BTreeSet<IntentId>>> {
-        let mut sets: Vec<BTreeSet<IntentId>> = Vec::new();
-        if let Some(id) = q.intent {
-            sets.push([id].into());
+    /// Calls `f` with each matching entry in journal order until it returns `false`.
+    pub fn each_match(&self, q: &Query, f: &mut dyn FnMut(Entry) -> bool) -> io::Result<()> {
+        let start = match q.since {
+            Some(since) => self.first_seq_at(since)?.saturating_sub(1).max(q.after_seq),
+            None => q.after_seq,
+        };
+        let mut records: HashMap<IntentId, Option<Arc<IntentRecord>>> = HashMap::new();
+        let mut check = |entry: Entry| -> io::Result<bool> {
+            if q.until.is_some_and(|u| entry.time >= u) {
+                return Ok(false);
+            }
+            if q.since.is_some_and(|s| entry.time < s)
+                || q.actor.as_ref().is_some_and(|a| &entry.actor != a)
+                || (!q.events.is_empty() && !q.events.iter().any(|k| k == entry.event.kind()))
+            {
+                return Ok(true);
+            }
+            if q.about_intents() {
+                let Some(id) = entry.intent_id else {
+                    return Ok(true);
+                };
+                if q.intent.is_some_and(|i| i != id) {
+                    return Ok(true);
+                }
+                let record = match records.get(&id) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.record(id)?.map(Arc::new);
+                        records.insert(id, r.clone());
+                        r
+                    }
+                };
+                if !record.is_some_and(|r| q.matches_record(&r)) {
+                    return Ok(true);
+                }
+            }
+            Ok(f(entry))
+        };
+        let driver = match (&q.intent, &q.target, &q.detection) {
+            (Some(id), _, _) => Some([&b"n"[..], id.as_bytes()].concat()),
+            (None, Some((kind, id)), _) => Some(key::target_entries(kind, id)),
+            (None, None, Some(rule)) => Some(key::detection_entries(rule)),
+            (None, None, None) => None,
+        };
+        match driver {
+            Some(prefix) => {
+                let from = [&prefix[..], &start.saturating_add(1).to_be_bytes()].concat();
+                for pair in self.kv.scan(&prefix, Some(&from), false) {
+                    let (k, _) = pair?;
+                    let tail: [u8; 8] = k[k.len() - 8..].try_into().map_err(io::Error::other)?;
+                    let Some(entry) = self.entry(u64::from_be_bytes(tail))? else {
+                        continue;
+                    };
+                    if !check(entry)? {
+                        break;
+                    }
+                }
+            }
+            None => {
+                let from = key::entry(start.saturating_add(1));
+                for pair in self.kv.scan(b"e", Some(&from), false) {
+                    let (_, v) = pair?;
+                    if !check(decode(&v)?)? {
+                        break;
+                    }
+                }
+            }
         }
-        if let Some((kind, id)) = &q.target {
-            sets.push(self.intents_by_target(kind, id)?.into_iter().collect());
-        }
-        if let Some(rule) = &q.detection {
-            sets.push(self.intents_by_detection(rule)?.into_iter().collect());
-        }
-        Ok(sets
-            .into_iter()
-            .reduce(|a, b| a.intersection(&b).copied().collect()))
+        Ok(())
     }
 
     /// The first sequence number whose entry is at or after `t`: entry times never decrease,
     /// so a binary search over the dense sequence finds it in a few reads.
     fn first_seq_at(&self, t: SystemTime) -> io::Result<u64> {
-        let (mut lo, mut hi) = (1, self.applied_seq()? + 1);
+        let (mut lo, mut hi) = (self.first_seq()?, self.applied_seq()? + 1);
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             match self.entry(mid)? {
@@ -99,5 +165,17 @@ impl Index {
             }
         }
         Ok(lo)
+    }
+
+    /// The first entry kept (after retention, the one after the anchor).
+    pub fn first_seq(&self) -> io::Result<u64> {
+        Ok(match self.kv.scan(b"e", None, false).next() {
+            Some(pair) => {
+                let (k, _) = pair?;
+                let seq: [u8; 8] = k[1..9].try_into().map_err(io::Error::other)?;
+                u64::from_be_bytes(seq)
+            }
+            None => self.applied_seq()? + 1,
+        })
     }
 }

@@ -14,7 +14,10 @@ use super::{
     log::{FileLog, MemLog},
     *,
 };
-use crate::{clock::ManualClock, lifecycle::State};
+use crate::{
+    clock::{Clock, ManualClock},
+    lifecycle::State,
+};
 
 fn clock() -> SharedClock {
     Arc::new(ManualClock::new(
@@ -507,4 +510,214 @@ async fn the_chain_continues_across_a_restart() {
     let log = FileLog::open(dir.path()).unwrap();
     let journal = Journal::open(Box::new(log), kv, clock()).unwrap();
     assert_eq!(walk(&journal).entries, 4);
+}
+
+fn varied(key: &str, source: &str, rule: &str, kind: &str, ip: &str) -> Intent {
+    let step = Step::new(
+        kind.parse().unwrap(),
+        Target::new("ip".into(), ip.into(), BTreeMap::new()).unwrap(),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let det = Detection::new(
+        rule.into(),
+        Severity::High,
+        Confidence::try_from(0.9).unwrap(),
+        String::new(),
+    )
+    .unwrap();
+    IntentRequest::new(
+        key.into(),
+        source.into(),
+        det,
+        vec![step],
+        None,
+        String::new(),
+    )
+    .unwrap()
+    .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+}
+
+fn decided(intent: &Intent, outcome: Outcome) -> Vec<Event> {
+    let mut events = submitted(intent);
+    if let Event::Decided { decision } = &mut events[1] {
+        decision.outcome = outcome;
+    }
+    events
+}
+
+#[tokio::test]
+async fn every_query_filter_narrows_and_they_combine() {
+    let manual = Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ));
+    let journal = Journal::open(
+        Box::new(MemLog::default()),
+        Arc::new(MemKv::default()),
+        manual.clone(),
+    )
+    .unwrap();
+    let a = varied("a", "siem", "c2", "block_ip", "192.0.2.1");
+    let b = varied("b", "xdr", "c2", "isolate_host", "192.0.2.2");
+    let c = varied("c", "xdr", "scan", "block_ip", "192.0.2.1");
+    journal
+        .append(a.id, "siem", decided(&a, Outcome::Execute))
+        .await
+        .unwrap();
+    journal.append(a.id, "parapet", executed()).await.unwrap(); // 1..=5
+    let t0 = manual.now();
+    manual.advance(Duration::from_secs(60));
+    journal
+        .append(b.id, "xdr", decided(&b, Outcome::Deny))
+        .await
+        .unwrap(); // 6, 7
+    journal
+        .append_system(
+            "alice",
+            Event::KillSwitch {
+                kind: None,
+                engaged: true,
+                reason: "drill".into(),
+            },
+        )
+        .await
+        .unwrap(); // 8
+    let t1 = manual.now();
+    manual.advance(Duration::from_secs(60));
+    journal
+        .append(c.id, "xdr", decided(&c, Outcome::Shadow))
+        .await
+        .unwrap(); // 9, 10
+
+    let seqs = |q: Query| -> Vec<u64> {
+        let q = Query {
+            limit: usize::MAX,
+            ..q
+        };
+        journal
+            .index()
+            .query(&q)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    assert_eq!(seqs(Query::default()), (1..=10).collect::<Vec<_>>());
+    assert_eq!(
+        seqs(Query {
+            intent: Some(b.id),
+            ..Query::default()
+        }),
+        [6, 7]
+    );
+    let target = Some(("ip".to_owned(), "192.0.2.1".to_owned()));
+    assert_eq!(
+        seqs(Query {
+            target: target.clone(),
+            ..Query::default()
+        }),
+        [1, 2, 3, 4, 5, 9, 10]
+    );
+    assert_eq!(
+        seqs(Query {
+            detection: Some("c2".into()),
+            ..Query::default()
+        }),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(
+        seqs(Query {
+            source: Some("xdr".into()),
+            ..Query::default()
+        }),
+        [6, 7, 9, 10]
+    );
+    assert_eq!(
+        seqs(Query {
+            actor: Some("alice".into()),
+            ..Query::default()
+        }),
+        [8]
+    );
+    assert_eq!(
+        seqs(Query {
+            actor: Some("parapet".into()),
+            ..Query::default()
+        }),
+        [3, 4, 5]
+    );
+    assert_eq!(
+        seqs(Query {
+            action_kind: Some("isolate_host".into()),
+            ..Query::default()
+        }),
+        [6, 7]
+    );
+    assert_eq!(
+        seqs(Query {
+            outcome: Some(Outcome::Shadow),
+            ..Query::default()
+        }),
+        [9, 10]
+    );
+    assert_eq!(
+        seqs(Query {
+            events: vec!["decided".into(), "kill_switch".into()],
+            ..Query::default()
+        }),
+        [2, 7, 8, 10]
+    );
+    assert_eq!(
+        seqs(Query {
+            since: Some(t0 + Duration::from_secs(1)),
+            until: Some(t1 + Duration::from_secs(1)),
+            ..Query::default()
+        }),
+        [6, 7, 8]
+    );
+    // combined: an index drives, the rest filter
+    assert_eq!(
+        seqs(Query {
+            target: target.clone(),
+            source: Some("xdr".into()),
+            ..Query::default()
+        }),
+        [9, 10]
+    );
+    assert_eq!(
+        seqs(Query {
+            detection: Some("c2".into()),
+            events: vec!["decided".into()],
+            outcome: Some(Outcome::Deny),
+            ..Query::default()
+        }),
+        [7]
+    );
+    assert_eq!(
+        seqs(Query {
+            intent: Some(a.id),
+            detection: Some("scan".into()),
+            ..Query::default()
+        }),
+        Vec::<u64>::new()
+    );
+
+    // pages: the last seq of a page is the cursor of the next; together they are the whole
+    let mut pages = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = journal
+            .index()
+            .query(&Query {
+                target: target.clone(),
+                after_seq: after,
+                limit: 3,
+                ..Query::default()
+            })
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        pages.push(page.iter().map(|e| e.seq).collect::<Vec<_>>());
+    }
+    assert_eq!(pages, [vec![1, 2, 3], vec![4, 5, 9], vec![10]]);
 }
