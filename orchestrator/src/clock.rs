@@ -40,7 +40,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to; for tests.
+/// A clock that moves only when told to: for tests, and for replaying the journal's times.
 #[derive(Debug, Clone)]
 pub struct ManualClock {
     now: Arc<watch::Sender<SystemTime>>,
@@ -55,6 +55,11 @@ impl ManualClock {
 
     pub fn advance(&self, by: Duration) {
         self.now.send_modify(|now| *now += by);
+    }
+
+    /// Moves the clock to `t`, or leaves it where it is if `t` is earlier.
+    pub fn move_to(&self, t: SystemTime) {
+        self.now.send_modify(|now| *now = t.max(*now));
     }
 }
 

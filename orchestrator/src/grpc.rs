@@ -375,6 +375,34 @@ impl journal_server::Journal for Journal {
         .map_err(Error::from)?;
         Ok(Response::new(conv::verify_report(&report)))
     }
+
+    async fn replay_policy(
+        &self,
+        request: Request<pb::ReplayPolicyRequest>,
+    ) -> Result<Response<pb::ReplayPolicyResponse>, Status> {
+        let req = request.into_inner();
+        let policy = parapet_policy::Policy::from_toml(&req.policy_toml)
+            .map_err(|e| Status::invalid_argument(format!("policy_toml: {e}")))?;
+        let since = match req.since {
+            Some(t) => conv::system_time(t).map_err(invalid("since"))?,
+            None => return Err(Status::invalid_argument("since: is required")),
+        };
+        let until = req
+            .until
+            .map(|t| conv::system_time(t).map_err(invalid("until")))
+            .transpose()?;
+        let index = self.0.journal().index().clone();
+        let replay = {
+            let policy = policy.clone();
+            tokio::task::spawn_blocking(move || {
+                crate::engine::replay::replay(&index, &policy, since, until)
+            })
+        }
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Error::from)?;
+        Ok(Response::new(conv::replay(&replay, policy.digest())))
+    }
 }
 
 /// Serves `parapet.v1.Admin`.

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use parapet_actions::RollbackHandle;
 use parapet_model::{ActionKind, Decision, Intent, IntentId, Outcome, serde_time};
+use parapet_policy::Seen;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,6 +105,8 @@ pub enum Event {
     },
     Decided {
         decision: Decision,
+        /// What the guardrails saw: with the intent and the policy digest, enough to decide again.
+        seen: Box<Seen>,
     },
     StepStarted {
         step: u32,
@@ -150,6 +153,7 @@ pub enum Event {
         by: String,
         reason: String,
         decision: Decision,
+        seen: Box<Seen>,
     },
     /// A waiting intent went unanswered too long and passes to the next group of approvers.
     Escalated {
@@ -390,7 +394,7 @@ impl IntentRecord {
         };
         let mut next = self.clone();
         next.state = match (self.state, event) {
-            (State::Received, Event::Decided { decision }) => {
+            (State::Received, Event::Decided { decision, .. }) => {
                 next.decision = Some(decision.clone());
                 match decision.outcome {
                     Outcome::Execute => State::Decided,
@@ -405,6 +409,7 @@ impl IntentRecord {
                     by,
                     reason,
                     decision,
+                    ..
                 },
             ) => {
                 if decision.outcome != Outcome::Execute {

@@ -195,18 +195,22 @@ fn pb_step(s: &Step) -> pb::Step {
     }
 }
 
+fn pb_detection(d: &Detection) -> pb::Detection {
+    pb::Detection {
+        rule_id: d.rule_id.clone(),
+        severity: pb_severity(d.severity).into(),
+        confidence: d.confidence.get(),
+        title: d.title.clone(),
+    }
+}
+
 pub fn intent(r: &IntentRecord) -> pb::Intent {
     let i: &Intent = &r.intent;
     pb::Intent {
         intent_id: i.id.to_string(),
         idempotency_key: i.idempotency_key.clone(),
         source: i.source.clone(),
-        detection: Some(pb::Detection {
-            rule_id: i.detection.rule_id.clone(),
-            severity: pb_severity(i.detection.severity).into(),
-            confidence: i.detection.confidence.get(),
-            title: i.detection.title.clone(),
-        }),
+        detection: Some(pb_detection(&i.detection)),
         steps: i.steps.iter().map(pb_step).collect(),
         ttl: i.ttl.map(pb_duration),
         reason: i.reason.clone(),
@@ -336,4 +340,33 @@ pub fn journal_query(req: pb::QueryJournalRequest) -> Result<crate::journal::Que
             n => n as usize,
         },
     })
+}
+
+pub fn replay(r: &crate::engine::replay::Replay, digest: &str) -> pb::ReplayPolicyResponse {
+    pb::ReplayPolicyResponse {
+        policy_digest: digest.to_owned(),
+        decided: r.decided,
+        outcomes: r
+            .outcomes
+            .iter()
+            .map(|((before, after), n)| pb::OutcomeChange {
+                before: outcome(*before).into(),
+                after: outcome(*after).into(),
+                intents: *n,
+            })
+            .collect(),
+        changed: r
+            .changed
+            .iter()
+            .map(|c| pb::ReplayedIntent {
+                intent_id: c.intent.id.to_string(),
+                seq: c.seq,
+                source: c.intent.source.clone(),
+                detection: Some(pb_detection(&c.intent.detection)),
+                steps: c.intent.steps.iter().map(pb_step).collect(),
+                before: Some(decision(&c.before)),
+                after: Some(decision(&c.after)),
+            })
+            .collect(),
+    }
 }

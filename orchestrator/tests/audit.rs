@@ -230,3 +230,106 @@ fn journal_query_filters_and_pages_from_the_command_line() {
         "{said}"
     );
 }
+
+fn policy(tier: &str, max_active: u32) -> String {
+    format!(
+        r#"
+[[detections]]
+id = "edr.c2_beacon"
+[detections.actions]
+block_ip = "{tier}"
+
+[[budgets]]
+name = "blocks at once"
+action_kinds = ["block_ip"]
+max_active = {max_active}
+"#
+    )
+}
+
+#[test]
+fn policy_replay_shows_what_another_policy_would_have_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let current = write("current.toml", policy("auto", 2));
+    let server = Server::start_in(&dir.path().join("data"), Some(Path::new(&current)));
+    for (key, ip) in [
+        ("a", "198.51.100.1"),
+        ("b", "198.51.100.2"),
+        ("c", "198.51.100.3"),
+    ] {
+        submit(&server, key, ip);
+    }
+    // two blocks fit the budget, the third was denied by it
+    let decided = server.json(&["journal", "query", "--event", "decided"]);
+    let outcomes: Vec<_> = decided
+        .iter()
+        .map(|e| e["payload"]["decision"]["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, ["execute", "execute", "deny"]);
+    // the decision record holds what the guardrails saw
+    let seen = &decided[2]["payload"]["seen"];
+    assert_eq!(seen["budgets"][0]["budget"], "blocks at once");
+    assert_eq!(seen["budgets"][0]["active"], 2);
+    assert_eq!(seen["kill_switch_global"], false);
+
+    let replay = |file: &str| -> Vec<Value> {
+        server.json(&["policy", "replay", "--policy", file, "--since", "1h"])
+    };
+    // the same policy decides the same: the replay's budgets follow the real ones
+    let same = replay(&current);
+    assert_eq!(same.len(), 1, "{same:?}");
+    assert_eq!(
+        (same[0]["decided"].as_u64(), same[0]["changed"].as_u64()),
+        (Some(3), Some(0))
+    );
+
+    // a tighter budget would have denied the second block too
+    let tight = replay(&write("tight.toml", policy("auto", 1)));
+    assert_eq!(tight.len(), 2, "{tight:?}");
+    assert_eq!(
+        (tight[0]["before"].as_str(), tight[0]["after"].as_str()),
+        (Some("execute"), Some("deny"))
+    );
+    assert!(
+        tight[0]["why"].as_str().unwrap().contains("blocks at once"),
+        "{tight:?}"
+    );
+    assert!(tight[0]["steps"].as_str().unwrap().contains("198.51.100.2"));
+
+    // asking for approval: nothing acts, so nothing fills the budget, and all three wait
+    let ask = replay(&write("ask.toml", policy("approval", 2)));
+    let moved: Vec<_> = ask[..ask.len() - 1]
+        .iter()
+        .map(|c| (c["before"].clone(), c["after"].clone()))
+        .collect();
+    assert_eq!(
+        moved,
+        [
+            ("execute".into(), "await_approval".into()),
+            ("execute".into(), "await_approval".into()),
+            ("deny".into(), "await_approval".into())
+        ]
+    );
+
+    // nothing since a minute from now
+    let later = server.json(&[
+        "policy",
+        "replay",
+        "--policy",
+        &current,
+        "--since",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert_eq!(later[0]["decided"], 0);
+
+    // a broken policy is refused before anything is sent
+    let broken = write("broken.toml", "[[detections]]\nid = 3\n".into());
+    let out = server.run(&["policy", "replay", "--policy", &broken, "--since", "1h"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.toml"));
+}

@@ -10,6 +10,7 @@
 //! - [`decide`]: the guardrails, evaluated in one documented order.
 //! - [`rules`]: protected targets, budgets, rate limits, freezes, the circuit breaker.
 //! - [`ledger`]: budget usage, kept by the caller and consulted by decisions.
+//! - [`seen`]: what a decision saw, journaled with it so it can be read and replayed.
 //!
 //! [`Decision`]: parapet_model::Decision
 
@@ -19,10 +20,12 @@ pub mod decide;
 pub mod file;
 pub mod ledger;
 pub mod rules;
+pub mod seen;
 
 pub use decide::{DecisionInput, KillSwitches, guardrail};
 pub use file::{DetectionPolicy, Location, Policy, PolicyError, Tier, UnknownDetection};
 pub use ledger::{Claim, Ledger, Usage};
+pub use seen::Seen;
 
 /// The policy Parapet runs on when none is given: a small, safe inventory for trying it out.
 pub const EXAMPLE_POLICY: &str = include_str!("../example.toml");

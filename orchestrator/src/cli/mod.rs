@@ -117,6 +117,9 @@ pub fn main() -> ExitCode {
             Command::Policy(policy::Command::Reload { by }) => {
                 admin::reload(&connect(&cli.server).await?, by, out).await
             }
+            Command::Policy(policy::Command::Replay(args)) => {
+                policy::replay(&connect(&cli.server).await?, args, out).await
+            }
             Command::Policy(cmd) => policy::run(cmd, out),
             Command::KillSwitch(cmd) => {
                 admin::kill_switch(&connect(&cli.server).await?, cmd, out).await

@@ -234,7 +234,7 @@ impl Engine {
                 ..Query::default()
             };
             for entry in index.query(&q)? {
-                let (Some(id), Event::Decided { decision }) = (entry.intent_id, &entry.event)
+                let (Some(id), Event::Decided { decision, .. }) = (entry.intent_id, &entry.event)
                 else {
                     continue;
                 };

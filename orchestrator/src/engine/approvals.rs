@@ -40,7 +40,7 @@ impl Engine {
                 "four-eyes: `{by}` submitted intent {id} and may not approve it"
             )));
         }
-        let decision = self.decide(&record.intent, self.now(), true);
+        let (decision, seen) = self.decide(&record.intent, self.now(), true);
         if decision.outcome != Outcome::Execute {
             return Err(Error::Refused(decision));
         }
@@ -48,6 +48,7 @@ impl Engine {
             by: by.to_owned(),
             reason: reason.to_owned(),
             decision,
+            seen,
         };
         let record = match self.inner.journal.append(id, by, vec![approved]).await {
             Ok(a) => a.record,

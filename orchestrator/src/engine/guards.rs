@@ -15,6 +15,7 @@ use parapet_model::{ActionKind, Intent, Outcome, Reason};
 use parapet_policy::{
     KillSwitches, Ledger, Policy, guardrail,
     rules::{CircuitBreaker, RateKey, RateLimit, Suppressions},
+    seen::RateSeen,
 };
 
 use crate::clock::SharedClock;
@@ -83,8 +84,12 @@ pub(super) fn limiters(policy: &Policy, clock: &SharedClock) -> Vec<Limiter> {
 
 /// Checks the rate limits, taking a token from each that allows: the reasons, and how long until
 /// every refusing limit allows again.
-pub(super) fn rate_limit(guards: &Guards, intent: &Intent) -> (Vec<Reason>, Option<Duration>) {
+pub(super) fn rate_limit(
+    guards: &Guards,
+    intent: &Intent,
+) -> (Vec<Reason>, Option<Duration>, Vec<RateSeen>) {
     let mut reasons = Vec::new();
+    let mut seen = Vec::new();
     let mut wait = None;
     for l in &guards.limiters {
         let rule = &l.rule;
@@ -95,7 +100,17 @@ pub(super) fn rate_limit(guards: &Guards, intent: &Intent) -> (Vec<Reason>, Opti
         };
         let per = humantime::format_duration(rule.per.0);
         for key in keys {
-            let (effect, message) = match l.limiter.check_key(&key) {
+            let answer = l.limiter.check_key(&key);
+            seen.push(RateSeen {
+                limit: rule.name.clone(),
+                key: key.clone(),
+                allowed: answer.is_ok(),
+                retry_after: answer
+                    .as_ref()
+                    .err()
+                    .map(|n| n.wait_time_from(l.clock.now())),
+            });
+            let (effect, message) = match answer {
                 Ok(()) => (
                     Outcome::Execute,
                     format!(
@@ -127,7 +142,7 @@ pub(super) fn rate_limit(guards: &Guards, intent: &Intent) -> (Vec<Reason>, Opti
             });
         }
     }
-    (reasons, wait)
+    (reasons, wait, seen)
 }
 
 /// Records an adapter call; returns the reason to trip the breaker for its kind, if it should.

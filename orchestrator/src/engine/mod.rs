@@ -22,6 +22,7 @@ mod bulk;
 mod execute;
 mod guards;
 mod recover;
+pub mod replay;
 mod rollback;
 mod submit;
 

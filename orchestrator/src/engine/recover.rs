@@ -52,9 +52,9 @@ impl Engine {
             // A crash cut the journal between the intent and its decision; nobody was answered,
             // so it is decided now, on the policy and guardrails in force now.
             Ok(record) if record.state == State::Received => {
-                let decision = self.decide(&record.intent, self.now(), false);
+                let (decision, seen) = self.decide(&record.intent, self.now(), false);
                 let outcome = decision.outcome;
-                match self.append(id, Event::Decided { decision }).await {
+                match self.append(id, Event::Decided { decision, seen }).await {
                     Ok(_) if outcome == Outcome::Execute => self.execute_locked(id).await,
                     Ok(r) => {
                         if r.state == State::AwaitingApproval {

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use parapet_model::{Decision, Intent, IntentId, IntentRequest, Outcome};
-use parapet_policy::DecisionInput;
+use parapet_policy::{DecisionInput, Seen};
 
 use super::{Engine, Error, Result, guards};
 use crate::{
@@ -40,11 +40,14 @@ impl Engine {
         }
         let id = IntentId::generate();
         let intent = request.clone().into_intent(id, self.now());
-        let decision = self.decide(&intent, intent.received_at, false);
+        let (decision, seen) = self.decide(&intent, intent.received_at, false);
         let execute = decision.outcome == Outcome::Execute;
         let waits = decision.outcome == Outcome::AwaitApproval;
         let source = intent.source.clone();
-        let events = vec![Event::Received { intent }, Event::Decided { decision }];
+        let events = vec![
+            Event::Received { intent },
+            Event::Decided { decision, seen },
+        ];
         let appended = self.inner.journal.append(id, &source, events).await;
         if appended.is_err() && execute {
             // Nothing was recorded, so nothing may hold the budget.
@@ -81,14 +84,19 @@ impl Engine {
     /// Decides, and for an intent that will execute checks the rate limits and reserves its
     /// budget units, all under one lock: two concurrent decisions can never both take the last
     /// unit of a budget. `approved` when a person approved the intent just now.
-    pub(super) fn decide(&self, intent: &Intent, now: SystemTime, approved: bool) -> Decision {
+    pub(super) fn decide(
+        &self,
+        intent: &Intent,
+        now: SystemTime,
+        approved: bool,
+    ) -> (Decision, Box<Seen>) {
         let policy = self.policy();
         let mut guards = self.inner.guards.lock();
         let g = &mut *guards;
         if let Some(before) = now.checked_sub(policy.longest_window()) {
             g.ledger.prune(before);
         }
-        let mut decision = policy.decide(DecisionInput {
+        let input = DecisionInput {
             detection: &intent.detection,
             steps: &intent.steps,
             now,
@@ -97,9 +105,12 @@ impl Engine {
             suppressions: &g.suppressions,
             demoted: &g.demoted,
             approved,
-        });
+        };
+        let mut decision = policy.decide(input);
+        let mut seen = Box::new(Seen::capture(&policy, &input));
         if decision.outcome == Outcome::Execute {
-            let (reasons, wait) = guards::rate_limit(g, intent);
+            let (reasons, wait, limits) = guards::rate_limit(g, intent);
+            seen.rate_limits = limits;
             if reasons.iter().any(|r| r.effect == Outcome::Deny) {
                 decision.outcome = Outcome::Deny;
                 decision.retry_after = wait;
@@ -111,7 +122,7 @@ impl Engine {
             g.ledger
                 .reserve(intent.id, now, until, &policy.claims(&intent.steps));
         }
-        decision
+        (decision, seen)
     }
 
     /// A repeated submission returns the first intent and never acts again. A repeat for an

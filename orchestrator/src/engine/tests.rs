@@ -115,7 +115,7 @@ fn truth(engine: &Engine, now: SystemTime) -> HashMap<String, (u32, u32)> {
         })
         .unwrap()
     {
-        let (Some(id), Event::Decided { decision }) = (entry.intent_id, &entry.event) else {
+        let (Some(id), Event::Decided { decision, .. }) = (entry.intent_id, &entry.event) else {
             continue;
         };
         if decision.outcome != Outcome::Execute {

@@ -63,6 +63,7 @@ fn submitted(intent: &Intent) -> Vec<Event> {
                 policy_digest: "sha256:0".into(),
                 retry_after: None,
             },
+            seen: Box::new(parapet_policy::Seen::nothing(SystemTime::UNIX_EPOCH)),
         },
     ]
 }
@@ -540,7 +541,7 @@ fn varied(key: &str, source: &str, rule: &str, kind: &str, ip: &str) -> Intent {
 
 fn decided(intent: &Intent, outcome: Outcome) -> Vec<Event> {
     let mut events = submitted(intent);
-    if let Event::Decided { decision } = &mut events[1] {
+    if let Event::Decided { decision, .. } = &mut events[1] {
         decision.outcome = outcome;
     }
     events

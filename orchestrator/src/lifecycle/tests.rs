@@ -38,6 +38,7 @@ fn decided(outcome: Outcome) -> Event {
             policy_digest: "sha256:x".into(),
             retry_after: None,
         },
+        seen: Box::new(parapet_policy::Seen::nothing(SystemTime::UNIX_EPOCH)),
     }
 }
 

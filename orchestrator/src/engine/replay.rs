@@ -1,0 +1,168 @@
+//! What-if: the journaled intents decided again under another policy.
+//!
+//! The walk goes through the whole journal in order. Before `since` it only follows what really
+//! happened, so the budgets and rate limits stand at `since` as they really did, counted under
+//! the new policy's rules. From `since` on, each intent is decided again with what its decision
+//! saw (kill switches, suppressions, demotion, approval, from the journaled [`Seen`]) and with
+//! budgets and rate limits kept by the walk itself under the new policy: an intent the new
+//! policy lets act holds its budget until it really ended, or, if it never really acted, until
+//! its TTL would have passed.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    io,
+    sync::Arc,
+    time::SystemTime,
+};
+
+use parapet_model::{Decision, Intent, IntentId, Outcome};
+use parapet_policy::{Policy, Seen};
+
+use super::guards::{self, Guards};
+use crate::{
+    clock::{ManualClock, SharedClock},
+    journal::Index,
+    lifecycle::Event,
+};
+
+/// One intent whose decision would change.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub intent: Intent,
+    pub seq: u64,
+    pub before: Decision,
+    pub after: Decision,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Intents decided again.
+    pub decided: u64,
+    /// How many went from one outcome to another (same outcome included).
+    pub outcomes: BTreeMap<(Outcome, Outcome), u64>,
+    pub changed: Vec<Changed>,
+}
+
+/// Decides again, under `policy`, every intent received in `[since, until)`.
+pub fn replay(
+    index: &Index,
+    policy: &Policy,
+    since: SystemTime,
+    until: Option<SystemTime>,
+) -> io::Result<Replay> {
+    let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
+    let shared: SharedClock = clock.clone();
+    let mut g = Guards {
+        limiters: guards::limiters(policy, &shared),
+        ..Guards::default()
+    };
+    let mut out = Replay::default();
+    let mut received: HashMap<IntentId, Intent> = HashMap::new();
+    // intents the walk holds budget for that never really acted: released when the TTL passes
+    let mut expiries: BTreeSet<(SystemTime, IntentId)> = BTreeSet::new();
+    // what the walk decided for intents that may still be approved
+    let mut waiting: HashMap<IntentId, Intent> = HashMap::new();
+    let window = policy.longest_window();
+    for entry in index.entries(index.first_seq()?.saturating_sub(1)) {
+        let entry = entry?;
+        if until.is_some_and(|u| entry.time >= u) {
+            break;
+        }
+        clock.move_to(entry.time);
+        while let Some(&(at, id)) = expiries.first()
+            && at <= entry.time
+        {
+            g.ledger.release(id);
+            expiries.pop_first();
+        }
+        let Some(id) = entry.intent_id else { continue };
+        match entry.event {
+            Event::Received { intent } => {
+                received.insert(id, intent);
+            }
+            Event::Decided { decision, seen } => {
+                let Some(intent) = received.remove(&id) else {
+                    continue;
+                };
+                if entry.time < since {
+                    if decision.outcome == Outcome::Execute {
+                        // it took rate-limit tokens too, as it really did
+                        let _ = guards::rate_limit(&g, &intent);
+                        take(&mut g, policy, &intent, seen.now);
+                    } else if decision.outcome == Outcome::AwaitApproval {
+                        waiting.insert(id, intent);
+                    }
+                    continue;
+                }
+                if let Some(before) = seen.now.checked_sub(window) {
+                    g.ledger.prune(before);
+                }
+                let after = decide(&mut g, policy, &intent, &seen);
+                if after.outcome == Outcome::Execute {
+                    take(&mut g, policy, &intent, seen.now);
+                    // one that never really acted holds until its TTL (without one, for good)
+                    if decision.outcome != Outcome::Execute
+                        && let Some(ttl) = intent.ttl
+                    {
+                        expiries.insert((seen.now + ttl, id));
+                    }
+                }
+                out.decided += 1;
+                *out.outcomes
+                    .entry((decision.outcome, after.outcome))
+                    .or_default() += 1;
+                let waits = after.outcome == Outcome::AwaitApproval;
+                if after.outcome != decision.outcome {
+                    out.changed.push(Changed {
+                        intent: intent.clone(),
+                        seq: entry.seq,
+                        before: decision,
+                        after,
+                    });
+                }
+                if waits {
+                    waiting.insert(id, intent);
+                }
+            }
+            // an approval that really came would come under the new policy too, if it waits
+            Event::Approved { seen, .. } => {
+                if let Some(intent) = waiting.remove(&id) {
+                    let _ = guards::rate_limit(&g, &intent);
+                    take(&mut g, policy, &intent, seen.now);
+                }
+            }
+            Event::RolledBack | Event::Failed { .. } | Event::RollbackFailed { .. } => {
+                g.ledger.release(id);
+                waiting.remove(&id);
+            }
+            Event::Rejected { .. } => {
+                waiting.remove(&id);
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The new policy's decision with what the old one saw, rate limits included.
+fn decide(g: &mut Guards, policy: &Policy, intent: &Intent, seen: &Seen) -> Decision {
+    let state = seen.state(&intent.detection, &intent.steps);
+    let mut decision =
+        policy.decide(state.input(seen, &intent.detection, &intent.steps, &g.ledger));
+    if decision.outcome == Outcome::Execute {
+        let (reasons, wait, _) = guards::rate_limit(g, intent);
+        if reasons.iter().any(|r| r.effect == Outcome::Deny) {
+            decision.outcome = Outcome::Deny;
+            decision.retry_after = wait;
+        }
+        decision.reasons.extend(reasons);
+    }
+    decision
+}
+
+/// The budget units an intent that acts takes under `policy`.
+fn take(g: &mut Guards, policy: &Policy, intent: &Intent, at: SystemTime) {
+    let until = intent.ttl.map(|ttl| at + ttl);
+    g.ledger
+        .reserve(intent.id, at, until, &policy.claims(&intent.steps));
+}
