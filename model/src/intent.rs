@@ -17,6 +17,8 @@ pub mod limits {
     pub const MAX_MAP_ENTRIES: usize = 32;
     pub const MAX_KEY_LEN: usize = 64;
     pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
+    /// An OCSF Detection Finding carried as evidence.
+    pub const MAX_FINDING_BYTES: usize = 64 * 1024;
 }
 
 /// Identifies an intent; a UUIDv7, so ids sort by creation time.
@@ -261,6 +263,8 @@ pub struct Intent {
     pub reason: String,
     #[serde(with = "crate::serde_time::time")]
     pub received_at: SystemTime,
+    /// The detection platform's OCSF Detection Finding, when it sent one.
+    pub finding: Option<crate::Finding>,
 }
 
 /// What a submitter asks for, before Parapet gives it an id and a time.
@@ -272,6 +276,7 @@ pub struct IntentRequest {
     pub steps: Vec<Step>,
     pub ttl: Option<Duration>,
     pub reason: String,
+    pub finding: Option<crate::Finding>,
 }
 
 impl IntentRequest {
@@ -314,7 +319,15 @@ impl IntentRequest {
             steps,
             ttl,
             reason,
+            finding: None,
         })
+    }
+
+    /// Attaches the detection platform's OCSF Detection Finding as evidence.
+    #[must_use]
+    pub fn with_finding(mut self, finding: crate::Finding) -> Self {
+        self.finding = Some(finding);
+        self
     }
 
     pub fn into_intent(self, id: IntentId, received_at: SystemTime) -> Intent {
@@ -327,6 +340,7 @@ impl IntentRequest {
             ttl: self.ttl,
             reason: self.reason,
             received_at,
+            finding: self.finding,
         }
     }
 }

@@ -6,15 +6,18 @@
 //! # Layout
 //! - [`intent`]: intents, detections, steps, targets and their validated parts.
 //! - [`decision`]: the guardrails' verdict and its reasons.
+//! - [`finding`]: an OCSF Detection Finding carried as evidence, checked for what OCSF requires.
 //! - [`Invalid`]: the error that names the offending field.
 
 #![forbid(unsafe_code)]
 
 pub mod decision;
+pub mod finding;
 pub mod intent;
 pub mod serde_time;
 
 pub use decision::{Decision, Outcome, Reason};
+pub use finding::Finding;
 pub use intent::{
     ActionKind, Confidence, Detection, Intent, IntentId, IntentRequest, Severity, Step, Target,
     limits,

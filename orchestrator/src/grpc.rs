@@ -376,6 +376,75 @@ impl journal_server::Journal for Journal {
         Ok(Response::new(conv::verify_report(&report)))
     }
 
+    type ExportStream = BoxStream<pb::ExportedEvent>;
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportJournalRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let req = request.into_inner();
+        let ocsf = match pb::ExportFormat::try_from(req.format) {
+            Ok(pb::ExportFormat::Ocsf) => true,
+            Ok(_) => false,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "format: {} is not a format",
+                    req.format
+                )));
+            }
+        };
+        let query = conv::journal_query(req.query.unwrap_or_default())
+            .map_err(|e| Error::Invalid(e.under("query")))?;
+        let index = self.0.journal().index().clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
+        tokio::task::spawn_blocking(move || {
+            let result = index.applied_seq().and_then(|head_seq| {
+                let mut records = std::collections::HashMap::new();
+                let mut left = query.limit;
+                let mut failed = None;
+                index.each_match(&query, &mut |e| {
+                    let json = if ocsf {
+                        let Some(id) = e.intent_id else { return true };
+                        if records.len() > 4096 {
+                            records.clear();
+                        }
+                        let record = match records.get(&id) {
+                            Some(r) => r,
+                            None => match index.record(id) {
+                                Ok(Some(r)) => records.entry(id).or_insert(r),
+                                Ok(None) => return true,
+                                Err(err) => {
+                                    failed = Some(err);
+                                    return false;
+                                }
+                            },
+                        };
+                        match crate::ocsf::remediation(&e, record) {
+                            Some(event) => event,
+                            None => return true,
+                        }
+                    } else {
+                        crate::ocsf::entry_json(&e)
+                    };
+                    left -= 1;
+                    let event = pb::ExportedEvent {
+                        json: json.to_string(),
+                        seq: e.seq,
+                        head_seq,
+                    };
+                    tx.blocking_send(Ok(event)).is_ok() && left > 0
+                })?;
+                failed.map_or(Ok(()), Err)
+            });
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(Status::from(Error::from(e))));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn replay_policy(
         &self,
         request: Request<pb::ReplayPolicyRequest>,

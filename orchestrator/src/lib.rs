@@ -18,5 +18,6 @@ pub mod grpc;
 pub mod http;
 pub mod journal;
 pub mod lifecycle;
+pub mod ocsf;
 pub mod pb;
 pub mod server;

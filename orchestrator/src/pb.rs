@@ -31,14 +31,18 @@ pub fn intent_request(req: pb::SubmitIntentRequest) -> Result<IntentRequest, Inv
         .ttl
         .map(|d| duration(d).map_err(|e| e.under("ttl")))
         .transpose()?;
-    IntentRequest::new(
+    let request = IntentRequest::new(
         req.idempotency_key,
         req.source,
         detection,
         steps,
         ttl,
         req.reason,
-    )
+    )?;
+    Ok(match req.finding.as_str() {
+        "" => request,
+        text => request.with_finding(parapet_model::Finding::parse(text)?),
+    })
 }
 
 fn detection(d: pb::Detection) -> Result<Detection, Invalid> {
@@ -229,6 +233,11 @@ pub fn intent(r: &IntentRecord) -> pb::Intent {
         updated_at: Some(timestamp(r.updated_at)),
         expires_at: r.expires_at.map(timestamp),
         error: r.error.clone().unwrap_or_default(),
+        finding: i
+            .finding
+            .as_ref()
+            .map(|f| f.as_json().to_owned())
+            .unwrap_or_default(),
     }
 }
 

@@ -333,3 +333,186 @@ fn policy_replay_shows_what_another_policy_would_have_done() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.toml"));
 }
+
+/// The attributes OCSF 1.x requires of a Remediation Activity event of each class (7001 base,
+/// 7002 File, 7003 Process, 7004 Network), and the rules between them.
+fn assert_remediation_event(e: &Value) {
+    for field in [
+        "activity_id",
+        "category_uid",
+        "class_uid",
+        "severity_id",
+        "time",
+        "type_uid",
+        "metadata",
+        "command_uid",
+    ] {
+        assert!(!e[field].is_null(), "`{field}` is required: {e}");
+    }
+    assert_eq!(e["category_uid"], 7, "{e}");
+    let class = e["class_uid"].as_u64().unwrap();
+    let activity = e["activity_id"].as_u64().unwrap();
+    assert!([7001, 7002, 7003, 7004].contains(&class), "{e}");
+    assert!([0, 1, 2, 3, 4, 99].contains(&activity), "{e}");
+    assert_eq!(
+        e["type_uid"].as_u64().unwrap(),
+        class * 100 + activity,
+        "{e}"
+    );
+    assert!((0..=6).contains(&e["severity_id"].as_u64().unwrap()), "{e}");
+    assert!(
+        [0, 1, 2, 3, 4, 5, 6, 99].contains(&e["status_id"].as_u64().unwrap()),
+        "{e}"
+    );
+    assert!(
+        e["time"].as_u64().unwrap() > 1_600_000_000_000,
+        "time is in milliseconds: {e}"
+    );
+    assert!(e["metadata"]["version"].is_string(), "{e}");
+    assert!(e["metadata"]["product"]["name"].is_string(), "{e}");
+    let required = match class {
+        7002 => Some("file"),
+        7003 => Some("process"),
+        7004 => Some("connection_info"),
+        _ => None,
+    };
+    if let Some(field) = required {
+        assert!(
+            e[field].is_object(),
+            "class {class} requires `{field}`: {e}"
+        );
+    }
+    if class == 7004 {
+        assert!(e["connection_info"]["direction_id"].is_u64(), "{e}");
+    }
+}
+
+const FINDING: &str = r#"{
+  "class_uid": 2004, "category_uid": 2, "activity_id": 1, "type_uid": 200401,
+  "severity_id": 5, "time": 1764600000000,
+  "metadata": {"version": "1.4.0", "product": {"name": "XDR", "vendor_name": "Example"}},
+  "finding_info": {"uid": "xdr-42", "title": "Beacon to a known C2"}
+}"#;
+
+#[test]
+fn the_journal_exports_as_ocsf_remediation_events_that_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_in(&dir.path().join("data"), None);
+    let finding = dir.path().join("finding.json");
+    std::fs::write(&finding, FINDING).unwrap();
+    let submitted = server.json(&[
+        "submit",
+        "--source",
+        "xdr",
+        "--detection",
+        "edr.c2_beacon",
+        "--severity",
+        "critical",
+        "--confidence",
+        "0.95",
+        "--action",
+        "block_ip",
+        "--target",
+        "ip:198.51.100.7",
+        "--finding",
+        finding.to_str().unwrap(),
+        "--wait",
+    ]);
+    let id = submitted[0]["intent_id"].as_str().unwrap().to_owned();
+    // the finding is kept with the intent
+    let got = server.json(&["get", &id]);
+    assert_eq!(got[0]["finding"]["finding_info"]["uid"], "xdr-42");
+    let out = server.run(&["rollback", &id, "--reason", "drill", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = server.run(&["journal", "export", "--format", "ocsf"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "the block and its undo: {events:?}");
+    for e in &events {
+        assert_remediation_event(e);
+        assert_eq!(e["class_uid"], 7004);
+        assert_eq!(e["severity_id"], 5);
+        assert_eq!(e["status_id"], 1);
+        assert_eq!(e["metadata"]["correlation_uid"], id.as_str());
+        assert_eq!(e["unmapped"]["parapet"]["target"]["id"], "198.51.100.7");
+    }
+    assert_eq!(
+        (
+            events[0]["activity_id"].as_u64(),
+            events[1]["activity_id"].as_u64()
+        ),
+        (Some(1), Some(3))
+    );
+    assert_eq!(events[0]["type_uid"], 700401);
+    assert_eq!(events[1]["type_uid"], 700403);
+    // each event's chain hash is one the journal verifies
+    let p = &events[1]["unmapped"]["parapet"];
+    let point = format!("{}:{}", p["seq"], p["hash"].as_str().unwrap());
+    let out = server.run(&["journal", "verify", "--expect", &point]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // jsonl: every entry, each linked to the one before, into a file with progress
+    let file = dir.path().join("journal.jsonl");
+    let out = server.run(&["journal", "export", "--output", file.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exported"),
+        "progress on stderr"
+    );
+    let entries: Vec<Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(entries.len() > 5);
+    for pair in entries.windows(2) {
+        assert_eq!(
+            pair[1]["seq"].as_u64().unwrap(),
+            pair[0]["seq"].as_u64().unwrap() + 1
+        );
+        assert_eq!(pair[1]["prev_hash"], pair[0]["hash"]);
+    }
+    let received = entries.iter().find(|e| e["kind"] == "received").unwrap();
+    assert_eq!(
+        received["event"]["intent"]["finding"]["finding_info"]["title"],
+        "Beacon to a known C2"
+    );
+
+    // a finding without what OCSF requires is refused, naming the attribute
+    std::fs::write(&finding, FINDING.replace("\"type_uid\": 200401,", "")).unwrap();
+    let out = server.run(&[
+        "submit",
+        "--source",
+        "xdr",
+        "--detection",
+        "edr.c2_beacon",
+        "--action",
+        "block_ip",
+        "--target",
+        "ip:198.51.100.8",
+        "--finding",
+        finding.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        said.contains("InvalidArgument") && said.contains("finding.type_uid: is required"),
+        "{said}"
+    );
+}

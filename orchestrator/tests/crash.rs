@@ -48,6 +48,7 @@ fn block(key: &str, ips: &[&str]) -> pb::SubmitIntentRequest {
         ttl: None,
         reason: String::new(),
         wait: true,
+        finding: String::new(),
     }
 }
 

@@ -331,6 +331,7 @@ pub fn block(key: &str, ip: &str) -> pb::SubmitIntentRequest {
         ttl: None,
         reason: "C2 traffic".into(),
         wait: true,
+        finding: String::new(),
     }
 }
 

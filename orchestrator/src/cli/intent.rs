@@ -52,6 +52,9 @@ pub struct SubmitArgs {
     /// Wait until execution has finished.
     #[arg(long)]
     wait: bool,
+    /// An OCSF Detection Finding (JSON file, `-` for stdin) to keep with the intent as evidence.
+    #[arg(long, value_name = "FILE")]
+    finding: Option<PathBuf>,
 }
 
 /// The JSON form of an intent for `--file`.
@@ -65,6 +68,8 @@ struct IntentFile {
     ttl: Option<String>,
     #[serde(default)]
     reason: String,
+    /// An OCSF Detection Finding, as evidence.
+    finding: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -117,15 +122,26 @@ fn ttl(d: Duration) -> prost_types::Duration {
     prost_types::Duration::try_from(d).unwrap_or_default()
 }
 
+/// A file's text, or stdin's for `-`.
+fn read_arg(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        Ok(std::io::read_to_string(std::io::stdin())?)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))
+    }
+}
+
 fn request(args: SubmitArgs) -> anyhow::Result<pb::SubmitIntentRequest> {
     let new_key = || uuid::Uuid::now_v7().to_string();
+    // the server checks it; sent as read
+    let finding = args
+        .finding
+        .as_deref()
+        .map(read_arg)
+        .transpose()?
+        .unwrap_or_default();
     if let Some(path) = args.file {
-        let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read `{}`", path.display()))?
-        };
+        let text = read_arg(&path)?;
         let f: IntentFile = serde_json::from_str(&text)
             .with_context(|| format!("`{}` is not an intent", path.display()))?;
         let ttl_value = f
@@ -157,6 +173,10 @@ fn request(args: SubmitArgs) -> anyhow::Result<pb::SubmitIntentRequest> {
             ttl: ttl_value.map(ttl),
             reason: f.reason,
             wait: args.wait,
+            finding: match (f.finding, finding) {
+                (Some(inline), _) => inline.to_string(),
+                (None, from_flag) => from_flag,
+            },
         });
     }
     let target = args.target.unwrap_or_default();
@@ -184,6 +204,7 @@ fn request(args: SubmitArgs) -> anyhow::Result<pb::SubmitIntentRequest> {
         ttl: args.ttl.map(|d| ttl(d.into())),
         reason: args.reason,
         wait: args.wait,
+        finding,
     })
 }
 

@@ -1,4 +1,4 @@
-//! `parapet journal query | verify`
+//! `parapet journal query | verify | export`
 
 use std::time::SystemTime;
 
@@ -15,6 +15,22 @@ pub enum Command {
     Query(Box<QueryArgs>),
     /// Walk the journal's hash chain and report the first break; fails if there is one.
     Verify(VerifyArgs),
+    /// Stream the entries the filters select as JSON lines, or as OCSF Remediation Activity
+    /// events, to stdout or a file.
+    Export(Box<ExportArgs>),
+}
+
+#[derive(clap::Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    filters: Filters,
+    /// jsonl: every entry, with its hashes; ocsf: a Remediation Activity event per step that
+    /// acted or was undone.
+    #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "ocsf"])]
+    format: String,
+    /// Write here instead of stdout (progress goes to stderr).
+    #[arg(long, short)]
+    output: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -27,6 +43,19 @@ pub struct VerifyArgs {
 
 #[derive(clap::Args)]
 pub struct QueryArgs {
+    #[command(flatten)]
+    filters: Filters,
+    /// Only entries after this sequence number: the last SEQ of the previous page.
+    #[arg(long, default_value_t = 0)]
+    after: u64,
+    /// At most this many entries; 0 for all.
+    #[arg(long, default_value_t = 1000)]
+    limit: u32,
+}
+
+/// Which entries: each filter given must match.
+#[derive(clap::Args)]
+pub struct Filters {
     #[arg(long)]
     intent: Option<String>,
     /// KIND:ID, e.g. ip:198.51.100.7.
@@ -55,12 +84,34 @@ pub struct QueryArgs {
     /// RFC 3339 time, or a duration meaning that long ago.
     #[arg(long)]
     until: Option<String>,
-    /// Only entries after this sequence number: the last SEQ of the previous page.
-    #[arg(long, default_value_t = 0)]
-    after: u64,
-    /// At most this many entries; 0 for all.
-    #[arg(long, default_value_t = 1000)]
-    limit: u32,
+}
+
+impl Filters {
+    fn request(self, after_seq: u64, limit: u32) -> anyhow::Result<pb::QueryJournalRequest> {
+        let target = self.target.as_deref().map(super::target_arg).transpose()?;
+        let outcome = match self.outcome.as_deref() {
+            None => pb::Outcome::Unspecified,
+            Some(o) => pb::Outcome::from_str_name(&format!("OUTCOME_{}", o.to_uppercase()))
+                .filter(|o| *o != pb::Outcome::Unspecified)
+                .with_context(|| {
+                    format!("--outcome `{o}`: one of execute, await_approval, shadow, deny")
+                })?,
+        };
+        Ok(pb::QueryJournalRequest {
+            intent_id: self.intent.unwrap_or_default(),
+            target,
+            detection: self.detection.unwrap_or_default(),
+            since: self.since.as_deref().map(when).transpose()?,
+            until: self.until.as_deref().map(when).transpose()?,
+            limit,
+            after_seq,
+            source: self.source.unwrap_or_default(),
+            actor: self.actor.unwrap_or_default(),
+            action_kind: self.action.unwrap_or_default(),
+            outcome: outcome.into(),
+            events: self.events,
+        })
+    }
 }
 
 pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
@@ -78,6 +129,7 @@ pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
 pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result<()> {
     match cmd {
         Command::Query(args) => query(channel, *args, out).await,
+        Command::Export(args) => export(channel, *args).await,
         Command::Verify(args) => verify(channel, args, out).await,
     }
 }
@@ -140,30 +192,52 @@ async fn verify(channel: &Channel, args: VerifyArgs, out: Output) -> anyhow::Res
     }
 }
 
+async fn export(channel: &Channel, args: ExportArgs) -> anyhow::Result<()> {
+    use std::io::{IsTerminal, Write};
+
+    let format = match args.format.as_str() {
+        "ocsf" => pb::ExportFormat::Ocsf,
+        _ => pb::ExportFormat::Jsonl,
+    };
+    let req = pb::ExportJournalRequest {
+        query: Some(args.filters.request(0, 0)?),
+        format: format.into(),
+    };
+    let mut stream = JournalClient::new(channel.clone())
+        .export(req)
+        .await?
+        .into_inner();
+    let mut sink: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create `{}`", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let progress = args.output.is_some() || std::io::stderr().is_terminal();
+    let (mut count, mut last, mut head, mut shown) = (0u64, 0, 0, std::time::Instant::now());
+    while let Some(e) = stream.message().await? {
+        if let Err(err) = writeln!(sink, "{}", e.json) {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(err.into());
+        }
+        (count, last, head) = (count + 1, e.seq, e.head_seq);
+        if progress && shown.elapsed() >= std::time::Duration::from_secs(1) {
+            eprintln!("parapet: exported {count} events, at entry {last} of {head}");
+            shown = std::time::Instant::now();
+        }
+    }
+    sink.flush()?;
+    if progress {
+        eprintln!("parapet: exported {count} events, through entry {last} of {head}");
+    }
+    Ok(())
+}
+
 async fn query(channel: &Channel, args: QueryArgs, out: Output) -> anyhow::Result<()> {
-    let target = args.target.as_deref().map(super::target_arg).transpose()?;
-    let outcome = match args.outcome.as_deref() {
-        None => pb::Outcome::Unspecified,
-        Some(o) => pb::Outcome::from_str_name(&format!("OUTCOME_{}", o.to_uppercase()))
-            .filter(|o| *o != pb::Outcome::Unspecified)
-            .with_context(|| {
-                format!("--outcome `{o}`: one of execute, await_approval, shadow, deny")
-            })?,
-    };
-    let req = pb::QueryJournalRequest {
-        intent_id: args.intent.unwrap_or_default(),
-        target,
-        detection: args.detection.unwrap_or_default(),
-        since: args.since.as_deref().map(when).transpose()?,
-        until: args.until.as_deref().map(when).transpose()?,
-        limit: args.limit,
-        after_seq: args.after,
-        source: args.source.unwrap_or_default(),
-        actor: args.actor.unwrap_or_default(),
-        action_kind: args.action.unwrap_or_default(),
-        outcome: outcome.into(),
-        events: args.events,
-    };
+    let req = args.filters.request(args.after, args.limit)?;
     let mut stream = JournalClient::new(channel.clone())
         .query(req)
         .await?

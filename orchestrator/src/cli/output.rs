@@ -130,6 +130,7 @@ pub fn intent_json(i: &pb::Intent) -> Value {
         "updated_at": time(i.updated_at.as_ref()),
         "expires_at": i.expires_at.as_ref().map(|t| time(Some(t))),
         "error": Some(&i.error).filter(|e| !e.is_empty()),
+        "finding": serde_json::from_str::<Value>(&i.finding).ok(),
     })
 }
 
