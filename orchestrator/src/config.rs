@@ -9,6 +9,8 @@ use std::{
 };
 
 use parapet_actions::config::AdapterConfig;
+
+use crate::journal::retention::Retention;
 use serde::Deserialize;
 
 #[derive(Debug, Clone)]
@@ -30,6 +32,11 @@ pub struct Config {
     pub approvals_webhook: Option<String>,
     /// Adapter instances besides the EDL (which is always there, named `edl`).
     pub adapters: Vec<AdapterConfig>,
+    /// Segment size of the journal's log; retention removes whole segments.
+    pub segment_bytes: u64,
+    pub retention: Retention,
+    /// How often retention runs.
+    pub compact_every: Duration,
 }
 
 impl Default for Config {
@@ -48,6 +55,9 @@ impl Default for Config {
             edl_min_prefix_v6: 32,
             approvals_webhook: None,
             adapters: Vec::new(),
+            segment_bytes: crate::journal::log::SEGMENT_BYTES,
+            retention: Retention::default(),
+            compact_every: Duration::from_secs(3600),
         }
     }
 }
@@ -65,6 +75,18 @@ struct File {
     edl: Option<EdlFile>,
     approvals_webhook: Option<String>,
     adapters: Option<Vec<AdapterConfig>>,
+    journal: Option<JournalFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalFile {
+    segment_bytes: Option<u64>,
+    #[serde(default, with = "humantime_opt")]
+    max_age: Option<Duration>,
+    max_bytes: Option<u64>,
+    #[serde(default, with = "humantime_opt")]
+    compact_every: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +143,30 @@ impl Config {
                 a.rebase(base);
             }
             self.adapters = adapters;
+        }
+        if let Some(j) = file.journal {
+            if let Some(bytes) = j.segment_bytes {
+                anyhow::ensure!(
+                    bytes >= 4096,
+                    "config `{}`: journal.segment_bytes must be at least 4096",
+                    path.display()
+                );
+                self.segment_bytes = bytes;
+            }
+            if let Some(age) = j.max_age {
+                self.retention.max_age = Some(age);
+            }
+            if let Some(bytes) = j.max_bytes {
+                self.retention.max_bytes = Some(bytes);
+            }
+            if let Some(every) = j.compact_every {
+                anyhow::ensure!(
+                    !every.is_zero(),
+                    "config `{}`: journal.compact_every must be positive",
+                    path.display()
+                );
+                self.compact_every = every;
+            }
         }
         if let Some(edl) = file.edl {
             if let Some(lists) = edl.lists {

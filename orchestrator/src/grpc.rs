@@ -602,6 +602,28 @@ impl admin_server::Admin for Admin {
             demoted_detections: self.0.demoted(),
         }))
     }
+
+    async fn compact_journal(
+        &self,
+        request: Request<pb::CompactJournalRequest>,
+    ) -> Result<Response<pb::CompactJournalResponse>, Status> {
+        let by = actor(&request.get_ref().requested_by).to_owned();
+        let done = self.0.compact_journal(&by).await?;
+        Ok(Response::new(match done {
+            None => pb::CompactJournalResponse::default(),
+            Some(c) => pb::CompactJournalResponse {
+                compacted: true,
+                anchor: Some(pb::ChainPoint {
+                    seq: c.anchor.seq,
+                    hash: crate::journal::hex(&c.anchor.hash),
+                }),
+                entries: c.entries,
+                intents: c.intents,
+                bytes_before: c.bytes_before,
+                bytes_after: c.bytes_after,
+            },
+        }))
+    }
 }
 
 fn answer(req: &pb::AnswerRequest) -> Result<(IntentId, &str), Status> {

@@ -210,6 +210,14 @@ pub enum Event {
         origin: String,
         error: String,
     },
+    /// Retention removed the entries up to `through`; the chain of what remains starts from
+    /// `anchor`, the hash of entry `through`.
+    JournalCompacted {
+        through: u64,
+        anchor: String,
+        entries: u64,
+        intents: u64,
+    },
 }
 
 impl Event {
@@ -220,6 +228,7 @@ impl Event {
             Self::KillSwitch { .. }
                 | Self::PolicyLoaded { .. }
                 | Self::PolicyRefused { .. }
+                | Self::JournalCompacted { .. }
                 | Self::BulkRollbackStarted { .. }
                 | Self::BulkRollbackFinished { .. }
                 | Self::DetectionDemoted { .. }
@@ -253,6 +262,7 @@ impl Event {
         "bulk_rollback_finished",
         "policy_loaded",
         "policy_refused",
+        "journal_compacted",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -281,6 +291,7 @@ impl Event {
             Self::BulkRollbackFinished { .. } => "bulk_rollback_finished",
             Self::PolicyLoaded { .. } => "policy_loaded",
             Self::PolicyRefused { .. } => "policy_refused",
+            Self::JournalCompacted { .. } => "journal_compacted",
         }
     }
 }

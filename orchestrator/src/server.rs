@@ -105,7 +105,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .check_adapters(|k, route| registry.resolve(k, route).map(drop))
         .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
 
-    let log = FileLog::open(&config.data_dir.join("journal")).context("cannot open the journal")?;
+    let log = FileLog::with_segment_bytes(&config.data_dir.join("journal"), config.segment_bytes)
+        .context("cannot open the journal")?;
     let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
     let journal = Journal::open(Box::new(log), Arc::new(kv), clock.clone())
         .context("cannot replay the journal")?;
@@ -118,6 +119,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             adapter_timeout: config.adapter_timeout,
             policy_path: config.policy.clone(),
             approvals_webhook: config.approvals_webhook.clone(),
+            retention: config.retention,
+            compact_every: config.compact_every,
         },
     )
     .await?;

@@ -516,3 +516,134 @@ fn the_journal_exports_as_ocsf_remediation_events_that_verify() {
         "{said}"
     );
 }
+
+fn shadow(server: &Server, n: usize, from: usize) {
+    for k in from..from + n {
+        let out = server.run(&[
+            "submit",
+            "--source",
+            "ueba",
+            "--detection",
+            "ml.anomalous_login",
+            "--severity",
+            "high",
+            "--confidence",
+            "0.9",
+            "--action",
+            "block_ip",
+            "--target",
+            &format!("ip:203.0.113.{}", k % 250),
+            "--reason",
+            "an unusual login, recorded in shadow",
+            "--key",
+            &format!("s{k}"),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn retention_keeps_active_intents_and_the_chain_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("parapet.toml");
+    std::fs::write(
+        &config,
+        "[journal]\nsegment_bytes = 4096\nmax_bytes = 4096\ncompact_every = \"1h\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let serve =
+        |data: &Path| Server::start_with(data, None, &["--config", config.to_str().unwrap()], &[]);
+    let server = serve(&data);
+    let compact =
+        |server: &Server| server.json(&["journal", "compact", "--by", "auditor"])[0].clone();
+    let verified = |server: &Server| {
+        let (ok, report) = verify(server);
+        assert!(ok, "{report}");
+        report
+    };
+
+    shadow(&server, 10, 0);
+    let first = server.json(&["journal", "query", "--source", "ueba", "--limit", "1"])[0].clone();
+    submit(&server, "active", "198.51.100.77");
+    let active = server.json(&["journal", "query", "--target", "ip:198.51.100.77"]);
+    let active_id = active[0]["intent_id"].as_str().unwrap().to_owned();
+    let active_first = active[0]["seq"].as_u64().unwrap();
+    shadow(&server, 20, 10);
+
+    let c = compact(&server);
+    assert_eq!(c["compacted"], true, "{c}");
+    let through: u64 = c["anchor"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        through > 0 && through < active_first,
+        "the active block pins its entries: {c}"
+    );
+    assert!(
+        c["bytes_after"].as_u64() < c["bytes_before"].as_u64(),
+        "{c}"
+    );
+    // the removed intent is gone, the active one whole, the chain verifies from the anchor
+    let gone = first["intent_id"].as_str().unwrap();
+    assert!(
+        server
+            .json(&["journal", "query", "--intent", gone])
+            .is_empty()
+    );
+    assert!(!server.run(&["get", gone]).status.success());
+    assert_eq!(
+        server
+            .json(&["journal", "query", "--intent", &active_id])
+            .len(),
+        active.len()
+    );
+    let report = verified(&server);
+    assert_eq!(report["anchor"], c["anchor"]);
+    // the compaction itself is journaled, by whom asked
+    let logged = server.json(&["journal", "query", "--event", "journal_compacted"]);
+    assert_eq!(logged[0]["actor"], "auditor");
+    assert_eq!(logged[0]["payload"]["through"], through);
+
+    // once the block is rolled back and its last entry is old enough, it may go too
+    let out = server.run(&["rollback", &active_id, "--reason", "done", "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    shadow(&server, 20, 30);
+    let c = compact(&server);
+    let through: u64 = c["anchor"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(through >= active_first, "{c}");
+    assert!(
+        server
+            .json(&["journal", "query", "--intent", &active_id])
+            .is_empty()
+    );
+    verified(&server);
+
+    // after a restart the chain still verifies from the anchor and the journal goes on
+    server.terminate();
+    let server = serve(&data);
+    let report = verified(&server);
+    assert_eq!(report["anchor"], c["anchor"]);
+    shadow(&server, 1, 60);
+    verified(&server);
+}

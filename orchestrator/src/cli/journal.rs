@@ -18,6 +18,12 @@ pub enum Command {
     /// Stream the entries the filters select as JSON lines, or as OCSF Remediation Activity
     /// events, to stdout or a file.
     Export(Box<ExportArgs>),
+    /// Apply the retention policy now: remove the oldest segments whose intents have all ended.
+    Compact {
+        /// Who; kept in the journal [default: $USER]
+        #[arg(long)]
+        by: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -130,6 +136,7 @@ pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result
     match cmd {
         Command::Query(args) => query(channel, *args, out).await,
         Command::Export(args) => export(channel, *args).await,
+        Command::Compact { by } => compact(channel, by, out).await,
         Command::Verify(args) => verify(channel, args, out).await,
     }
 }
@@ -190,6 +197,36 @@ async fn verify(channel: &Channel, args: VerifyArgs, out: Output) -> anyhow::Res
             report.breaks.len()
         ),
     }
+}
+
+async fn compact(channel: &Channel, by: Option<String>, out: Output) -> anyhow::Result<()> {
+    let r = pb::admin_client::AdminClient::new(channel.clone())
+        .compact_journal(pb::CompactJournalRequest {
+            requested_by: super::actor(by),
+        })
+        .await?
+        .into_inner();
+    let anchor = r
+        .anchor
+        .as_ref()
+        .map_or_else(String::new, |a| format!("{}:{}", a.seq, a.hash));
+    if out.json {
+        out.json_line(&json!({
+            "compacted": r.compacted, "anchor": anchor, "entries": r.entries,
+            "intents": r.intents, "bytes_before": r.bytes_before, "bytes_after": r.bytes_after,
+        }));
+    } else if r.compacted {
+        outln!(
+            "removed {} entries of {} intents ({} → {} bytes); the chain now starts after {anchor}",
+            r.entries,
+            r.intents,
+            r.bytes_before,
+            r.bytes_after
+        );
+    } else {
+        outln!("nothing may go yet");
+    }
+    Ok(())
 }
 
 async fn export(channel: &Channel, args: ExportArgs) -> anyhow::Result<()> {

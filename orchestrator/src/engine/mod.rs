@@ -36,7 +36,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     clock::SharedClock,
-    journal::{AppendError, Journal},
+    journal::{
+        AppendError, Journal,
+        retention::{Compaction, Retention},
+    },
     lifecycle::{Event, IntentRecord, State},
 };
 
@@ -83,6 +86,9 @@ pub struct EngineConfig {
     pub policy_path: Option<std::path::PathBuf>,
     /// Where escalations of pending approvals are posted.
     pub approvals_webhook: Option<String>,
+    /// When old journal entries go, and how often that is checked.
+    pub retention: Retention,
+    pub compact_every: Duration,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +97,8 @@ impl Default for EngineConfig {
             adapter_timeout: Duration::from_secs(30),
             policy_path: None,
             approvals_webhook: None,
+            retention: Retention::default(),
+            compact_every: Duration::from_secs(3600),
         }
     }
 }
@@ -166,7 +174,39 @@ impl Engine {
         engine.restore_guards(&engine.policy())?;
         engine.recover()?;
         engine.resume_bulk()?;
+        if !engine.inner.config.retention.keeps_everything() {
+            let compactor = engine.clone();
+            engine
+                .inner
+                .tasks
+                .spawn(async move { compactor.run_retention().await });
+        }
         Ok(engine)
+    }
+
+    /// Applies the retention policy now; `None` when nothing may go yet.
+    pub async fn compact_journal(&self, actor: &str) -> Result<Option<Compaction>> {
+        let rules = self.inner.config.retention;
+        if rules.keeps_everything() {
+            return Err(Error::FailedPrecondition(
+                "no retention is configured ([journal] max_age or max_bytes): the journal keeps everything".into(),
+            ));
+        }
+        Ok(self.inner.journal.compact(rules, self.now(), actor).await?)
+    }
+
+    /// Compacts the journal every `compact_every`, starting now.
+    async fn run_retention(&self) {
+        loop {
+            if let Err(e) = self.compact_journal(SYSTEM_ACTOR).await {
+                tracing::error!(error = %e, "journal retention failed");
+            }
+            let next = self.now() + self.inner.config.compact_every;
+            tokio::select! {
+                () = self.inner.clock.sleep_until(next) => {}
+                () = self.inner.shutdown.cancelled() => return,
+            }
+        }
     }
 
     pub fn journal(&self) -> &Journal {

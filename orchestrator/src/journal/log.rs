@@ -64,7 +64,12 @@ pub trait LogReader: Send + Sync {
     fn read(&self, f: &mut dyn FnMut(Stored<'_>) -> bool) -> io::Result<()>;
 
     /// The bytes the records take, segment headers included.
-    fn size(&self) -> io::Result<u64>;
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.segments()?.iter().map(|(_, bytes)| bytes).sum())
+    }
+
+    /// Each segment's first sequence number and size in bytes, oldest first.
+    fn segments(&self) -> io::Result<Vec<(u64, u64)>>;
 }
 
 /// Segment size by default: large enough that files stay few, small enough that retention can
@@ -249,12 +254,13 @@ impl LogReader for DirReader {
         Ok(())
     }
 
-    fn size(&self) -> io::Result<u64> {
-        let mut total = 0;
+    fn segments(&self) -> io::Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
         for first in list_segments(&self.0)? {
-            total += fs::metadata(segment_path(&self.0, first)).map_or(0, |m| m.len());
+            let bytes = fs::metadata(segment_path(&self.0, first)).map_or(0, |m| m.len());
+            out.push((first, bytes));
         }
-        Ok(total)
+        Ok(out)
     }
 }
 
@@ -423,12 +429,13 @@ impl LogReader for MemReader {
         Ok(())
     }
 
-    fn size(&self) -> io::Result<u64> {
-        Ok(self
+    fn segments(&self) -> io::Result<Vec<(u64, u64)>> {
+        let bytes = self
             .0
             .read()
             .iter()
             .map(|r| (r.len() + HEADER) as u64)
-            .sum())
+            .sum();
+        Ok(vec![(1, bytes)])
     }
 }

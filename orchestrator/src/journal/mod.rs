@@ -23,6 +23,7 @@ pub mod index;
 pub mod kv;
 pub mod log;
 mod query;
+pub mod retention;
 pub mod verify;
 
 use std::{io, sync::Arc, thread, time::SystemTime};
@@ -123,6 +124,17 @@ pub enum AppendError {
     Unavailable(String),
 }
 
+/// What the writer thread is asked to do.
+enum Job {
+    Append(Request),
+    /// Carry out a compaction: journal it, then remove the segments.
+    Compact {
+        plan: retention::Plan,
+        actor: String,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
+}
+
 struct Request {
     /// `None` for system events.
     intent_id: Option<IntentId>,
@@ -134,7 +146,7 @@ struct Request {
 /// Handle to the journal; cheap to clone.
 #[derive(Clone)]
 pub struct Journal {
-    tx: mpsc::Sender<Request>,
+    tx: mpsc::Sender<Job>,
     index: Index,
     reader: Arc<dyn LogReader>,
     changes: broadcast::Sender<Change>,
@@ -151,6 +163,11 @@ impl Journal {
         let index = Index::new(kv.clone());
         let reader = log.reader();
         let next_seq = replay(log.as_ref(), &index, kv.as_ref())?;
+        let anchor = reader.anchor()?;
+        if anchor.seq > 0 && index.first_seq()? <= anchor.seq {
+            // a crash cut the last compaction short between the log and the index
+            retention::forget(&index, anchor.seq)?;
+        }
         let last_hash = match log.last() {
             Some(bytes) => hash(bytes),
             None => reader.anchor()?.hash,
@@ -215,7 +232,22 @@ impl Journal {
             reply,
         };
         let closed = || AppendError::Unavailable("the journal writer has stopped".into());
-        self.tx.send(request).await.map_err(|_| closed())?;
+        self.tx
+            .send(Job::Append(request))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn send_compact(&self, plan: retention::Plan, actor: &str) -> io::Result<()> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job::Compact {
+            plan,
+            actor: actor.to_owned(),
+            reply,
+        };
+        let closed = || io::Error::other("the journal writer has stopped");
+        self.tx.send(job).await.map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
@@ -352,17 +384,52 @@ type Reply = (
 );
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut requests = Vec::with_capacity(MAX_BATCH);
         while let Some(first) = rx.blocking_recv() {
-            requests.push(first);
-            while requests.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(r) => requests.push(r),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Append(r) => requests.push(r),
+                    Job::Compact { plan, actor, reply } => {
+                        // what came before it is written before it
+                        self.commit(&mut requests);
+                        let _ = reply.send(self.compact(plan, actor));
+                    }
+                }
+                if requests.len() < MAX_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
             self.commit(&mut requests);
+        }
+    }
+
+    /// Journals a compaction, then removes the segments, if the plan still holds.
+    fn compact(&mut self, plan: retention::Plan, actor: String) -> io::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::other(why.clone()));
+        }
+        if !retention::still_holds(&self.index, &plan)? {
+            return Err(io::Error::other(
+                "an intent to be removed changed meanwhile; nothing was removed",
+            ));
+        }
+        if !self.log.segments().contains(&(plan.anchor.seq + 1)) {
+            return Err(io::Error::other("the journal's segments changed meanwhile"));
+        }
+        let (reply, rx) = oneshot::channel();
+        let mut requests = vec![Request {
+            intent_id: None,
+            actor,
+            events: vec![retention::event(&plan)],
+            reply,
+        }];
+        self.commit(&mut requests);
+        match rx.blocking_recv() {
+            Ok(Ok(_)) => self.log.compact(plan.anchor),
+            Ok(Err(e)) => Err(io::Error::other(e.to_string())),
+            Err(_) => Err(io::Error::other("the compaction was not journaled")),
         }
     }
 
