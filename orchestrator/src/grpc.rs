@@ -366,13 +366,12 @@ impl journal_server::Journal for Journal {
             })?;
             expected.push((p.seq, hash));
         }
-        let journal = self.0.journal().clone();
-        let report = tokio::task::spawn_blocking(move || {
-            crate::journal::verify::verify(journal.reader().as_ref(), journal.index(), &expected)
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Error::from)?;
+        let report = self
+            .0
+            .journal()
+            .verify(expected)
+            .await
+            .map_err(Error::from)?;
         Ok(Response::new(conv::verify_report(&report)))
     }
 

@@ -149,6 +149,8 @@ pub struct Journal {
     tx: mpsc::Sender<Job>,
     index: Index,
     reader: Arc<dyn LogReader>,
+    /// Held by a verification and by a compaction, so neither sees the other half done.
+    walks: Arc<tokio::sync::Mutex<()>>,
     changes: broadcast::Sender<Change>,
     /// The writer thread; it ends once every handle is dropped.
     writer: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
@@ -192,6 +194,7 @@ impl Journal {
             tx,
             index,
             reader,
+            walks: Arc::default(),
             changes,
             writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
         })
@@ -258,6 +261,15 @@ impl Journal {
     /// The stored records, read without trusting them; for verification.
     pub fn reader(&self) -> &Arc<dyn LogReader> {
         &self.reader
+    }
+
+    /// Walks the hash chain (see [`verify`]); `expected` are points an auditor kept.
+    pub async fn verify(&self, expected: Vec<(u64, Hash)>) -> io::Result<verify::Report> {
+        let _walk = self.walks.lock().await;
+        let (index, reader) = (self.index.clone(), self.reader.clone());
+        tokio::task::spawn_blocking(move || verify::verify(reader.as_ref(), &index, &expected))
+            .await
+            .map_err(io::Error::other)?
     }
 
     /// The writer thread, to join once every handle is dropped: then the log and the index

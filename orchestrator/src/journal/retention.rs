@@ -72,6 +72,7 @@ impl Journal {
         if rules.keeps_everything() {
             return Ok(None);
         }
+        let _walk = self.walks.lock().await;
         let (index, reader) = (self.index.clone(), self.reader.clone());
         let planned = tokio::task::spawn_blocking(move || -> io::Result<_> {
             let before = reader.size()?;

@@ -796,3 +796,93 @@ async fn retention_by_age_removes_old_ended_intents_only() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_while_appends_go_on_finds_nothing_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = FileLog::with_segment_bytes(dir.path(), 4096).unwrap();
+    let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+    let writer = {
+        let journal = journal.clone();
+        tokio::spawn(async move {
+            for k in 0..300 {
+                let i = intent(&k.to_string());
+                journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+            }
+        })
+    };
+    let mut walks = 0;
+    while !writer.is_finished() {
+        let report = journal.verify(vec![]).await.unwrap();
+        assert!(report.ok(), "{:?}", report.problems);
+        walks += 1;
+    }
+    writer.await.unwrap();
+    let report = journal.verify(vec![]).await.unwrap();
+    assert!(report.ok() && report.entries == 600, "{report:?}");
+    assert!(walks > 1);
+}
+
+#[tokio::test]
+async fn a_record_being_written_past_the_head_is_no_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(
+        Box::new(FileLog::open(dir.path()).unwrap()),
+        Arc::new(MemKv::default()),
+        clock(),
+    )
+    .unwrap();
+    let i = intent("a");
+    journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+    // the start of a record the writer is still writing, as a reader may catch it
+    let segment = dir.path().join(format!("{:020}.log", 1));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &[200, 0, 0, 0, 1, 2]).unwrap();
+    let report = journal.verify(vec![]).await.unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.entries, 2);
+}
+
+#[tokio::test]
+async fn retention_removes_nothing_from_a_broken_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = FileLog::with_segment_bytes(dir.path(), 4096).unwrap();
+    let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+    for k in 0..40 {
+        let i = varied(&format!("d{k}"), "siem", "c2", "block_ip", "192.0.2.9");
+        journal
+            .append(i.id, "siem", decided(&i, Outcome::Deny))
+            .await
+            .unwrap();
+    }
+    // the first record's source renamed, its checksum made to match
+    let segment = dir.path().join(format!("{:020}.log", 1));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let len = u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+    let at = 8 + bytes[8..8 + len]
+        .windows(4)
+        .position(|w| w == b"siem")
+        .unwrap();
+    bytes[at] = b'x';
+    let crc = crc32fast::hash(&bytes[8..8 + len]).to_le_bytes();
+    bytes[4..8].copy_from_slice(&crc);
+    std::fs::write(&segment, bytes).unwrap();
+
+    let rules = retention::Retention {
+        max_age: None,
+        max_bytes: Some(4096),
+    };
+    let err = journal
+        .compact(rules, SystemTime::now(), "test")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("chain is broken (entry 1 modified)"),
+        "{err}"
+    );
+    assert!(segment.exists());
+}

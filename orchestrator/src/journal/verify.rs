@@ -187,6 +187,8 @@ impl Walk<'_> {
     fn step(&mut self, record: Result<&[u8], String>, head_seq: u64) -> bool {
         let bytes = match record {
             Ok(bytes) => bytes,
+            // past the head, a record being written now
+            Err(_) if self.in_order.0 >= head_seq => return false,
             Err(why) => {
                 let seq = self.expected_seq;
                 self.problem(
