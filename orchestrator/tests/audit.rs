@@ -10,8 +10,10 @@ use std::path::Path;
 use common::Server;
 use serde_json::Value;
 
-fn submit(server: &Server, key: &str, ip: &str) {
-    let out = server.run(&[
+/// Blocks `ip` from the example policy's `edr.c2_beacon` and waits; returns the intent.
+fn submit_with(server: &Server, ip: &str, extra: &[&str]) -> Value {
+    let target = format!("ip:{ip}");
+    let args = [
         "submit",
         "--source",
         "xdr",
@@ -24,16 +26,14 @@ fn submit(server: &Server, key: &str, ip: &str) {
         "--action",
         "block_ip",
         "--target",
-        &format!("ip:{ip}"),
-        "--key",
-        key,
+        &target,
         "--wait",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ];
+    server.json(&[&args[..], extra].concat()).remove(0)
+}
+
+fn submit(server: &Server, key: &str, ip: &str) {
+    submit_with(server, ip, &["--key", key]);
 }
 
 /// The records of the journal's first segment: (crc-checked) payloads, in order.
@@ -400,24 +400,11 @@ fn the_journal_exports_as_ocsf_remediation_events_that_verify() {
     let server = Server::start_in(&dir.path().join("data"), None);
     let finding = dir.path().join("finding.json");
     std::fs::write(&finding, FINDING).unwrap();
-    let submitted = server.json(&[
-        "submit",
-        "--source",
-        "xdr",
-        "--detection",
-        "edr.c2_beacon",
-        "--severity",
-        "critical",
-        "--confidence",
-        "0.95",
-        "--action",
-        "block_ip",
-        "--target",
-        "ip:198.51.100.7",
-        "--finding",
-        finding.to_str().unwrap(),
-        "--wait",
-    ]);
+    let submitted = [submit_with(
+        &server,
+        "198.51.100.7",
+        &["--finding", finding.to_str().unwrap()],
+    )];
     let id = submitted[0]["intent_id"].as_str().unwrap().to_owned();
     // the finding is kept with the intent
     let got = server.json(&["get", &id]);
