@@ -37,6 +37,33 @@ pub struct Config {
     pub retention: Retention,
     /// How often retention runs.
     pub compact_every: Duration,
+    /// TLS for the gRPC listener; with `client_ca`, mutual TLS.
+    pub tls: Option<TlsConfig>,
+    pub auth: AuthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA whose client certificates identify callers (PEM): mutual TLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// No TLS and no authentication: everyone may do everything. Only on a loopback address.
+    #[serde(default)]
+    pub insecure: bool,
+    /// The token file: SHA-256 hashes of bearer tokens, each with an identity and roles.
+    pub tokens: Option<PathBuf>,
+    /// Roles of the identities client certificates name.
+    #[serde(default)]
+    pub identities: Vec<crate::auth::Identity>,
 }
 
 impl Default for Config {
@@ -58,6 +85,8 @@ impl Default for Config {
             segment_bytes: crate::journal::log::SEGMENT_BYTES,
             retention: Retention::default(),
             compact_every: Duration::from_secs(3600),
+            tls: None,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -76,6 +105,8 @@ struct File {
     approvals_webhook: Option<String>,
     adapters: Option<Vec<AdapterConfig>>,
     journal: Option<JournalFile>,
+    tls: Option<TlsConfig>,
+    auth: Option<AuthConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +174,16 @@ impl Config {
                 a.rebase(base);
             }
             self.adapters = adapters;
+        }
+        if let Some(mut tls) = file.tls {
+            tls.cert = relative(tls.cert);
+            tls.key = relative(tls.key);
+            tls.client_ca = tls.client_ca.map(relative);
+            self.tls = Some(tls);
+        }
+        if let Some(mut auth) = file.auth {
+            auth.tokens = auth.tokens.map(relative);
+            self.auth = auth;
         }
         if let Some(j) = file.journal {
             if let Some(bytes) = j.segment_bytes {

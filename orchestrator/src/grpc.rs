@@ -12,6 +12,7 @@ use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use crate::{
+    auth::Caller,
     engine::{Engine, Error, Selector},
     pb as conv,
 };
@@ -37,15 +38,6 @@ impl From<Error> for Status {
 
 fn invalid(field: &str) -> impl FnOnce(Invalid) -> Status + '_ {
     move |e| Status::invalid_argument(e.under(field).to_string())
-}
-
-/// Who asks, as the caller names itself; `anonymous` when it does not.
-fn actor(requested_by: &str) -> &str {
-    if requested_by.is_empty() {
-        "anonymous"
-    } else {
-        requested_by
-    }
 }
 
 /// A reason is kept in the journal with what it caused, so changes must give one.
@@ -87,10 +79,13 @@ impl intents_server::Intents for Intents {
         &self,
         request: Request<pb::SubmitIntentRequest>,
     ) -> Result<Response<pb::SubmitIntentResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let wait = req.wait;
         let intent =
             conv::intent_request(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let kinds: Vec<&str> = intent.steps.iter().map(|s| s.kind.as_str()).collect();
+        caller.may_submit(&intent.source, &intent.detection.rule_id, &kinds)?;
         let submitted = self.0.submit(intent, wait).await?;
         let r = &submitted.record;
         Ok(Response::new(pb::SubmitIntentResponse {
@@ -106,14 +101,21 @@ impl intents_server::Intents for Intents {
         &self,
         request: Request<pb::GetIntentRequest>,
     ) -> Result<Response<pb::Intent>, Status> {
+        let caller = Caller::of(&request);
         let id = intent_id(&request.get_ref().intent_id, "intent_id")?;
-        Ok(Response::new(conv::intent(&self.0.record(id)?)))
+        let record = self.0.record(id)?;
+        if !caller.reads(&record.intent.source) {
+            // not found rather than denied: a detector learns nothing of others' intents
+            return Err(Error::NotFound(id.to_string()).into());
+        }
+        Ok(Response::new(conv::intent(&record)))
     }
 
     async fn list(
         &self,
         request: Request<pb::ListIntentsRequest>,
     ) -> Result<Response<pb::ListIntentsResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let states = req
             .states
@@ -131,7 +133,8 @@ impl intents_server::Intents for Intents {
         let mut more = false;
         for record in self.0.journal().index().records_newest_first(before) {
             let record = record.map_err(Error::from)?;
-            let keep = (states.is_empty() || states.contains(&record.state))
+            let keep = caller.reads(&record.intent.source)
+                && (states.is_empty() || states.contains(&record.state))
                 && (req.detection.is_empty() || record.intent.detection.rule_id == req.detection)
                 && (req.source.is_empty() || record.intent.source == req.source);
             if !keep {
@@ -159,6 +162,7 @@ impl intents_server::Intents for Intents {
         &self,
         request: Request<pb::WatchIntentsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let only = if req.intent_id.is_empty() {
             None
@@ -169,6 +173,11 @@ impl intents_server::Intents for Intents {
         // Subscribe before reading the current state, so no change falls in between.
         let mut changes = engine.journal().subscribe();
         let current = only.map(|id| engine.record(id)).transpose()?;
+        if let Some(r) = &current
+            && !caller.reads(&r.intent.source)
+        {
+            return Err(Error::NotFound(r.intent.id.to_string()).into());
+        }
         let (tx, rx) = mpsc::channel(64);
         let stop = engine.shutdown_token();
         tokio::spawn(async move {
@@ -208,7 +217,10 @@ impl intents_server::Intents for Intents {
                 let (Some(id), Some(record)) = (change.entry.intent_id, &change.record) else {
                     continue;
                 };
-                if only.is_some_and(|only| only != id) || change.entry.seq <= last_seq {
+                if only.is_some_and(|only| only != id)
+                    || change.entry.seq <= last_seq
+                    || !caller.reads(&record.intent.source)
+                {
                     continue;
                 }
                 let state = record.state;
@@ -244,11 +256,12 @@ impl rollbacks_server::Rollbacks for Rollbacks {
         &self,
         request: Request<pb::RollbackSelectedRequest>,
     ) -> Result<Response<Self::RollbackSelectedStream>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let selector = Self::selector(&req)?;
         required_reason(&req.reason)?;
         let concurrency = bounded(req.concurrency, 8, 64, "concurrency")?;
-        let by = actor(&req.requested_by);
+        let by = caller.actor(&req.requested_by);
         let bulk = self
             .0
             .bulk_rollback(&selector, by, &req.reason, concurrency)
@@ -279,10 +292,11 @@ impl rollbacks_server::Rollbacks for Rollbacks {
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RollbackResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let id = intent_id(&req.intent_id, "intent_id")?;
         required_reason(&req.reason)?;
-        let actor = actor(&req.requested_by);
+        let actor = caller.actor(&req.requested_by);
         let done = self.0.rollback(id, actor, &req.reason, req.wait).await?;
         Ok(Response::new(pb::RollbackResponse {
             intent_id: id.to_string(),
@@ -496,6 +510,7 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<pb::SetKillSwitchRequest>,
     ) -> Result<Response<pb::SetKillSwitchResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let kind = if req.action_kind.is_empty() {
             None
@@ -510,7 +525,7 @@ impl admin_server::Admin for Admin {
             Some(kind)
         };
         required_reason(&req.reason)?;
-        let actor = actor(&req.requested_by);
+        let actor = caller.actor(&req.requested_by);
         let engaged = self
             .0
             .set_kill_switch(kind, req.engaged, actor, &req.reason)
@@ -524,8 +539,9 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<pb::ReloadPolicyRequest>,
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
-        let actor = actor(&req.requested_by);
+        let actor = caller.actor(&req.requested_by);
         let (previous_digest, policy_digest) = self.0.reload_policy(actor).await?;
         Ok(Response::new(pb::ReloadPolicyResponse {
             previous_digest,
@@ -584,6 +600,7 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<pb::SetDemotionRequest>,
     ) -> Result<Response<pb::SetDemotionResponse>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         if req.detection.is_empty() {
             return Err(Status::invalid_argument("detection: is required"));
@@ -593,7 +610,7 @@ impl admin_server::Admin for Admin {
             .set_demoted(
                 &req.detection,
                 req.demoted,
-                actor(&req.requested_by),
+                caller.actor(&req.requested_by),
                 &req.reason,
             )
             .await?;
@@ -606,7 +623,9 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<pb::CompactJournalRequest>,
     ) -> Result<Response<pb::CompactJournalResponse>, Status> {
-        let by = actor(&request.get_ref().requested_by).to_owned();
+        let by = Caller::of(&request)
+            .actor(&request.get_ref().requested_by)
+            .to_owned();
         let done = self.0.compact_journal(&by).await?;
         Ok(Response::new(match done {
             None => pb::CompactJournalResponse::default(),
@@ -625,11 +644,13 @@ impl admin_server::Admin for Admin {
     }
 }
 
-fn answer(req: &pb::AnswerRequest) -> Result<(IntentId, &str), Status> {
+fn answer<'a>(
+    caller: &'a Caller,
+    req: &'a pb::AnswerRequest,
+) -> Result<(IntentId, &'a str), Status> {
     let id = intent_id(&req.intent_id, "intent_id")?;
     required_reason(&req.reason)?;
-    let by = actor(&req.requested_by);
-    Ok((id, by))
+    Ok((id, caller.actor(&req.requested_by)))
 }
 
 /// Serves `parapet.v1.Approvals`.
@@ -649,8 +670,9 @@ impl approvals_server::Approvals for Approvals {
         &self,
         request: Request<pb::AnswerRequest>,
     ) -> Result<Response<pb::Intent>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
-        let (id, by) = answer(&req)?;
+        let (id, by) = answer(&caller, &req)?;
         Ok(Response::new(conv::intent(
             &self.0.approve(id, by, &req.reason).await?,
         )))
@@ -660,8 +682,9 @@ impl approvals_server::Approvals for Approvals {
         &self,
         request: Request<pb::AnswerRequest>,
     ) -> Result<Response<pb::Intent>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
-        let (id, by) = answer(&req)?;
+        let (id, by) = answer(&caller, &req)?;
         Ok(Response::new(conv::intent(
             &self.0.reject(id, by, &req.reason).await?,
         )))
@@ -677,6 +700,7 @@ impl verdicts_server::Verdicts for Verdicts {
         &self,
         request: Request<pb::VerdictRequest>,
     ) -> Result<Response<pb::Intent>, Status> {
+        let caller = Caller::of(&request);
         let req = request.into_inner();
         let id = intent_id(&req.intent_id, "intent_id")?;
         let verdict = match pb::VerdictKind::try_from(req.verdict) {
@@ -688,7 +712,7 @@ impl verdicts_server::Verdicts for Verdicts {
                 ));
             }
         };
-        let by = actor(&req.requested_by);
+        let by = caller.actor(&req.requested_by);
         Ok(Response::new(conv::intent(
             &self.0.judge(id, by, verdict, &req.note).await?,
         )))

@@ -218,6 +218,14 @@ pub enum Event {
         entries: u64,
         intents: u64,
     },
+    /// A call was refused: unauthenticated, or outside the caller's roles. A security event.
+    AccessDenied {
+        /// Empty when the caller could not be identified.
+        identity: String,
+        method: String,
+        code: String,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -229,6 +237,7 @@ impl Event {
                 | Self::PolicyLoaded { .. }
                 | Self::PolicyRefused { .. }
                 | Self::JournalCompacted { .. }
+                | Self::AccessDenied { .. }
                 | Self::BulkRollbackStarted { .. }
                 | Self::BulkRollbackFinished { .. }
                 | Self::DetectionDemoted { .. }
@@ -263,6 +272,7 @@ impl Event {
         "policy_loaded",
         "policy_refused",
         "journal_compacted",
+        "access_denied",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -292,6 +302,7 @@ impl Event {
             Self::PolicyLoaded { .. } => "policy_loaded",
             Self::PolicyRefused { .. } => "policy_refused",
             Self::JournalCompacted { .. } => "journal_compacted",
+            Self::AccessDenied { .. } => "access_denied",
         }
     }
 }

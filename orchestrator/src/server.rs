@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::{
+    auth,
     clock::SharedClock,
     config::Config,
     engine::{Engine, EngineConfig},
@@ -105,6 +106,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .check_adapters(|k, route| registry.resolve(k, route).map(drop))
         .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
 
+    let auth = Arc::new(authenticator(config)?);
     let log = FileLog::with_segment_bytes(&config.data_dir.join("journal"), config.segment_bytes)
         .context("cannot open the journal")?;
     let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
@@ -133,9 +135,6 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
-    if !grpc_addr.ip().is_loopback() {
-        tracing::warn!(%grpc_addr, "gRPC is reachable beyond this machine and has no authentication yet");
-    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<IntentsServer<grpc::Intents>>().await;
@@ -154,7 +153,14 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .build_v1()?;
 
     let stop = CancellationToken::new();
-    let grpc = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder
+            .tls_config(server_tls(tls)?)
+            .context("the TLS settings")?;
+    }
+    let grpc = builder
+        .layer(auth::AuthLayer::new(auth, engine.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -240,4 +246,48 @@ impl Running {
         }
         Ok(())
     }
+}
+
+/// How callers are authenticated; refuses a listener that would be open to anyone beyond
+/// this machine.
+fn authenticator(config: &Config) -> anyhow::Result<auth::Authenticator> {
+    let a = &config.auth;
+    match (&config.tls, a.insecure) {
+        (Some(_), true) => bail!(
+            "`[auth] insecure` and `[tls]` are both set: choose TLS with authentication, or neither"
+        ),
+        (None, true) if !config.grpc_addr.ip().is_loopback() => bail!(
+            "gRPC on {} without TLS or authentication would let anyone who can reach it act: \
+             use a loopback address, or configure [tls]",
+            config.grpc_addr
+        ),
+        (None, true) => Ok(auth::Authenticator::insecure()),
+        (None, false) => bail!(
+            "gRPC needs [tls] (with client_ca for mutual TLS, or a token file in [auth]), or \
+             `--insecure` (`[auth] insecure = true`) on a loopback address to run without authentication"
+        ),
+        (Some(tls), false) => {
+            if tls.client_ca.is_none() && a.tokens.is_none() {
+                bail!(
+                    "[tls] without client_ca and without [auth] tokens: nobody could authenticate"
+                );
+            }
+            auth::Authenticator::new(&a.identities, a.tokens.as_deref())
+        }
+    }
+}
+
+fn server_tls(tls: &crate::config::TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("cannot read `{}`", p.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    let mut server = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        // optional: a caller with a token needs no certificate
+        server = server
+            .client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?))
+            .client_auth_optional(true);
+    }
+    Ok(server)
 }

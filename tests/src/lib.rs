@@ -123,6 +123,10 @@ impl Parapet {
             data_dir: data_dir.clone(),
             policy: policy.clone(),
             adapters: adapters.clone(),
+            auth: parapet_orchestrator::config::AuthConfig {
+                insecure: true,
+                ..Default::default()
+            },
             ..Config::default()
         };
         let running = server::start(&config, Arc::new(clock.clone())).await?;

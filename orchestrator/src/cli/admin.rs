@@ -1,8 +1,8 @@
 //! `parapet kill-switch`, `parapet status`, `parapet policy reload`
 
+use super::Conn;
 use parapet_proto::v1::{self as pb, admin_client::AdminClient};
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::{
     actor,
@@ -65,7 +65,7 @@ fn print_switches(switches: &[pb::KillSwitch], out: Output) {
     out.table(&["KILL SWITCH", "SINCE", "BY", "REASON"], rows);
 }
 
-pub async fn kill_switch(channel: &Channel, cmd: KillSwitch, out: Output) -> anyhow::Result<()> {
+pub async fn kill_switch(channel: &Conn, cmd: KillSwitch, out: Output) -> anyhow::Result<()> {
     let (engaged, args) = match cmd {
         KillSwitch::Engage(a) => (true, a),
         KillSwitch::Release(a) => (false, a),
@@ -84,7 +84,7 @@ pub async fn kill_switch(channel: &Channel, cmd: KillSwitch, out: Output) -> any
     Ok(())
 }
 
-pub async fn reload(channel: &Channel, by: Option<String>, out: Output) -> anyhow::Result<()> {
+pub async fn reload(channel: &Conn, by: Option<String>, out: Output) -> anyhow::Result<()> {
     let req = pb::ReloadPolicyRequest {
         requested_by: actor(by),
     };
@@ -108,7 +108,7 @@ pub async fn reload(channel: &Channel, by: Option<String>, out: Output) -> anyho
     Ok(())
 }
 
-pub async fn status(channel: &Channel, out: Output) -> anyhow::Result<()> {
+pub async fn status(channel: &Conn, out: Output) -> anyhow::Result<()> {
     let s = AdminClient::new(channel.clone())
         .get_status(pb::GetStatusRequest {})
         .await?
@@ -212,7 +212,7 @@ pub struct RestoreArgs {
 }
 
 /// Lets a demoted detection act alone again.
-pub async fn restore(channel: &Channel, args: RestoreArgs, out: Output) -> anyhow::Result<()> {
+pub async fn restore(channel: &Conn, args: RestoreArgs, out: Output) -> anyhow::Result<()> {
     let req = pb::SetDemotionRequest {
         detection: args.detection,
         demoted: false,

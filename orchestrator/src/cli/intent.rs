@@ -2,11 +2,11 @@
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
+use super::Conn;
 use anyhow::{Context, bail};
 use parapet_proto::v1::{self as pb, intents_client::IntentsClient};
 use serde::Deserialize;
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::output::{self, Output};
 
@@ -208,7 +208,7 @@ fn request(args: SubmitArgs) -> anyhow::Result<pb::SubmitIntentRequest> {
     })
 }
 
-pub async fn submit(channel: &Channel, args: SubmitArgs, out: Output) -> anyhow::Result<()> {
+pub async fn submit(channel: &Conn, args: SubmitArgs, out: Output) -> anyhow::Result<()> {
     let req = request(args)?;
     let resp = IntentsClient::new(channel.clone())
         .submit(req)
@@ -233,7 +233,7 @@ pub struct GetArgs {
     intent_id: String,
 }
 
-pub async fn get(channel: &Channel, args: GetArgs, out: Output) -> anyhow::Result<()> {
+pub async fn get(channel: &Conn, args: GetArgs, out: Output) -> anyhow::Result<()> {
     let req = pb::GetIntentRequest {
         intent_id: args.intent_id,
     };
@@ -263,7 +263,7 @@ pub struct ListArgs {
     limit: u32,
 }
 
-pub async fn list(channel: &Channel, args: ListArgs, out: Output) -> anyhow::Result<()> {
+pub async fn list(channel: &Conn, args: ListArgs, out: Output) -> anyhow::Result<()> {
     let states = args
         .states
         .iter()
@@ -331,7 +331,7 @@ pub struct WatchArgs {
     intent_id: Option<String>,
 }
 
-pub async fn watch(channel: &Channel, args: WatchArgs, out: Output) -> anyhow::Result<()> {
+pub async fn watch(channel: &Conn, args: WatchArgs, out: Output) -> anyhow::Result<()> {
     let req = pb::WatchIntentsRequest {
         intent_id: args.intent_id.unwrap_or_default(),
     };

@@ -2,10 +2,10 @@
 
 use std::time::SystemTime;
 
+use super::Conn;
 use anyhow::Context;
 use parapet_proto::v1::{self as pb, journal_client::JournalClient};
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::output::{self, Output};
 
@@ -132,7 +132,7 @@ pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
     Ok(t.into())
 }
 
-pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result<()> {
+pub async fn run(channel: &Conn, cmd: Command, out: Output) -> anyhow::Result<()> {
     match cmd {
         Command::Query(args) => query(channel, *args, out).await,
         Command::Export(args) => export(channel, *args).await,
@@ -141,7 +141,7 @@ pub async fn run(channel: &Channel, cmd: Command, out: Output) -> anyhow::Result
     }
 }
 
-async fn verify(channel: &Channel, args: VerifyArgs, out: Output) -> anyhow::Result<()> {
+async fn verify(channel: &Conn, args: VerifyArgs, out: Output) -> anyhow::Result<()> {
     let mut expect = Vec::new();
     for text in &args.expect {
         let (seq, hash) = text
@@ -199,7 +199,7 @@ async fn verify(channel: &Channel, args: VerifyArgs, out: Output) -> anyhow::Res
     }
 }
 
-async fn compact(channel: &Channel, by: Option<String>, out: Output) -> anyhow::Result<()> {
+async fn compact(channel: &Conn, by: Option<String>, out: Output) -> anyhow::Result<()> {
     let r = pb::admin_client::AdminClient::new(channel.clone())
         .compact_journal(pb::CompactJournalRequest {
             requested_by: super::actor(by),
@@ -229,7 +229,7 @@ async fn compact(channel: &Channel, by: Option<String>, out: Output) -> anyhow::
     Ok(())
 }
 
-async fn export(channel: &Channel, args: ExportArgs) -> anyhow::Result<()> {
+async fn export(channel: &Conn, args: ExportArgs) -> anyhow::Result<()> {
     use std::io::{IsTerminal, Write};
 
     let format = match args.format.as_str() {
@@ -273,7 +273,7 @@ async fn export(channel: &Channel, args: ExportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn query(channel: &Channel, args: QueryArgs, out: Output) -> anyhow::Result<()> {
+async fn query(channel: &Conn, args: QueryArgs, out: Output) -> anyhow::Result<()> {
     let req = args.filters.request(args.after, args.limit)?;
     let mut stream = JournalClient::new(channel.clone())
         .query(req)

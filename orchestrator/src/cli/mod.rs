@@ -25,11 +25,51 @@ mod people;
 mod policy;
 mod rollback;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    service::interceptor::InterceptedService,
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+};
+
+/// A connection to the server, with the bearer token on every call when there is one.
+pub type Conn = InterceptedService<Channel, Bearer>;
+
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            req.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// How the CLI proves who it is: a client certificate, a token, or neither.
+#[derive(clap::Args, Clone)]
+struct Credentials {
+    /// The CA that signed the server's certificate (PEM), for `https://` servers.
+    #[arg(long, global = true, env = "PARAPET_CA")]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS, with --cert-key.
+    #[arg(long, global = true, env = "PARAPET_CERT", requires = "cert_key")]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, env = "PARAPET_CERT_KEY")]
+    cert_key: Option<PathBuf>,
+    /// A file holding a bearer token (or the token in $PARAPET_TOKEN).
+    #[arg(long, global = true, env = "PARAPET_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +89,8 @@ struct Cli {
     /// Print JSON lines instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    #[command(flatten)]
+    credentials: Credentials,
     #[command(subcommand)]
     command: Command,
 }
@@ -90,6 +132,9 @@ enum Command {
     Status,
     /// Let a detection demoted for too many false positives act alone again.
     RestoreDetection(admin::RestoreArgs),
+    /// Bearer tokens for callers without client certificates.
+    #[command(subcommand)]
+    Token(token::Command),
 }
 
 pub fn main() -> ExitCode {
@@ -108,31 +153,62 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
-            Command::Submit(args) => intent::submit(&connect(&cli.server).await?, args, out).await,
-            Command::Get(args) => intent::get(&connect(&cli.server).await?, args, out).await,
-            Command::List(args) => intent::list(&connect(&cli.server).await?, args, out).await,
-            Command::Watch(args) => intent::watch(&connect(&cli.server).await?, args, out).await,
-            Command::Rollback(args) => rollback::run(&connect(&cli.server).await?, args, out).await,
-            Command::Journal(cmd) => journal::run(&connect(&cli.server).await?, cmd, out).await,
+            Command::Submit(args) => {
+                intent::submit(&connect(&cli.server, &cli.credentials).await?, args, out).await
+            }
+            Command::Get(args) => {
+                intent::get(&connect(&cli.server, &cli.credentials).await?, args, out).await
+            }
+            Command::List(args) => {
+                intent::list(&connect(&cli.server, &cli.credentials).await?, args, out).await
+            }
+            Command::Watch(args) => {
+                intent::watch(&connect(&cli.server, &cli.credentials).await?, args, out).await
+            }
+            Command::Rollback(args) => {
+                rollback::run(&connect(&cli.server, &cli.credentials).await?, args, out).await
+            }
+            Command::Journal(cmd) => {
+                journal::run(&connect(&cli.server, &cli.credentials).await?, cmd, out).await
+            }
             Command::Policy(policy::Command::Reload { by }) => {
-                admin::reload(&connect(&cli.server).await?, by, out).await
+                admin::reload(&connect(&cli.server, &cli.credentials).await?, by, out).await
             }
             Command::Policy(policy::Command::Replay(args)) => {
-                policy::replay(&connect(&cli.server).await?, args, out).await
+                policy::replay(&connect(&cli.server, &cli.credentials).await?, args, out).await
             }
             Command::Policy(cmd) => policy::run(cmd, out),
+            Command::Token(cmd) => token::run(cmd),
             Command::KillSwitch(cmd) => {
-                admin::kill_switch(&connect(&cli.server).await?, cmd, out).await
+                admin::kill_switch(&connect(&cli.server, &cli.credentials).await?, cmd, out).await
             }
-            Command::Status => admin::status(&connect(&cli.server).await?, out).await,
+            Command::Status => {
+                admin::status(&connect(&cli.server, &cli.credentials).await?, out).await
+            }
             Command::RestoreDetection(a) => {
-                admin::restore(&connect(&cli.server).await?, a, out).await
+                admin::restore(&connect(&cli.server, &cli.credentials).await?, a, out).await
             }
-            Command::Pending => people::pending(&connect(&cli.server).await?, out).await,
-            Command::Approve(a) => people::answer(&connect(&cli.server).await?, true, a, out).await,
-            Command::Reject(a) => people::answer(&connect(&cli.server).await?, false, a, out).await,
-            Command::Verdict(a) => people::verdict(&connect(&cli.server).await?, a, out).await,
-            Command::Precision => people::precision(&connect(&cli.server).await?, out).await,
+            Command::Pending => {
+                people::pending(&connect(&cli.server, &cli.credentials).await?, out).await
+            }
+            Command::Approve(a) => {
+                people::answer(&connect(&cli.server, &cli.credentials).await?, true, a, out).await
+            }
+            Command::Reject(a) => {
+                people::answer(
+                    &connect(&cli.server, &cli.credentials).await?,
+                    false,
+                    a,
+                    out,
+                )
+                .await
+            }
+            Command::Verdict(a) => {
+                people::verdict(&connect(&cli.server, &cli.credentials).await?, a, out).await
+            }
+            Command::Precision => {
+                people::precision(&connect(&cli.server, &cli.credentials).await?, out).await
+            }
         }
     });
     match result {
@@ -144,13 +220,35 @@ pub fn main() -> ExitCode {
     }
 }
 
-async fn connect(server: &str) -> anyhow::Result<Channel> {
-    let endpoint = Endpoint::from_shared(server.to_owned())
+async fn connect(server: &str, creds: &Credentials) -> anyhow::Result<Conn> {
+    let read =
+        |p: &PathBuf| std::fs::read(p).with_context(|| format!("cannot read `{}`", p.display()));
+    let mut endpoint = Endpoint::from_shared(server.to_owned())
         .map_err(|e| anyhow::anyhow!("`{server}` is not a server address: {e}"))?;
-    endpoint
+    if server.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &creds.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&creds.cert, &creds.cert_key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls).context("the TLS settings")?;
+    }
+    let token = match (&creds.token_file, std::env::var("PARAPET_TOKEN")) {
+        (Some(path), _) => Some(String::from_utf8(read(path)?).context("the token file")?),
+        (None, Ok(token)) => Some(token),
+        (None, Err(_)) => None,
+    };
+    let bearer = token
+        .map(|t| format!("Bearer {}", t.trim()).parse::<MetadataValue<Ascii>>())
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("the token has characters a header cannot carry"))?;
+    let channel = endpoint
         .connect()
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach Parapet at {server}: {e}"))
+        .map_err(|e| anyhow::anyhow!("cannot reach Parapet at {server}: {e}"))?;
+    Ok(InterceptedService::new(channel, Bearer(bearer)))
 }
 
 /// Who the journal records for a command: `--by`, else the login name.

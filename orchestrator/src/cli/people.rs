@@ -1,10 +1,10 @@
 //! `parapet pending | approve | reject | verdict | precision`
 
+use super::Conn;
 use parapet_proto::v1::{
     self as pb, approvals_client::ApprovalsClient, verdicts_client::VerdictsClient,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::{
     actor,
@@ -49,7 +49,7 @@ fn show(intent: &pb::Intent, out: Output) {
     }
 }
 
-pub async fn pending(channel: &Channel, out: Output) -> anyhow::Result<()> {
+pub async fn pending(channel: &Conn, out: Output) -> anyhow::Result<()> {
     let resp = ApprovalsClient::new(channel.clone())
         .list_pending(pb::ListPendingRequest {})
         .await?
@@ -103,7 +103,7 @@ pub async fn pending(channel: &Channel, out: Output) -> anyhow::Result<()> {
 }
 
 pub async fn answer(
-    channel: &Channel,
+    channel: &Conn,
     approve: bool,
     args: AnswerArgs,
     out: Output,
@@ -124,7 +124,7 @@ pub async fn answer(
     Ok(())
 }
 
-pub async fn verdict(channel: &Channel, args: VerdictArgs, out: Output) -> anyhow::Result<()> {
+pub async fn verdict(channel: &Conn, args: VerdictArgs, out: Output) -> anyhow::Result<()> {
     let verdict = if args.false_positive {
         pb::VerdictKind::FalsePositive
     } else {
@@ -144,7 +144,7 @@ pub async fn verdict(channel: &Channel, args: VerdictArgs, out: Output) -> anyho
     Ok(())
 }
 
-pub async fn precision(channel: &Channel, out: Output) -> anyhow::Result<()> {
+pub async fn precision(channel: &Conn, out: Output) -> anyhow::Result<()> {
     let resp = VerdictsClient::new(channel.clone())
         .precision(pb::PrecisionRequest {})
         .await?

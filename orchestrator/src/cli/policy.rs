@@ -7,8 +7,8 @@ use parapet_orchestrator::config::Config;
 use parapet_policy::Policy;
 use serde_json::json;
 
+use super::Conn;
 use parapet_proto::v1::{self as pb, journal_client::JournalClient};
-use tonic::transport::Channel;
 
 use super::{
     journal::when,
@@ -51,7 +51,7 @@ pub struct ReplayArgs {
     until: Option<String>,
 }
 
-pub async fn replay(channel: &Channel, args: ReplayArgs, out: Output) -> anyhow::Result<()> {
+pub async fn replay(channel: &Conn, args: ReplayArgs, out: Output) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.policy)
         .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", args.policy.display()))?;
     Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.policy.display()))?;

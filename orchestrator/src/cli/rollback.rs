@@ -2,12 +2,12 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
+use super::Conn;
 use anyhow::bail;
 use parapet_proto::v1::{
     self as pb, intents_client::IntentsClient, rollbacks_client::RollbacksClient,
 };
 use serde_json::json;
-use tonic::transport::Channel;
 
 use super::output::{self, Output};
 
@@ -51,7 +51,7 @@ pub struct Args {
     no_wait: bool,
 }
 
-pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<()> {
+pub async fn run(channel: &Conn, args: Args, out: Output) -> anyhow::Result<()> {
     let Some(intent_id) = args.intent_id.clone() else {
         return bulk(channel, args, out).await;
     };
@@ -104,7 +104,7 @@ pub async fn run(channel: &Channel, args: Args, out: Output) -> anyhow::Result<(
 }
 
 /// Rolls back everything the filters match, showing progress on stderr.
-async fn bulk(channel: &Channel, args: Args, out: Output) -> anyhow::Result<()> {
+async fn bulk(channel: &Conn, args: Args, out: Output) -> anyhow::Result<()> {
     if !args.yes {
         bail!("a bulk rollback needs --yes");
     }

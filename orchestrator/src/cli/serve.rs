@@ -25,6 +25,10 @@ pub struct Args {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Serve gRPC without TLS or authentication: anyone who can connect may do anything. Only
+    /// allowed on a loopback address; for trying Parapet out.
+    #[arg(long)]
+    insecure: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -53,6 +57,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(a) = args.http_addr {
         config.http_addr = a;
+    }
+    if args.insecure {
+        config.auth.insecure = true;
     }
 
     let running = server::start(&config, Arc::new(SystemClock)).await?;

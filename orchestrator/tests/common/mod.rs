@@ -58,7 +58,11 @@ impl Server {
         if let Some(policy) = policy {
             cmd.arg("--policy").arg(policy);
         }
-        cmd.args(extra).envs(env.iter().copied());
+        if !extra.contains(&"--secure") {
+            cmd.arg("--insecure");
+        }
+        cmd.args(extra.iter().filter(|a| **a != "--secure"))
+            .envs(env.iter().copied());
         let mut child = cmd
             .stdin(Stdio::null())
             .stderr(Stdio::piped())

@@ -1,0 +1,560 @@
+//! Who may do what, over real TLS: certificates made here (a CA, the server's, one client
+//! certificate per role), a token made with `parapet token create`, and every RPC called by
+//! every role.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{BIN, Server};
+use parapet_proto::v1::{
+    self as pb, admin_client::AdminClient, approvals_client::ApprovalsClient,
+    intents_client::IntentsClient, journal_client::JournalClient,
+    rollbacks_client::RollbacksClient, verdicts_client::VerdictsClient,
+};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tonic::{
+    Code,
+    transport::{Certificate, Channel, ClientTlsConfig, Identity},
+};
+
+const ROLES: [&str; 5] = ["detector", "operator", "approver", "auditor", "admin"];
+
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// A CA, the server's certificate for `localhost`, and a client certificate per name.
+    fn new(dir: &Path, clients: &[&str]) -> Self {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        let issue = |name: &str, sans: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.signed_by(&key, &issuer).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        };
+        issue("server", vec!["localhost".into()]);
+        for c in clients {
+            issue(c, vec![]);
+        }
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_str().unwrap().to_owned()
+    }
+
+    async fn channel(&self, port: u16, client: Option<&str>) -> Channel {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(self.dir.join("ca.pem")).unwrap(),
+            ))
+            .domain_name("localhost");
+        if let Some(c) = client {
+            tls = tls.identity(Identity::from_pem(
+                std::fs::read(self.dir.join(format!("{c}.pem"))).unwrap(),
+                std::fs::read(self.dir.join(format!("{c}.key"))).unwrap(),
+            ));
+        }
+        Channel::from_shared(format!("https://localhost:{port}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// A server with TLS, client certificates for each role, a restricted detector `xdr`, and the
+/// token file; returns it with its gRPC port.
+fn secure_server(dir: &Path, pki: &Pki, tokens: &Path) -> (Server, u16) {
+    let mut config = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n[auth]\ntokens = \"{}\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+        tokens.display()
+    );
+    for role in ROLES {
+        config.push_str(&format!(
+            "[[auth.identities]]\nname = \"{role}-1\"\nroles = [\"{role}\"]\n"
+        ));
+    }
+    config.push_str(
+        "[[auth.identities]]\nname = \"xdr\"\nroles = [\"detector\"]\ndetections = [\"edr.c2_beacon\"]\naction_kinds = [\"block_ip\"]\n",
+    );
+    let path = dir.join("parapet.toml");
+    std::fs::write(&path, config).unwrap();
+    let server = Server::start_with(
+        &dir.join("data"),
+        None,
+        &["--secure", "--config", path.to_str().unwrap()],
+        &[],
+    );
+    let port = server.grpc.rsplit(':').next().unwrap().parse().unwrap();
+    (server, port)
+}
+
+fn block(source: &str, rule: &str, kind: &str, ip: &str) -> pb::SubmitIntentRequest {
+    pb::SubmitIntentRequest {
+        idempotency_key: format!("{source}-{rule}-{kind}-{ip}"),
+        source: source.into(),
+        detection: Some(pb::Detection {
+            rule_id: rule.into(),
+            severity: pb::Severity::Critical.into(),
+            confidence: 0.95,
+            title: String::new(),
+        }),
+        steps: vec![pb::Step {
+            kind: kind.into(),
+            target: Some(pb::Target {
+                kind: "ip".into(),
+                id: ip.into(),
+                ..Default::default()
+            }),
+            params: Default::default(),
+        }],
+        ttl: None,
+        reason: "test".into(),
+        wait: true,
+        finding: String::new(),
+    }
+}
+
+fn code<T>(r: Result<T, tonic::Status>) -> Code {
+    match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Calls one RPC with a minimal request; the code it answers.
+async fn call(ch: &Channel, method: &str, who: &str) -> Code {
+    let id = "01a23389-788d-7144-aae5-07e4be5f12b9".to_owned();
+    let reason = "matrix".to_owned();
+    match method {
+        "Intents/Submit" => code(
+            IntentsClient::new(ch.clone())
+                .submit(block(who, "edr.c2_beacon", "block_ip", "198.51.100.9"))
+                .await,
+        ),
+        "Intents/Get" => code(
+            IntentsClient::new(ch.clone())
+                .get(pb::GetIntentRequest { intent_id: id })
+                .await,
+        ),
+        "Intents/List" => code(
+            IntentsClient::new(ch.clone())
+                .list(pb::ListIntentsRequest::default())
+                .await,
+        ),
+        "Intents/Watch" => code(
+            IntentsClient::new(ch.clone())
+                .watch(pb::WatchIntentsRequest {
+                    intent_id: String::new(),
+                })
+                .await,
+        ),
+        "Rollbacks/Rollback" => code(
+            RollbacksClient::new(ch.clone())
+                .rollback(pb::RollbackRequest {
+                    intent_id: id,
+                    reason,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Rollbacks/RollbackSelected" => code(
+            RollbacksClient::new(ch.clone())
+                .rollback_selected(pb::RollbackSelectedRequest {
+                    detection: "none".into(),
+                    reason,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Journal/Query" => code(
+            JournalClient::new(ch.clone())
+                .query(pb::QueryJournalRequest {
+                    limit: 1,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Journal/Verify" => code(
+            JournalClient::new(ch.clone())
+                .verify(pb::VerifyJournalRequest::default())
+                .await,
+        ),
+        "Journal/Export" => code(
+            JournalClient::new(ch.clone())
+                .export(pb::ExportJournalRequest::default())
+                .await,
+        ),
+        "Journal/ReplayPolicy" => code(
+            JournalClient::new(ch.clone())
+                .replay_policy(pb::ReplayPolicyRequest {
+                    policy_toml: "[[detections]]\nid = \"x\"\n".into(),
+                    since: Some(prost_types::Timestamp::default()),
+                    until: None,
+                })
+                .await,
+        ),
+        "Approvals/ListPending" => code(
+            ApprovalsClient::new(ch.clone())
+                .list_pending(pb::ListPendingRequest::default())
+                .await,
+        ),
+        "Approvals/Approve" => code(
+            ApprovalsClient::new(ch.clone())
+                .approve(pb::AnswerRequest {
+                    intent_id: id,
+                    reason,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Approvals/Reject" => code(
+            ApprovalsClient::new(ch.clone())
+                .reject(pb::AnswerRequest {
+                    intent_id: id,
+                    reason,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Verdicts/Judge" => code(
+            VerdictsClient::new(ch.clone())
+                .judge(pb::VerdictRequest {
+                    intent_id: id,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Verdicts/Precision" => code(
+            VerdictsClient::new(ch.clone())
+                .precision(pb::PrecisionRequest::default())
+                .await,
+        ),
+        "Admin/SetKillSwitch" => code(
+            AdminClient::new(ch.clone())
+                .set_kill_switch(pb::SetKillSwitchRequest {
+                    action_kind: "isolate_host".into(),
+                    engaged: false,
+                    reason,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Admin/ReloadPolicy" => code(
+            AdminClient::new(ch.clone())
+                .reload_policy(pb::ReloadPolicyRequest::default())
+                .await,
+        ),
+        "Admin/GetStatus" => code(
+            AdminClient::new(ch.clone())
+                .get_status(pb::GetStatusRequest::default())
+                .await,
+        ),
+        "Admin/SetDemotion" => code(
+            AdminClient::new(ch.clone())
+                .set_demotion(pb::SetDemotionRequest {
+                    detection: "edr.c2_beacon".into(),
+                    demoted: false,
+                    reason,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "Admin/CompactJournal" => code(
+            AdminClient::new(ch.clone())
+                .compact_journal(pb::CompactJournalRequest::default())
+                .await,
+        ),
+        other => panic!("no call for {other}"),
+    }
+}
+
+/// Every RPC and the roles that may call it: the security model as the README states it.
+const MATRIX: &[(&str, &[&str])] = &[
+    ("Intents/Submit", &["detector"]),
+    ("Intents/Get", &ROLES),
+    ("Intents/List", &ROLES),
+    ("Intents/Watch", &ROLES),
+    ("Rollbacks/Rollback", &["operator"]),
+    ("Rollbacks/RollbackSelected", &["operator"]),
+    ("Journal/Query", &["auditor"]),
+    ("Journal/Verify", &["auditor"]),
+    ("Journal/Export", &["auditor"]),
+    ("Journal/ReplayPolicy", &["auditor", "admin"]),
+    (
+        "Approvals/ListPending",
+        &["approver", "operator", "auditor"],
+    ),
+    ("Approvals/Approve", &["approver"]),
+    ("Approvals/Reject", &["approver"]),
+    ("Verdicts/Judge", &["operator"]),
+    ("Verdicts/Precision", &["operator", "auditor", "admin"]),
+    ("Admin/SetKillSwitch", &["operator"]),
+    ("Admin/ReloadPolicy", &["admin"]),
+    ("Admin/GetStatus", &ROLES),
+    ("Admin/SetDemotion", &["admin"]),
+    ("Admin/CompactJournal", &["admin"]),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_by_every_role_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = ROLES.iter().map(|r| format!("{r}-1")).collect();
+    let mut clients: Vec<&str> = names.iter().map(String::as_str).collect();
+    clients.extend(["xdr", "stranger"]);
+    let pki = Pki::new(dir.path(), &clients);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "").unwrap();
+    let (server, port) = secure_server(dir.path(), &pki, &tokens);
+
+    for role in ROLES {
+        let who = format!("{role}-1");
+        let ch = pki.channel(port, Some(&who)).await;
+        for (method, allowed) in MATRIX {
+            let got = call(&ch, method, &who).await;
+            if allowed.contains(&role) {
+                assert!(
+                    !matches!(got, Code::PermissionDenied | Code::Unauthenticated),
+                    "{role} may call {method}, got {got:?}"
+                );
+            } else {
+                assert_eq!(got, Code::PermissionDenied, "{role} may not call {method}");
+            }
+        }
+    }
+    // no certificate and no token, or a certificate naming nobody known: nothing but health
+    for anonymous in [
+        pki.channel(port, None).await,
+        pki.channel(port, Some("stranger")).await,
+    ] {
+        for (method, _) in MATRIX {
+            assert_eq!(
+                call(&anonymous, method, "x").await,
+                Code::Unauthenticated,
+                "{method}"
+            );
+        }
+        let health = tonic_health::pb::health_client::HealthClient::new(anonymous.clone())
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await;
+        assert!(health.is_ok());
+    }
+    // both kinds of refusal are journaled as security events, with who and what
+    let auditor = pki.channel(port, Some("auditor-1")).await;
+    let mut denied = JournalClient::new(auditor)
+        .query(pb::QueryJournalRequest {
+            events: vec!["access_denied".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (mut permission, mut unauthenticated) = (0, 0);
+    while let Some(e) = denied.message().await.unwrap() {
+        let payload: serde_json::Value = serde_json::from_str(&e.payload_json).unwrap();
+        match payload["code"].as_str().unwrap() {
+            "PermissionDenied" => permission += 1,
+            "Unauthenticated" => unauthenticated += 1,
+            other => panic!("{other}"),
+        }
+    }
+    let expected_denied: usize = MATRIX.iter().map(|(_, a)| ROLES.len() - a.len()).sum();
+    assert_eq!(
+        (permission, unauthenticated),
+        (expected_denied, 2 * MATRIX.len())
+    );
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detectors_are_held_to_their_source_detections_and_kinds_and_see_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &["xdr", "detector-1", "auditor-1"]);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "").unwrap();
+    let (_server, port) = secure_server(dir.path(), &pki, &tokens);
+    let xdr = pki.channel(port, Some("xdr")).await;
+    let mut client = IntentsClient::new(xdr.clone());
+    let ok = client
+        .submit(block("xdr", "edr.c2_beacon", "block_ip", "198.51.100.20"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.intent.unwrap().source, "xdr");
+    for (req, field) in [
+        (
+            block("siem", "edr.c2_beacon", "block_ip", "198.51.100.21"),
+            "source",
+        ),
+        (
+            block("xdr", "ids.ssh_bruteforce", "block_ip", "198.51.100.22"),
+            "detection.rule_id",
+        ),
+        (
+            block("xdr", "edr.c2_beacon", "isolate_host", "198.51.100.23"),
+            "steps",
+        ),
+    ] {
+        let err = client.submit(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::PermissionDenied);
+        assert!(err.message().starts_with(field), "{}", err.message());
+    }
+    // another detector neither lists nor reads xdr's intent
+    let other = pki.channel(port, Some("detector-1")).await;
+    let listed = IntentsClient::new(other.clone())
+        .list(pb::ListIntentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.intents.is_empty());
+    let got = IntentsClient::new(other)
+        .get(pb::GetIntentRequest {
+            intent_id: ok.intent_id.clone(),
+        })
+        .await;
+    assert_eq!(got.unwrap_err().code(), Code::NotFound);
+    // the journal names the certificate's identity as the actor
+    let auditor = pki.channel(port, Some("auditor-1")).await;
+    let mut entries = JournalClient::new(auditor)
+        .query(pb::QueryJournalRequest {
+            intent_id: ok.intent_id,
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(entries.message().await.unwrap().unwrap().actor, "xdr");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_authenticate_and_never_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &[]);
+    let tokens = dir.path().join("tokens.toml");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--identity",
+            "soc-bot",
+            "--role",
+            "operator",
+            "--role",
+            "auditor",
+            "--file",
+        ])
+        .arg(&tokens)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("parapet_") && token.len() > 60);
+    let stored = std::fs::read_to_string(&tokens).unwrap();
+    assert!(
+        !stored.contains(&token[8..]),
+        "the file keeps a hash, not the token"
+    );
+
+    let (server, port) = secure_server(dir.path(), &pki, &tokens);
+    let url = format!("https://localhost:{port}");
+    let cli = |token: &str, args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(["--server", &url, "--ca", &pki.path("ca.pem")])
+            .args(args)
+            .env("PARAPET_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let status = cli(&token, &["status"]);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let out = cli(&token, &["kill-switch", "engage", "--reason", "drill"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // a token of the right shape that is not in the file, and a role the token lacks
+    let wrong = cli("parapet_00000000", &["status"]);
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("Unauthenticated"));
+    let approve = cli(
+        &token,
+        &[
+            "approve",
+            "01a23389-788d-7144-aae5-07e4be5f12b9",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&approve.stderr).contains("PermissionDenied"));
+    // the operator's identity is the actor, and the token appears nowhere
+    let export = cli(&token, &["journal", "export"]);
+    let journal = String::from_utf8(export.stdout).unwrap();
+    assert!(journal.contains("\"actor\":\"soc-bot\""), "{journal}");
+    let said = server.terminate();
+    for (what, text) in [
+        ("journal", &journal),
+        ("server log", &said),
+        (
+            "errors",
+            &String::from_utf8_lossy(&wrong.stderr).into_owned(),
+        ),
+    ] {
+        assert!(!text.contains(&token[8..]), "the token is in the {what}");
+    }
+}
+
+#[test]
+fn the_server_refuses_to_start_open_to_anyone() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(["serve", "--http-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = serve(&["--grpc-addr", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gRPC needs [tls]"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = serve(&["--grpc-addr", "0.0.0.0:0", "--insecure"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use a loopback address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
