@@ -138,6 +138,21 @@ async fn each_bad_submission_names_its_field_and_leaves_no_trace() {
             "ttl: must be positive when set",
         ),
         (
+            "finding not JSON",
+            |r| r.finding = "{not json".into(),
+            "finding: is not JSON",
+        ),
+        (
+            "finding of another class",
+            |r| r.finding = r#"{"class_uid": 2001}"#.into(),
+            "finding.class_uid: is 2001; a Detection Finding is 2004",
+        ),
+        (
+            "oversized finding",
+            |r| r.finding = format!("{{\"x\": \"{}\"}}", "a".repeat(70_000)),
+            "finding: is 70009 bytes; at most 65536",
+        ),
+        (
             "control characters",
             |r| r.idempotency_key = "a\u{0}b".into(),
             "idempotency_key: `a\u{0}b` contains whitespace or control characters",
@@ -219,4 +234,62 @@ async fn bad_ids_and_filters_are_invalid_arguments() {
     let err = p.journal().query(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().starts_with("target:"), "{}", err.message());
+
+    let req = pb::QueryJournalRequest {
+        events: vec!["decided".into(), "exploded".into()],
+        ..Default::default()
+    };
+    let err = p.journal().query(req).await.unwrap_err();
+    assert!(err.message().starts_with("events[1]:"), "{}", err.message());
+    let req = pb::ExportJournalRequest {
+        query: Some(pb::QueryJournalRequest {
+            outcome: 9,
+            ..Default::default()
+        }),
+        format: 1,
+    };
+    let err = p.journal().export(req).await.unwrap_err();
+    assert!(
+        err.message().starts_with("query.outcome:"),
+        "{}",
+        err.message()
+    );
+    let req = pb::VerifyJournalRequest {
+        expect: vec![pb::ChainPoint {
+            seq: 1,
+            hash: "xyz".into(),
+        }],
+    };
+    let err = p.journal().verify(req).await.unwrap_err();
+    assert!(
+        err.message().starts_with("expect[0].hash:"),
+        "{}",
+        err.message()
+    );
+    let req = pb::ReplayPolicyRequest {
+        policy_toml: "[[detections]]\nid = \"a\"\nmin_confidence = 2.0\n".into(),
+        since: Some(prost_types::Timestamp::default()),
+        until: None,
+    };
+    let err = p.journal().replay_policy(req).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().starts_with("policy_toml:") && err.message().contains("line 3"),
+        "{}",
+        err.message()
+    );
+
+    // a message over the size limit is refused before it is read
+    let mut huge = block("bad", "198.51.100.7");
+    huge.steps[0].params = (0..20)
+        .map(|i| (format!("p{i}"), "x".repeat(60_000)))
+        .collect();
+    let err = p.submit(huge).await.unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::OutOfRange | tonic::Code::ResourceExhausted | tonic::Code::InvalidArgument
+        ),
+        "{err:?}"
+    );
 }
