@@ -108,6 +108,16 @@ impl Error {
         }
     }
 
+    /// The same error with every occurrence of `secret` blotted out: for messages that quote
+    /// a remote system, which may echo a credential back.
+    #[must_use]
+    pub fn redacting(mut self, secret: &str) -> Self {
+        if secret.len() >= 4 && self.message.contains(secret) {
+            self.message = self.message.replace(secret, "[redacted]");
+        }
+        self
+    }
+
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::Permanent,

@@ -12,7 +12,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "\\PC{0,12}".prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
@@ -27,8 +28,14 @@ fn json_value() -> impl Strategy<Value = Value> {
 /// A valid finding with one attribute replaced by anything.
 fn damaged() -> impl Strategy<Value = Value> {
     let keys = [
-        "class_uid", "category_uid", "activity_id", "type_uid", "severity_id", "time",
-        "metadata", "finding_info",
+        "class_uid",
+        "category_uid",
+        "activity_id",
+        "type_uid",
+        "severity_id",
+        "time",
+        "metadata",
+        "finding_info",
     ];
     (prop::sample::select(keys.to_vec()), json_value()).prop_map(|(key, v)| {
         let mut f = json!({

@@ -151,14 +151,19 @@ async fn accounts_api() -> (String, Suspended) {
                  UrlPath((user, verb)): UrlPath<(String, String)>,
                  headers: axum::http::HeaderMap| async move {
                     if headers["authorization"] != "Bearer token-from-env" {
-                        return axum::http::StatusCode::UNAUTHORIZED;
+                        return (axum::http::StatusCode::UNAUTHORIZED, String::new());
+                    }
+                    // a careless API that echoes the request's headers in its errors
+                    if user == "echo" {
+                        let said = format!("bad request with {:?}", headers["authorization"]);
+                        return (axum::http::StatusCode::BAD_REQUEST, said);
                     }
                     if verb == "suspend" {
                         s.lock().insert(user);
                     } else {
                         s.lock().remove(&user);
                     }
-                    axum::http::StatusCode::NO_CONTENT
+                    (axum::http::StatusCode::NO_CONTENT, String::new())
                 },
             ),
         )
@@ -184,7 +189,10 @@ async fn a_script_and_a_webhook_act_and_undo_from_the_cli() {
         &dir.path().join("data"),
         Some(&policy),
         &["--config", conf.to_str().unwrap()],
-        &[("PARAPET_TEST_ACCOUNTS_TOKEN", "token-from-env")],
+        &[
+            ("PARAPET_TEST_ACCOUNTS_TOKEN", "token-from-env"),
+            ("PARAPET_LOG", "debug"),
+        ],
     );
     let submit = |action: &str, target: &str, key: &str| {
         server.json(&[
@@ -224,11 +232,33 @@ async fn a_script_and_a_webhook_act_and_undo_from_the_cli() {
         ""
     );
     assert!(suspended.lock().is_empty());
+
+    // an API that quotes the credential back: the failure is reported without it
+    let out = server.run(&[
+        "submit",
+        "--detection",
+        "ids.ssh_bruteforce",
+        "--action",
+        "suspend_user",
+        "--target",
+        "user:echo",
+        "--key",
+        "k3",
+        "--wait",
+        "--json",
+    ]);
+    let answer =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(answer.contains("400"), "{answer}");
+    let journal = String::from_utf8(server.run(&["journal", "export"]).stdout).unwrap();
+    assert!(journal.contains("step_failed"), "{journal}");
     let logs = server.terminate();
-    assert!(
-        !logs.contains("token-from-env"),
-        "the credential is in the logs"
-    );
+    for (what, text) in [("logs", &logs), ("journal", &journal), ("answer", &answer)] {
+        assert!(
+            !text.contains("token-from-env"),
+            "the credential is in the {what}"
+        );
+    }
 }
 
 /// The README's adapter examples are real config: each parses as the server reads it.

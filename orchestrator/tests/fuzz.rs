@@ -32,13 +32,25 @@ fn map() -> impl Strategy<Value = std::collections::HashMap<String, String>> {
 
 fn step() -> impl Strategy<Value = pb::Step> {
     (
-        prop_oneof![Just("block_ip".to_owned()), Just("isolate_host".to_owned()), text()],
-        prop::option::of((prop_oneof![Just("ip".to_owned()), Just("host".to_owned()), text()], text(), map())),
+        prop_oneof![
+            Just("block_ip".to_owned()),
+            Just("isolate_host".to_owned()),
+            text()
+        ],
+        prop::option::of((
+            prop_oneof![Just("ip".to_owned()), Just("host".to_owned()), text()],
+            text(),
+            map(),
+        )),
         map(),
     )
         .prop_map(|(kind, target, params)| pb::Step {
             kind,
-            target: target.map(|(kind, id, attributes)| pb::Target { kind, id, attributes }),
+            target: target.map(|(kind, id, attributes)| pb::Target {
+                kind,
+                id,
+                attributes,
+            }),
             params,
         })
 }
@@ -54,20 +66,22 @@ fn request() -> impl Strategy<Value = pb::SubmitIntentRequest> {
         prop::option::of((any::<i64>(), any::<i32>())),
         prop_oneof![Just(String::new()), text()],
     )
-        .prop_map(|((key, source, reason), det, steps, ttl, finding)| pb::SubmitIntentRequest {
-            idempotency_key: key,
-            source,
-            detection: det.map(|(rule_id, severity, confidence, title)| pb::Detection {
-                rule_id,
-                severity,
-                confidence,
-                title,
-            }),
-            steps,
-            ttl: ttl.map(|(seconds, nanos)| prost_types::Duration { seconds, nanos }),
-            reason,
-            wait: false,
-            finding,
+        .prop_map(|((key, source, reason), det, steps, ttl, finding)| {
+            pb::SubmitIntentRequest {
+                idempotency_key: key,
+                source,
+                detection: det.map(|(rule_id, severity, confidence, title)| pb::Detection {
+                    rule_id,
+                    severity,
+                    confidence,
+                    title,
+                }),
+                steps,
+                ttl: ttl.map(|(seconds, nanos)| prost_types::Duration { seconds, nanos }),
+                reason,
+                wait: false,
+                finding,
+            }
         })
 }
 

@@ -154,7 +154,8 @@ impl Falcon {
         let answer = http::send("falcon token", self.retry(), || {
             self.client.post(url.clone()).form(&form)
         })
-        .await?;
+        .await
+        .map_err(|e| e.redacting(&self.secret))?;
         let access = answer.body["access_token"]
             .as_str()
             .ok_or_else(|| Error::permanent("falcon token: the answer has no access_token"))?
@@ -178,7 +179,8 @@ impl Falcon {
             let answer = http::call(what, self.retry(), || {
                 make(&self.client).bearer_auth(&token)
             })
-            .await?;
+            .await
+            .map_err(|e| e.redacting(&token).redacting(&self.secret))?;
             if answer.status == StatusCode::UNAUTHORIZED && !fresh {
                 fresh = true;
                 continue;
@@ -186,10 +188,11 @@ impl Falcon {
             if answer.status.is_success() {
                 return Ok(answer);
             }
-            return Err(match api_errors(&answer.body) {
+            let error = match api_errors(&answer.body) {
                 Some(m) => Error::permanent(format!("{what}: {}: {m}", answer.status)),
                 None => http::refused(what, &answer),
-            });
+            };
+            return Err(error.redacting(&token).redacting(&self.secret));
         }
     }
 

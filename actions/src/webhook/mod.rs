@@ -260,6 +260,10 @@ impl Webhook {
             req
         })
         .await
+        .map_err(|e| match self.secret.as_deref() {
+            Some(secret) => e.redacting(secret),
+            None => e,
+        })
     }
 }
 
