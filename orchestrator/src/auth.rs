@@ -366,13 +366,23 @@ impl AuthLayer {
     }
 
     /// Journals a refused call (as a security event), unless refusals come too fast.
-    fn refused(&self, identity: &str, method: &str, status: &Status) {
-        tracing::warn!(identity, method, code = ?status.code(), "call refused: {}", status.message());
+    fn refused(&self, req: &http::Request<tonic::body::Body>, identity: &str, status: &Status) {
+        use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+        let method = req.uri().path();
+        let e = req.extensions();
+        let peer = e
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .and_then(|i| i.get_ref().remote_addr())
+            .or_else(|| e.get::<TcpConnectInfo>().and_then(|i| i.remote_addr()))
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::warn!(identity, %peer, method, code = ?status.code(), "call refused: {}", status.message());
         if self.journaled.check().is_err() {
             return;
         }
         let event = Event::AccessDenied {
             identity: identity.to_owned(),
+            peer,
             method: method.to_owned(),
             code: format!("{:?}", status.code()),
             reason: status.message().to_owned(),
@@ -402,7 +412,7 @@ impl AuthLayer {
         let caller = match self.auth.identify(req) {
             Ok(c) => c,
             Err(status) => {
-                self.refused("", path, &status);
+                self.refused(req, "", &status);
                 return Err(status);
             }
         };
@@ -423,7 +433,7 @@ impl AuthLayer {
                     .collect::<Vec<_>>()
                     .join(" or ")
             ));
-            self.refused(&id.name, path, &status);
+            self.refused(req, &id.name, &status);
             return Err(status);
         }
         Ok(caller)

@@ -287,6 +287,31 @@ mod tests {
         assert_eq!(config.edl_lists.len(), 1);
     }
 
+    /// The README's configuration examples are real: each parses as `serve` reads it.
+    #[test]
+    fn the_readme_config_examples_parse() {
+        let readme = include_str!("../../README.md");
+        let dir = tempfile::tempdir().unwrap();
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .filter(|b| b.contains("[tls]") || b.contains("[journal]") || b.contains("grpc_addr"))
+            .collect();
+        assert!(blocks.len() >= 3, "{}", blocks.len());
+        for block in blocks {
+            let path = dir.path().join("parapet.toml");
+            std::fs::write(&path, block).unwrap();
+            let config = Config::default()
+                .merge_file(&path)
+                .unwrap_or_else(|e| panic!("{e}\n{block}"));
+            if block.contains("[tls]") {
+                assert!(config.tls.unwrap().client_ca.is_some());
+                assert_eq!(config.auth.identities.len(), 3);
+            }
+        }
+    }
+
     #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();

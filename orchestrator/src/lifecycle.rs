@@ -222,6 +222,8 @@ pub enum Event {
     AccessDenied {
         /// Empty when the caller could not be identified.
         identity: String,
+        /// The address the call came from.
+        peer: String,
         method: String,
         code: String,
         reason: String,

@@ -372,6 +372,10 @@ async fn every_rpc_by_every_role_over_mutual_tls() {
     let (mut permission, mut unauthenticated) = (0, 0);
     while let Some(e) = denied.message().await.unwrap() {
         let payload: serde_json::Value = serde_json::from_str(&e.payload_json).unwrap();
+        assert!(
+            payload["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{payload}"
+        );
         match payload["code"].as_str().unwrap() {
             "PermissionDenied" => permission += 1,
             "Unauthenticated" => unauthenticated += 1,
