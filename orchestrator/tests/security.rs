@@ -441,7 +441,7 @@ async fn detectors_are_held_to_their_source_detections_and_kinds_and_see_their_o
     let auditor = pki.channel(port, Some("auditor-1")).await;
     let mut entries = JournalClient::new(auditor)
         .query(pb::QueryJournalRequest {
-            intent_id: ok.intent_id,
+            intent_id: ok.intent_id.clone(),
             limit: 1,
             ..Default::default()
         })
@@ -449,6 +449,30 @@ async fn detectors_are_held_to_their_source_detections_and_kinds_and_see_their_o
         .unwrap()
         .into_inner();
     assert_eq!(entries.message().await.unwrap().unwrap().actor, "xdr");
+
+    // the CLI with a client certificate
+    let out = std::process::Command::new(BIN)
+        .args([
+            "--server",
+            &format!("https://localhost:{port}"),
+            "--ca",
+            &pki.path("ca.pem"),
+        ])
+        .args([
+            "--cert",
+            &pki.path("xdr.pem"),
+            "--cert-key",
+            &pki.path("xdr.key"),
+        ])
+        .args(["get", &ok.intent_id, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"state\":\"active\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
