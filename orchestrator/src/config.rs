@@ -40,6 +40,17 @@ pub struct Config {
     /// TLS for the gRPC listener; with `client_ca`, mutual TLS.
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// Where traces and metrics go besides `/metrics`. OTLP is off unless an endpoint is given.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// An OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the traces [default: parapet].
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -87,6 +98,7 @@ impl Default for Config {
             compact_every: Duration::from_secs(3600),
             tls: None,
             auth: AuthConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -107,6 +119,7 @@ struct File {
     journal: Option<JournalFile>,
     tls: Option<TlsConfig>,
     auth: Option<AuthConfig>,
+    telemetry: Option<TelemetryConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +193,9 @@ impl Config {
             tls.key = relative(tls.key);
             tls.client_ca = tls.client_ca.map(relative);
             self.tls = Some(tls);
+        }
+        if let Some(t) = file.telemetry {
+            self.telemetry = t;
         }
         if let Some(mut auth) = file.auth {
             auth.tokens = auth.tokens.map(relative);

@@ -1,4 +1,5 @@
-//! The HTTP listener: External Dynamic Lists for firewalls to poll, and liveness.
+//! The HTTP listener: External Dynamic Lists for firewalls to poll, liveness, and metrics for
+//! Prometheus to scrape.
 
 use axum::{
     Router,
@@ -7,14 +8,33 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
+use std::sync::Arc;
+
 use parapet_actions::edl::Edl;
 
-pub fn router(edl: Edl) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+use crate::telemetry::Telemetry;
+
+pub fn router(edl: Edl, telemetry: Arc<Telemetry>) -> Router {
+    let lists = Router::new()
         .route("/edl", get(lists))
         .route("/edl/{name}", get(list))
-        .with_state(edl)
+        .with_state(edl);
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(telemetry)
+        .merge(lists)
+}
+
+/// Every metric in the Prometheus text format.
+async fn metrics(State(t): State<Arc<Telemetry>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        t.render(),
+    )
 }
 
 /// The names of the lists served, one per line.

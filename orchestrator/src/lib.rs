@@ -22,3 +22,4 @@ pub mod lifecycle;
 pub mod ocsf;
 pub mod pb;
 pub mod server;
+pub mod telemetry;

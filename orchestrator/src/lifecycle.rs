@@ -77,6 +77,8 @@ pub enum RollbackCause {
     Operator,
     /// A later step of the plan failed; the earlier ones are undone.
     Compensation,
+    /// An operator judged the intent a false positive.
+    Verdict,
 }
 
 /// An operator's later judgement of an intent.
@@ -506,7 +508,7 @@ impl IntentRecord {
             (
                 State::Active | State::RollbackFailed,
                 Event::RollbackStarted {
-                    cause: RollbackCause::Operator,
+                    cause: RollbackCause::Operator | RollbackCause::Verdict,
                     ..
                 },
             )

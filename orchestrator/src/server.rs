@@ -107,6 +107,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
 
     let auth = Arc::new(authenticator(config)?);
+    let telemetry = Arc::new(
+        crate::telemetry::Telemetry::new(config.telemetry.otlp_endpoint.as_deref())
+            .context("cannot set up metrics")?,
+    );
     let log = FileLog::with_segment_bytes(&config.data_dir.join("journal"), config.segment_bytes)
         .context("cannot open the journal")?;
     let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
@@ -123,6 +127,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             approvals_webhook: config.approvals_webhook.clone(),
             retention: config.retention,
             compact_every: config.compact_every,
+            meter: Some(telemetry.meter()),
         },
     )
     .await?;
@@ -183,7 +188,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stop.clone().cancelled_owned(),
         );
-    let http = axum::serve(http_listener, crate::http::router(edl))
+    crate::telemetry::Metrics::observe_engine(&telemetry.meter(), &engine);
+    let http = axum::serve(http_listener, crate::http::router(edl, telemetry))
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();
 

@@ -147,7 +147,11 @@ impl Engine {
             } else {
                 format!("false positive: {note}")
             };
-            return Ok(self.rollback(id, by, &reason, true).await?.record);
+            let cause = crate::lifecycle::RollbackCause::Verdict;
+            return Ok(self
+                .rollback_because(id, by, &reason, true, cause)
+                .await?
+                .record);
         }
         Ok(record)
     }

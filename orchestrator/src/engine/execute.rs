@@ -101,12 +101,20 @@ impl Engine {
             ttl: intent.ttl,
         };
         let timeout = self.inner.config.adapter_timeout;
+        let started = std::time::Instant::now();
         let result = with_retries(|| async {
             tokio::time::timeout(timeout, adapter.execute(action))
                 .await
                 .unwrap_or_else(|_| Err(timed_out(timeout)))
         })
         .await;
+        self.inner.metrics.adapter_call(
+            adapter.name(),
+            s.kind.as_str(),
+            false,
+            started.elapsed(),
+            result.is_ok(),
+        );
         let trip = {
             let policy = self.policy();
             let mut g = self.inner.guards.lock();
@@ -164,12 +172,20 @@ impl Engine {
             };
             let step = i as u32;
             let timeout = self.inner.config.adapter_timeout;
+            let started = std::time::Instant::now();
             let result = with_retries(|| async {
                 tokio::time::timeout(timeout, self.inner.registry.rollback(&handle))
                     .await
                     .unwrap_or_else(|_| Err(timed_out(timeout)))
             })
             .await;
+            self.inner.metrics.adapter_call(
+                &handle.acted_by(),
+                record.intent.steps[i].kind.as_str(),
+                true,
+                started.elapsed(),
+                result.is_ok(),
+            );
             let event = match result {
                 Ok(()) => Event::StepRolledBack { step },
                 Err(e) => Event::StepRollbackFailed {

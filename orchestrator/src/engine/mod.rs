@@ -89,6 +89,8 @@ pub struct EngineConfig {
     /// When old journal entries go, and how often that is checked.
     pub retention: Retention,
     pub compact_every: Duration,
+    /// Where metrics go; nowhere when unset.
+    pub meter: Option<opentelemetry::metrics::Meter>,
 }
 
 impl Default for EngineConfig {
@@ -99,6 +101,7 @@ impl Default for EngineConfig {
             approvals_webhook: None,
             retention: Retention::default(),
             compact_every: Duration::from_secs(3600),
+            meter: None,
         }
     }
 }
@@ -109,7 +112,8 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub struct Inner {
+    metrics: crate::telemetry::Metrics,
     journal: Journal,
     /// Swapped whole on reload; a decision uses the one it started with.
     policy: parking_lot::RwLock<Arc<Policy>>,
@@ -138,8 +142,15 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self> {
         let (timers, timer_rx) = mpsc::unbounded_channel();
+        let meter = config
+            .meter
+            .clone()
+            .unwrap_or_else(|| opentelemetry::global::meter("parapet"));
+        let metrics = crate::telemetry::Metrics::new(&meter);
+        journal.observe(Arc::new(metrics.clone()));
         let engine = Self {
             inner: Arc::new(Inner {
+                metrics,
                 journal,
                 policy: parking_lot::RwLock::new(policy),
                 guards: parking_lot::Mutex::default(),
@@ -211,6 +222,39 @@ impl Engine {
 
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
+    }
+
+    pub fn metrics(&self) -> &crate::telemetry::Metrics {
+        &self.inner.metrics
+    }
+
+    /// The engine's state, for observers that must not keep it alive.
+    pub fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
+    }
+
+    /// The engine's clock.
+    pub fn clock_now(&self) -> std::time::SystemTime {
+        self.inner.clock.now()
+    }
+
+    /// Intents whose actions are in force, by the action kind of their first step.
+    pub fn active_by_kind(&self) -> Result<std::collections::BTreeMap<String, u64>> {
+        let index = self.inner.journal.index();
+        let mut out = std::collections::BTreeMap::new();
+        for id in index.live_intents()? {
+            if let Some(r) = index.record(id)?
+                && matches!(r.state, State::Active)
+                && let Some(step) = r.intent.steps.first()
+            {
+                *out.entry(step.kind.to_string()).or_insert(0) += 1;
+            }
+        }
+        Ok(out)
     }
 
     /// The policy in effect.

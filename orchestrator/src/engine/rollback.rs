@@ -27,6 +27,19 @@ impl Engine {
         reason: &str,
         wait: bool,
     ) -> Result<RolledBack> {
+        self.rollback_because(id, actor, reason, wait, RollbackCause::Operator)
+            .await
+    }
+
+    /// As [`Engine::rollback`], journaling `cause` as the reason it started.
+    pub(super) async fn rollback_because(
+        &self,
+        id: IntentId,
+        actor: &str,
+        reason: &str,
+        wait: bool,
+        cause: RollbackCause,
+    ) -> Result<RolledBack> {
         // Let an execution or expiry in progress finish first; then the state is settled.
         self.wait_settled(id).await?;
         let guard = self.inner.locks.lock(id).await;
@@ -44,7 +57,7 @@ impl Engine {
             }
         }
         let started = Event::RollbackStarted {
-            cause: RollbackCause::Operator,
+            cause,
             reason: reason.to_owned(),
         };
         let record = self

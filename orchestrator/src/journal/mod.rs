@@ -85,6 +85,14 @@ pub fn parse_hex(text: &str) -> Option<Hash> {
 /// The index keeps the chain's hash at every entry whose sequence number is a multiple of this.
 pub const CHECKPOINT_EVERY: u64 = 1024;
 
+/// Told of every batch written: its entries with the records after them, and how long the
+/// write took (log, sync and index).
+pub trait Observer: Send + Sync + 'static {
+    fn committed(&self, entries: &[(Entry, Option<Arc<IntentRecord>>)], took: std::time::Duration);
+}
+
+type SharedObserver = Arc<parking_lot::RwLock<Option<Arc<dyn Observer>>>>;
+
 /// What a successful append wrote.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -151,6 +159,7 @@ pub struct Journal {
     reader: Arc<dyn LogReader>,
     /// Held by a verification and by a compaction, so neither sees the other half done.
     walks: Arc<tokio::sync::Mutex<()>>,
+    observer: SharedObserver,
     changes: broadcast::Sender<Change>,
     /// The writer thread; it ends once every handle is dropped.
     writer: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
@@ -176,7 +185,9 @@ impl Journal {
         };
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         let (changes, _) = broadcast::channel(4096);
+        let observer = SharedObserver::default();
         let writer = Writer {
+            observer: observer.clone(),
             log,
             kv,
             index: index.clone(),
@@ -195,6 +206,7 @@ impl Journal {
             index,
             reader,
             walks: Arc::default(),
+            observer,
             changes,
             writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
         })
@@ -256,6 +268,11 @@ impl Journal {
 
     pub fn index(&self) -> &Index {
         &self.index
+    }
+
+    /// From now on, tells `observer` of every batch written.
+    pub fn observe(&self, observer: Arc<dyn Observer>) {
+        *self.observer.write() = Some(observer);
     }
 
     /// The stored records, read without trusting them; for verification.
@@ -386,6 +403,7 @@ struct Writer {
     /// Entry times never go backwards, even if the wall clock does.
     last_time: SystemTime,
     changes: broadcast::Sender<Change>,
+    observer: SharedObserver,
     /// Set after a write failed: what reached the disk is unknown, so nothing more is written.
     failed: Option<String>,
 }
@@ -473,6 +491,7 @@ impl Writer {
 
         if !records.is_empty() {
             let last_seq = self.next_seq - 1;
+            let started = std::time::Instant::now();
             let written = self
                 .log
                 .append(first_seq, &records)
@@ -488,19 +507,25 @@ impl Writer {
                 }
                 return;
             }
+            let took = started.elapsed();
             // Checked only now, after the index write: a reader subscribes before it reads the
             // index, so it either sees this batch there or is subscribed by now.
-            if self.changes.receiver_count() > 0 {
+            let observer = self.observer.read().clone();
+            if self.changes.receiver_count() > 0 || observer.is_some() {
+                let mut written = Vec::with_capacity(records.len());
                 for (i, entries) in announced {
                     let record = match &replies[i].1 {
                         Ok((_, _, record)) => record.clone().map(Arc::new),
                         Err(_) => continue,
                     };
-                    for entry in entries {
-                        let _ = self.changes.send(Change {
-                            entry,
-                            record: record.clone(),
-                        });
+                    written.extend(entries.into_iter().map(|e| (e, record.clone())));
+                }
+                if let Some(observer) = observer {
+                    observer.committed(&written, took);
+                }
+                if self.changes.receiver_count() > 0 {
+                    for (entry, record) in written {
+                        let _ = self.changes.send(Change { entry, record });
                     }
                 }
             }

@@ -1,0 +1,361 @@
+//! What Parapet tells about itself: OpenTelemetry metrics (also served for Prometheus at
+//! `/metrics`), traces of each intent through `tracing`, and the W3C trace context carried in
+//! and out.
+//!
+//! Counts of what happened come from the journal itself: the writer hands every committed
+//! entry to [`Metrics`] (an [`Observer`]), so the counters are exact and cost nothing on the
+//! request path. Durations are measured where they happen (adapter calls, journal syncs).
+//! Levels (budget usage, pending approvals, kill switches) are read from the engine whenever
+//! they are collected.
+
+use std::{sync::Arc, time::Duration};
+
+use opentelemetry::{
+    KeyValue,
+    metrics::{Counter, Histogram, Meter, MeterProvider as _},
+};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+
+use crate::{
+    engine::Engine,
+    journal::{Entry, Observer},
+    lifecycle::{Event, IntentRecord, RollbackCause, Verdict},
+};
+
+/// The meter provider and the Prometheus registry it feeds.
+pub struct Telemetry {
+    pub provider: SdkMeterProvider,
+    pub registry: prometheus::Registry,
+}
+
+impl Telemetry {
+    /// A provider whose metrics are served at `/metrics`, and pushed over OTLP when an
+    /// endpoint is given.
+    pub fn new(otlp: Option<&str>) -> anyhow::Result<Self> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .build()?;
+        let mut builder = SdkMeterProvider::builder().with_reader(exporter);
+        if let Some(endpoint) = otlp {
+            use opentelemetry_otlp::WithExportConfig;
+            let push = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
+            builder = builder.with_reader(
+                opentelemetry_sdk::metrics::PeriodicReader::builder(push)
+                    .with_interval(Duration::from_secs(15))
+                    .build(),
+            );
+        }
+        Ok(Self {
+            provider: builder.build(),
+            registry,
+        })
+    }
+
+    pub fn meter(&self) -> Meter {
+        self.provider.meter("parapet")
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        use prometheus::Encoder;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// The instruments, and the journal observer that counts what was journaled.
+#[derive(Clone)]
+pub struct Metrics {
+    decided: Counter<u64>,
+    actions: Counter<u64>,
+    undos: Counter<u64>,
+    adapter_latency: Histogram<f64>,
+    rollbacks: Counter<u64>,
+    verdicts: Counter<u64>,
+    refused_calls: Counter<u64>,
+    entries: Counter<u64>,
+    sync_latency: Histogram<f64>,
+    batch_size: Histogram<u64>,
+}
+
+impl Metrics {
+    pub fn new(meter: &Meter) -> Self {
+        let latency = [
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        Self {
+            decided: meter
+                .u64_counter("parapet_intents_decided")
+                .with_description("Intents decided, by outcome and the guardrail that decided it (`none` when nothing stood against acting)")
+                .build(),
+            actions: meter
+                .u64_counter("parapet_actions")
+                .with_description("Steps executed by adapters, by adapter, action kind and result")
+                .build(),
+            undos: meter
+                .u64_counter("parapet_action_rollbacks")
+                .with_description("Steps undone by adapters, by adapter, action kind and result")
+                .build(),
+            adapter_latency: meter
+                .f64_histogram("parapet_adapter_duration")
+                .with_unit("s")
+                .with_description("Adapter calls, by adapter, action kind and operation (execute, rollback)")
+                .with_boundaries(latency.to_vec())
+                .build(),
+            rollbacks: meter
+                .u64_counter("parapet_rollbacks")
+                .with_description("Rollbacks started, by cause (ttl, operator, verdict, compensation)")
+                .build(),
+            verdicts: meter
+                .u64_counter("parapet_verdicts")
+                .with_description("Verdicts given, by detection, action kind and verdict (true_positive, false_positive)")
+                .build(),
+            refused_calls: meter
+                .u64_counter("parapet_calls_refused")
+                .with_description("gRPC calls refused, by code (Unauthenticated, PermissionDenied)")
+                .build(),
+            entries: meter
+                .u64_counter("parapet_journal_entries")
+                .with_description("Journal entries written")
+                .build(),
+            sync_latency: meter
+                .f64_histogram("parapet_journal_append_duration")
+                .with_unit("s")
+                .with_description("One group commit: the log write and its fdatasync, and the index write")
+                .with_boundaries(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1])
+                .build(),
+            batch_size: meter
+                .u64_histogram("parapet_journal_group_commit_entries")
+                .with_description("Entries written by one group commit (one fdatasync)")
+                .with_boundaries(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0, 4096.0])
+                .build(),
+        }
+    }
+
+    /// An adapter call and how it ended.
+    pub fn adapter_call(
+        &self,
+        adapter: &str,
+        kind: &str,
+        rollback: bool,
+        took: Duration,
+        ok: bool,
+    ) {
+        let result = if ok { "success" } else { "failure" };
+        let labels = [
+            KeyValue::new("adapter", adapter.to_owned()),
+            KeyValue::new("kind", kind.to_owned()),
+        ];
+        let operation = if rollback { "rollback" } else { "execute" };
+        let mut timed = labels.to_vec();
+        timed.push(KeyValue::new("operation", operation));
+        self.adapter_latency.record(took.as_secs_f64(), &timed);
+        let mut counted = labels.to_vec();
+        counted.push(KeyValue::new("result", result));
+        if rollback {
+            self.undos.add(1, &counted);
+        } else {
+            self.actions.add(1, &counted);
+        }
+    }
+
+    /// Levels read from the engine when metrics are collected. Holds the engine weakly, so
+    /// the engine can stop.
+    pub fn observe_engine(meter: &Meter, engine: &Engine) {
+        let weak = engine.downgrade();
+        let budgets = weak.clone();
+        meter
+            .u64_observable_gauge("parapet_budget_active")
+            .with_description("Units of each budget held by active intents, per scope value; `limit` is max_active")
+            .with_callback(move |o| {
+                let Some(engine) = Engine::upgrade(&budgets) else { return };
+                let Ok(status) = engine.status() else { return };
+                for row in &status.budgets {
+                    let mut labels = vec![
+                        KeyValue::new("budget", row.budget.name.clone()),
+                        KeyValue::new("scope", row.budget.scope.clone()),
+                        KeyValue::new("scope_value", row.scope_value.clone()),
+                    ];
+                    let limit = row
+                        .budget
+                        .max_active
+                        .map(u64::from)
+                        .into_iter()
+                        .chain(row.max_from_percent)
+                        .min();
+                    if let Some(limit) = limit {
+                        labels.push(KeyValue::new("limit", limit as i64));
+                    }
+                    o.observe(u64::from(row.active), &labels);
+                }
+            })
+            .build();
+        let usage = weak.clone();
+        meter
+            .f64_observable_gauge("parapet_budget_utilisation")
+            .with_description("The fullest of each budget's limits per scope value, from 0 to 1: active against max_active (or its percentage of the fleet), taken in the window against max_per_window")
+            .with_callback(move |o| {
+                let Some(engine) = Engine::upgrade(&usage) else { return };
+                let Ok(status) = engine.status() else { return };
+                for row in &status.budgets {
+                    let labels = [
+                        KeyValue::new("budget", row.budget.name.clone()),
+                        KeyValue::new("scope_value", row.scope_value.clone()),
+                    ];
+                    if let Some(share) = utilisation(row) {
+                        o.observe(share, &labels);
+                    }
+                }
+            })
+            .build();
+        let pending = weak.clone();
+        meter
+            .u64_observable_gauge("parapet_pending_approvals")
+            .with_description("Intents waiting for approval")
+            .with_callback(move |o| {
+                if let Some(engine) = Engine::upgrade(&pending)
+                    && let Ok(p) = engine.pending()
+                {
+                    o.observe(p.len() as u64, &[]);
+                }
+            })
+            .build();
+        let oldest = weak.clone();
+        meter
+            .f64_observable_gauge("parapet_pending_approval_oldest_age")
+            .with_unit("s")
+            .with_description(
+                "How long the oldest intent waiting for approval has waited (0 when none waits)",
+            )
+            .with_callback(move |o| {
+                if let Some(engine) = Engine::upgrade(&oldest)
+                    && let Ok(p) = engine.pending()
+                {
+                    let now = engine.clock_now();
+                    let age = p
+                        .iter()
+                        .filter_map(|r| now.duration_since(r.intent.received_at).ok())
+                        .max()
+                        .unwrap_or_default();
+                    o.observe(age.as_secs_f64(), &[]);
+                }
+            })
+            .build();
+        let switches = weak.clone();
+        meter
+            .u64_observable_gauge("parapet_kill_switch_engaged")
+            .with_description("1 for each engaged kill switch, by action kind (`*` for the global one); 0 for `*` when none is")
+            .with_callback(move |o| {
+                let Some(engine) = Engine::upgrade(&switches) else { return };
+                let Ok(status) = engine.status() else { return };
+                let global = status.kill_switches.iter().any(|k| k.kind.is_none());
+                o.observe(u64::from(global), &[KeyValue::new("kind", "*")]);
+                for k in status.kill_switches.iter().filter_map(|k| k.kind.as_ref()) {
+                    o.observe(1, &[KeyValue::new("kind", k.to_string())]);
+                }
+            })
+            .build();
+        let active = weak;
+        meter
+            .u64_observable_gauge("parapet_active_intents")
+            .with_description(
+                "Intents whose actions are in force, by action kind of their first step",
+            )
+            .with_callback(move |o| {
+                let Some(engine) = Engine::upgrade(&active) else {
+                    return;
+                };
+                let Ok(by_kind) = engine.active_by_kind() else {
+                    return;
+                };
+                for (kind, n) in by_kind {
+                    o.observe(n, &[KeyValue::new("kind", kind)]);
+                }
+            })
+            .build();
+    }
+}
+
+/// The fullest of a budget row's limits, from 0 to 1.
+pub fn utilisation(row: &crate::engine::BudgetRow) -> Option<f64> {
+    let b = &row.budget;
+    let active_limit = b
+        .max_active
+        .map(u64::from)
+        .into_iter()
+        .chain(row.max_from_percent)
+        .min();
+    let shares = [
+        active_limit.map(|l| f64::from(row.active) / (l.max(1) as f64)),
+        b.max_per_window
+            .zip(row.used_in_window)
+            .map(|(max, used)| f64::from(used) / f64::from(max.max(1))),
+    ];
+    shares.into_iter().flatten().reduce(f64::max)
+}
+
+impl Observer for Metrics {
+    fn committed(&self, entries: &[(Entry, Option<Arc<IntentRecord>>)], took: Duration) {
+        self.entries.add(entries.len() as u64, &[]);
+        self.sync_latency.record(took.as_secs_f64(), &[]);
+        self.batch_size.record(entries.len() as u64, &[]);
+        for (entry, record) in entries {
+            match &entry.event {
+                Event::Decided { decision, .. } => {
+                    let guardrail = decision
+                        .reasons
+                        .iter()
+                        .find(|r| {
+                            r.effect == decision.outcome
+                                && r.effect != parapet_model::Outcome::Execute
+                        })
+                        .map_or("none", |r| r.guardrail.as_str());
+                    self.decided.add(
+                        1,
+                        &[
+                            KeyValue::new("outcome", decision.outcome.as_str()),
+                            KeyValue::new("guardrail", guardrail.to_owned()),
+                        ],
+                    );
+                }
+                Event::RollbackStarted { cause, .. } => {
+                    let cause = match cause {
+                        RollbackCause::Ttl => "ttl",
+                        RollbackCause::Compensation => "compensation",
+                        RollbackCause::Operator => "operator",
+                        RollbackCause::Verdict => "verdict",
+                    };
+                    self.rollbacks.add(1, &[KeyValue::new("cause", cause)]);
+                }
+                Event::Judged { verdict, .. } => {
+                    let Some(record) = record else { continue };
+                    let verdict = match verdict {
+                        Verdict::TruePositive => "true_positive",
+                        Verdict::FalsePositive => "false_positive",
+                    };
+                    for step in &record.intent.steps {
+                        self.verdicts.add(
+                            1,
+                            &[
+                                KeyValue::new("detection", record.intent.detection.rule_id.clone()),
+                                KeyValue::new("kind", step.kind.to_string()),
+                                KeyValue::new("verdict", verdict),
+                            ],
+                        );
+                    }
+                }
+                Event::AccessDenied { code, .. } => {
+                    self.refused_calls
+                        .add(1, &[KeyValue::new("code", code.clone())]);
+                }
+                _ => {}
+            }
+        }
+    }
+}
