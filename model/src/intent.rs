@@ -265,6 +265,9 @@ pub struct Intent {
     pub received_at: SystemTime,
     /// The detection platform's OCSF Detection Finding, when it sent one.
     pub finding: Option<crate::Finding>,
+    /// The W3C `traceparent` of the submission, when traces are on: later work for the
+    /// intent joins that trace.
+    pub trace: Option<String>,
 }
 
 /// What a submitter asks for, before Parapet gives it an id and a time.
@@ -341,6 +344,7 @@ impl IntentRequest {
             reason: self.reason,
             received_at,
             finding: self.finding,
+            trace: None,
         }
     }
 }

@@ -11,6 +11,8 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
+use tracing::Instrument as _;
+
 use crate::{
     auth::Caller,
     engine::{Engine, Error, Selector},
@@ -80,14 +82,32 @@ impl intents_server::Intents for Intents {
         request: Request<pb::SubmitIntentRequest>,
     ) -> Result<Response<pb::SubmitIntentResponse>, Status> {
         let caller = Caller::of(&request);
+        let metadata = request.metadata().clone();
         let req = request.into_inner();
         let wait = req.wait;
         let intent =
             conv::intent_request(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let kinds: Vec<&str> = intent.steps.iter().map(|s| s.kind.as_str()).collect();
         caller.may_submit(&intent.source, &intent.detection.rule_id, &kinds)?;
-        let submitted = self.0.submit(intent, wait).await?;
+        let span = tracing::info_span!(
+            "intent.submit",
+            intent_id = tracing::field::Empty,
+            detection = %intent.detection.rule_id,
+            source = %intent.source,
+            outcome = tracing::field::Empty,
+            duplicate = tracing::field::Empty,
+        );
+        crate::telemetry::trace::set_parent(
+            &span,
+            crate::telemetry::trace::from_metadata(&metadata),
+        );
+        let submitted = self.0.submit(intent, wait).instrument(span.clone()).await?;
         let r = &submitted.record;
+        span.record("intent_id", tracing::field::display(r.intent.id));
+        span.record("duplicate", submitted.duplicate);
+        if let Some(d) = &r.decision {
+            span.record("outcome", d.outcome.as_str());
+        }
         Ok(Response::new(pb::SubmitIntentResponse {
             intent_id: r.intent.id.to_string(),
             decision: r.decision.as_ref().map(conv::decision),

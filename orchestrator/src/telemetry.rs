@@ -359,3 +359,59 @@ impl Observer for Metrics {
         }
     }
 }
+
+/// The W3C trace context: read from a caller's metadata, written into an intent so that work
+/// done for it later (execution, expiry, a rollback after a restart) joins the same trace.
+pub mod trace {
+    use std::collections::HashMap;
+
+    use opentelemetry::{
+        Context,
+        propagation::{Extractor, TextMapPropagator},
+    };
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    struct Metadata<'a>(&'a tonic::metadata::MetadataMap);
+
+    impl Extractor for Metadata<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0
+                .keys()
+                .filter_map(|k| match k {
+                    tonic::metadata::KeyRef::Ascii(k) => Some(k.as_str()),
+                    tonic::metadata::KeyRef::Binary(_) => None,
+                })
+                .collect()
+        }
+    }
+
+    /// The caller's trace, if its metadata carries a `traceparent`.
+    pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Context {
+        TraceContextPropagator::new().extract(&Metadata(metadata))
+    }
+
+    /// The `traceparent` of a span, when traces are on.
+    pub fn traceparent(span: &tracing::Span) -> Option<String> {
+        let mut carrier = HashMap::new();
+        TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+        carrier.remove("traceparent")
+    }
+
+    /// Makes `span` a child of the trace a `traceparent` names.
+    pub fn continue_from(span: &tracing::Span, traceparent: Option<&str>) {
+        let Some(tp) = traceparent else { return };
+        let carrier = HashMap::from([("traceparent".to_owned(), tp.to_owned())]);
+        let cx = TraceContextPropagator::new().extract(&carrier);
+        let _ = span.set_parent(cx);
+    }
+
+    /// Makes `span` a child of a context read from a caller.
+    pub fn set_parent(span: &tracing::Span, cx: Context) {
+        let _ = span.set_parent(cx);
+    }
+}

@@ -32,16 +32,6 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_env("PARAPET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
-
     let mut config = Config::default();
     if let Some(path) = &args.config {
         config = config.merge_file(path)?;
@@ -61,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.insecure {
         config.auth.insecure = true;
     }
-
+    let traces = logs_and_traces(&config, args.log_json)?;
     let running = server::start(&config, Arc::new(SystemClock)).await?;
     let policy = running.engine().policy();
     eprintln!(
@@ -92,5 +82,61 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     eprintln!("parapet: stopping; active actions stay in force");
-    running.shutdown().await
+    let stopped = running.shutdown().await;
+    if let Some(provider) = traces {
+        let _ = provider.shutdown();
+    }
+    stopped
+}
+
+/// Logs on stderr (text or JSON lines, with the ids of the spans they happen in) and, when an
+/// OTLP endpoint is configured, traces exported to it.
+fn logs_and_traces(
+    config: &Config,
+    json: bool,
+) -> anyhow::Result<Option<opentelemetry_sdk::trace::SdkTracerProvider>> {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::WithExportConfig;
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
+
+    let filter = EnvFilter::try_from_env("PARAPET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    let lines = json.then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+    });
+    let provider = match &config.telemetry.otlp_endpoint {
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()?;
+            let name = config
+                .telemetry
+                .service_name
+                .clone()
+                .unwrap_or_else(|| "parapet".into());
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(name)
+                .build();
+            Some(
+                opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let otel = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("parapet")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(lines)
+        .with(otel)
+        .init();
+    Ok(provider)
 }

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use parapet_actions::{Action, Error as ActionError};
 use parapet_model::IntentId;
+use tracing::Instrument as _;
 
 use super::{Engine, SYSTEM_ACTOR, guards};
 use crate::{
@@ -17,10 +18,39 @@ impl Engine {
     /// Safe to call again after a crash: steps already done are skipped, and a step that was
     /// started is repeated, which adapters treat as one action.
     pub(super) async fn execute(&self, id: IntentId) {
-        let _guard = self.inner.locks.lock(id).await;
-        if let Err(e) = self.execute_locked(id).await {
-            tracing::error!(intent = %id, error = %e, "execution stopped; it resumes on restart");
+        let span = self.intent_span("intent.execute", id);
+        async {
+            let _guard = self.inner.locks.lock(id).await;
+            if let Err(e) = self.execute_locked(id).await {
+                tracing::error!(intent = %id, error = %e, "execution stopped; it resumes on restart");
+            }
         }
+        .instrument(span)
+        .await;
+    }
+
+    /// A span for work on an intent, in the intent's own trace: a child of the span in force,
+    /// or else of the submission's trace.
+    pub(super) fn intent_span(&self, name: &'static str, id: IntentId) -> tracing::Span {
+        let record = self.record(id).ok();
+        let span = tracing::info_span!(
+            "intent",
+            otel.name = name,
+            intent_id = %id,
+            detection = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+            cause = tracing::field::Empty,
+        );
+        if let Some(r) = &record {
+            span.record("detection", r.intent.detection.rule_id.as_str());
+            if let Some(d) = &r.decision {
+                span.record("outcome", d.outcome.as_str());
+            }
+            if tracing::Span::current().is_none() {
+                crate::telemetry::trace::continue_from(&span, r.intent.trace.as_deref());
+            }
+        }
+        span
     }
 
     pub(super) async fn execute_locked(&self, id: IntentId) -> Result<(), AppendError> {
@@ -102,12 +132,22 @@ impl Engine {
         };
         let timeout = self.inner.config.adapter_timeout;
         let started = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "adapter.execute",
+            adapter = adapter.name(),
+            kind = s.kind.as_str(),
+            target = %format_args!("{}:{}", s.target.kind, s.target.id),
+            step,
+            result = tracing::field::Empty,
+        );
         let result = with_retries(|| async {
             tokio::time::timeout(timeout, adapter.execute(action))
                 .await
                 .unwrap_or_else(|_| Err(timed_out(timeout)))
         })
+        .instrument(span.clone())
         .await;
+        span.record("result", if result.is_ok() { "success" } else { "failure" });
         self.inner.metrics.adapter_call(
             adapter.name(),
             s.kind.as_str(),
@@ -160,6 +200,18 @@ impl Engine {
     pub(super) async fn undo(
         &self,
         id: IntentId,
+        record: IntentRecord,
+    ) -> Result<IntentRecord, AppendError> {
+        let span = self.intent_span("intent.rollback", id);
+        if let Some(cause) = record.rollback_cause {
+            span.record("cause", format!("{cause:?}").to_lowercase());
+        }
+        self.undo_steps(id, record).instrument(span).await
+    }
+
+    async fn undo_steps(
+        &self,
+        id: IntentId,
         mut record: IntentRecord,
     ) -> Result<IntentRecord, AppendError> {
         for i in (0..record.steps.len()).rev() {
@@ -173,12 +225,23 @@ impl Engine {
             let step = i as u32;
             let timeout = self.inner.config.adapter_timeout;
             let started = std::time::Instant::now();
+            let s = &record.intent.steps[i];
+            let span = tracing::info_span!(
+                "adapter.rollback",
+                adapter = %handle.acted_by(),
+                kind = s.kind.as_str(),
+                target = %format_args!("{}:{}", s.target.kind, s.target.id),
+                step,
+                result = tracing::field::Empty,
+            );
             let result = with_retries(|| async {
                 tokio::time::timeout(timeout, self.inner.registry.rollback(&handle))
                     .await
                     .unwrap_or_else(|_| Err(timed_out(timeout)))
             })
+            .instrument(span.clone())
             .await;
+            span.record("result", if result.is_ok() { "success" } else { "failure" });
             self.inner.metrics.adapter_call(
                 &handle.acted_by(),
                 record.intent.steps[i].kind.as_str(),

@@ -39,8 +39,12 @@ impl Engine {
             return self.repeat(existing, &request, wait).await;
         }
         let id = IntentId::generate();
-        let intent = request.clone().into_intent(id, self.now());
-        let (decision, seen) = self.decide(&intent, intent.received_at, false);
+        let mut intent = request.clone().into_intent(id, self.now());
+        intent.trace = crate::telemetry::trace::traceparent(&tracing::Span::current());
+        let (decision, seen) = {
+            let _span = tracing::info_span!("intent.decide", intent_id = %id).entered();
+            self.decide(&intent, intent.received_at, false)
+        };
         let execute = decision.outcome == Outcome::Execute;
         let waits = decision.outcome == Outcome::AwaitApproval;
         let source = intent.source.clone();
