@@ -58,6 +58,11 @@ impl Registry {
         self.by_name.get(name)
     }
 
+    /// Every instance by name, with the action kinds it performs.
+    pub fn instances(&self) -> &BTreeMap<String, Vec<ActionKind>> {
+        &self.kinds
+    }
+
     /// Every action kind some instance performs.
     pub fn kinds(&self) -> BTreeSet<&ActionKind> {
         self.kinds.values().flatten().collect()

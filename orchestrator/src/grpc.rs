@@ -587,8 +587,40 @@ impl admin_server::Admin for Admin {
                 max_per_window: row.budget.max_per_window,
                 window: row.budget.window.as_ref().map(|w| conv::pb_duration(w.0)),
                 max_active_from_percent: row.max_from_percent,
+                utilisation: crate::telemetry::utilisation(row),
             })
             .collect();
+        let pending = self.0.pending()?;
+        let now = self.0.clock_now();
+        let oldest = pending
+            .iter()
+            .filter_map(|r| now.duration_since(r.intent.received_at).ok())
+            .max();
+        let errors = crate::journal::Query {
+            since: now.checked_sub(std::time::Duration::from_secs(24 * 3600)),
+            events: [
+                "step_failed",
+                "failed",
+                "rollback_failed",
+                "step_rollback_failed",
+            ]
+            .map(String::from)
+            .to_vec(),
+            limit: usize::MAX,
+            ..Default::default()
+        };
+        let mut recent = std::collections::VecDeque::new();
+        self.0
+            .journal()
+            .index()
+            .each_match(&errors, &mut |e| {
+                if recent.len() == 5 {
+                    recent.pop_front();
+                }
+                recent.push_back(conv::journal_entry(&e));
+                true
+            })
+            .map_err(Error::from)?;
         let rate_limits = status
             .policy
             .rate_limits
@@ -613,6 +645,20 @@ impl admin_server::Admin for Admin {
             rate_limits,
             shadow: status.policy.shadow,
             demoted_detections: self.0.demoted(),
+            active_by_kind: self.0.active_by_kind()?.into_iter().collect(),
+            pending_approvals: pending.len() as u32,
+            oldest_pending: oldest.map(conv::pb_duration),
+            recent_errors: recent.into_iter().rev().collect(),
+            adapters: self
+                .0
+                .registry()
+                .instances()
+                .iter()
+                .map(|(name, kinds)| pb::AdapterInstance {
+                    name: name.clone(),
+                    kinds: kinds.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
         }))
     }
 

@@ -37,6 +37,7 @@ pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     engine: Engine,
+    health: tonic_health::server::HealthReporter,
     stop: CancellationToken,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
@@ -111,6 +112,33 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         crate::telemetry::Telemetry::new(config.telemetry.otlp_endpoint.as_deref())
             .context("cannot set up metrics")?,
     );
+    // Listen first, so health checks are answered (NOT_SERVING) while the journal is replayed.
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let early = grpc_listener.into_std()?;
+    let grpc_listener = TcpListener::from_std(early.try_clone()?)?;
+    let starting_stop = CancellationToken::new();
+    let starting = {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = &config.tls {
+            builder = builder
+                .tls_config(server_tls(tls)?)
+                .context("the TLS settings")?;
+        }
+        let router = builder.add_service(health_service.clone());
+        let incoming = TcpIncoming::from(TcpListener::from_std(early)?).with_nodelay(Some(true));
+        tokio::spawn(
+            router.serve_with_incoming_shutdown(incoming, starting_stop.clone().cancelled_owned()),
+        )
+    };
+    tracing::info!(%grpc_addr, "starting: health checks answer NOT_SERVING until the journal is replayed");
+
     let log = FileLog::with_segment_bytes(&config.data_dir.join("journal"), config.segment_bytes)
         .context("cannot open the journal")?;
     let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
@@ -132,16 +160,23 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     )
     .await?;
 
-    let grpc_listener = TcpListener::bind(config.grpc_addr)
+    // the start-up listener lets go; its connections (health checks) reconnect to the server
+    starting_stop.cancel();
+    let mut starting = starting;
+    if tokio::time::timeout(Duration::from_secs(1), &mut starting)
         .await
-        .with_context(|| format!("cannot listen for gRPC on {}", config.grpc_addr))?;
+        .is_err()
+    {
+        starting.abort();
+    }
     let http_listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
-    let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
     health.set_serving::<IntentsServer<grpc::Intents>>().await;
     health
         .set_serving::<RollbacksServer<grpc::Rollbacks>>()
@@ -197,6 +232,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         grpc_addr,
         http_addr,
         engine,
+        health,
         stop,
         grpc: tokio::spawn(grpc),
         http: tokio::spawn(http),
@@ -211,8 +247,18 @@ impl Running {
     /// Stops listening, lets executions and rollbacks in progress finish, and closes the
     /// journal. Nothing is rolled back: blocks stay in force while Parapet is down.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        // Streams (watch) end first, or the gRPC server would wait for them forever.
+        // Draining: health checks say so, and new intents are refused (UNAVAILABLE).
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.health
+            .set_not_serving::<IntentsServer<grpc::Intents>>()
+            .await;
+        // New intents are refused from here on, streams (watch) end, and the adapter calls in
+        // flight finish (each within the adapter timeout) while health says NOT_SERVING.
+        // Nothing is rolled back: what is in force stays in force while Parapet is down.
         self.engine.shutdown_token().cancel();
+        self.engine.stop().await;
         self.stop.cancel();
         // Connections get a while to finish their requests; a client that never closes its
         // connection must not keep Parapet from stopping.
@@ -233,7 +279,6 @@ impl Running {
                 let _ = http.await;
             }
         }
-        self.engine.stop().await;
         let writer = self.engine.journal().take_writer();
         drop(self.engine);
         if let Some(writer) = writer {

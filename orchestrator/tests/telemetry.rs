@@ -180,4 +180,21 @@ async fn metrics_count_what_happened() {
         v("parapet_journal_append_duration_seconds_count", &[]),
         Some(commits)
     );
+
+    // the on-call summary says the same
+    let status = String::from_utf8(server.run(&["status"]).stdout).unwrap();
+    assert!(status.contains("active  nothing"), "{status}");
+    assert!(
+        status.contains("pending 1 approval, the oldest waiting"),
+        "{status}"
+    );
+    assert!(
+        status.contains("adapters edl (block_ip, isolate_host)"),
+        "{status}"
+    );
+    assert!(
+        status.contains("isolate_host") && status.contains("drill"),
+        "{status}"
+    );
+    assert!(status.contains("USE"), "{status}");
 }

@@ -1,11 +1,10 @@
 //! `parapet kill-switch`, `parapet status`, `parapet policy reload`
 
-use super::Conn;
 use parapet_proto::v1::{self as pb, admin_client::AdminClient};
 use serde_json::json;
 
 use super::{
-    actor,
+    Conn, actor,
     output::{self, Output},
 };
 
@@ -113,8 +112,23 @@ pub async fn status(channel: &Conn, out: Output) -> anyhow::Result<()> {
         .get_status(pb::GetStatusRequest {})
         .await?
         .into_inner();
+    let oldest = s
+        .oldest_pending
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .map(|d| {
+            humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+        });
     if out.json {
-        out.json_line(&json!({"policy_digest": s.policy_digest, "shadow": s.shadow}));
+        out.json_line(&json!({
+            "policy_digest": s.policy_digest, "shadow": s.shadow,
+            "active_by_kind": s.active_by_kind, "pending_approvals": s.pending_approvals,
+            "oldest_pending": oldest,
+            "adapters": s.adapters.iter().map(|a| json!({"name": a.name, "kinds": a.kinds})).collect::<Vec<_>>(),
+            "recent_errors": s.recent_errors.iter().map(|e| json!({
+                "seq": e.seq, "time": output::time(e.time.as_ref()), "intent_id": e.intent_id,
+                "kind": e.kind, "payload": serde_json::from_str::<serde_json::Value>(&e.payload_json).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
+        }));
         print_switches(&s.kill_switches, out);
         for b in &s.budgets {
             out.json_line(&json!({
@@ -122,6 +136,7 @@ pub async fn status(channel: &Conn, out: Output) -> anyhow::Result<()> {
                 "active": b.active, "max_active": b.max_active,
                 "used_in_window": b.used_in_window, "max_per_window": b.max_per_window,
                 "max_active_from_percent": b.max_active_from_percent,
+                "utilisation": b.utilisation,
             }));
         }
         return Ok(());
@@ -138,6 +153,33 @@ pub async fn status(channel: &Conn, out: Output) -> anyhow::Result<()> {
             ""
         }
     );
+    let active: Vec<String> = s
+        .active_by_kind
+        .iter()
+        .map(|(kind, n)| format!("{n} {kind}"))
+        .collect();
+    outln!(
+        "active  {}",
+        if active.is_empty() {
+            "nothing".to_owned()
+        } else {
+            active.join(", ")
+        }
+    );
+    outln!(
+        "pending {} approval{}{}",
+        s.pending_approvals,
+        if s.pending_approvals == 1 { "" } else { "s" },
+        oldest
+            .map(|o| format!(", the oldest waiting {o}"))
+            .unwrap_or_default()
+    );
+    let adapters: Vec<String> = s
+        .adapters
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.kinds.join(", ")))
+        .collect();
+    outln!("adapters {}", adapters.join("; "));
     outln!();
     print_switches(&s.kill_switches, out);
     if !s.budgets.is_empty() {
@@ -168,10 +210,33 @@ pub async fn status(channel: &Conn, out: Output) -> anyhow::Result<()> {
                         (Some(used), Some(max), Some(w)) => format!("{used}/{max} per {w}"),
                         _ => "-".into(),
                     },
+                    match b.utilisation {
+                        Some(u) if u >= 0.8 => format!("{:.0}% NEAR LIMIT", u * 100.0),
+                        Some(u) => format!("{:.0}%", u * 100.0),
+                        None => "-".into(),
+                    },
                 ]
             })
             .collect();
-        out.table(&["BUDGET", "SCOPE", "ACTIVE", "WINDOW"], rows);
+        out.table(&["BUDGET", "SCOPE", "ACTIVE", "WINDOW", "USE"], rows);
+    }
+    if !s.recent_errors.is_empty() {
+        outln!();
+        let rows = s
+            .recent_errors
+            .iter()
+            .map(|e| {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&e.payload_json).unwrap_or_default();
+                vec![
+                    output::time(e.time.as_ref()),
+                    e.intent_id.clone(),
+                    e.kind.clone(),
+                    payload["error"].as_str().unwrap_or_default().to_owned(),
+                ]
+            })
+            .collect();
+        out.table(&["LAST ERRORS", "INTENT", "EVENT", "ERROR"], rows);
     }
     if !s.rate_limits.is_empty() {
         outln!();

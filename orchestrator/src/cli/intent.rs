@@ -2,13 +2,15 @@
 
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
-use super::Conn;
 use anyhow::{Context, bail};
 use parapet_proto::v1::{self as pb, intents_client::IntentsClient};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::output::{self, Output};
+use super::{
+    Conn,
+    output::{self, Output},
+};
 
 #[derive(clap::Args)]
 pub struct SubmitArgs {

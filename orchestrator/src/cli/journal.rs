@@ -2,12 +2,14 @@
 
 use std::time::SystemTime;
 
-use super::Conn;
 use anyhow::Context;
 use parapet_proto::v1::{self as pb, journal_client::JournalClient};
 use serde_json::json;
 
-use super::output::{self, Output};
+use super::{
+    Conn,
+    output::{self, Output},
+};
 
 #[derive(clap::Subcommand)]
 pub enum Command {

@@ -1,13 +1,12 @@
 //! `parapet pending | approve | reject | verdict | precision`
 
-use super::Conn;
 use parapet_proto::v1::{
     self as pb, approvals_client::ApprovalsClient, verdicts_client::VerdictsClient,
 };
 use serde_json::json;
 
 use super::{
-    actor,
+    Conn, actor,
     output::{self, Output},
 };
 

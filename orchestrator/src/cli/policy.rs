@@ -7,10 +7,10 @@ use parapet_orchestrator::config::Config;
 use parapet_policy::Policy;
 use serde_json::json;
 
-use super::Conn;
 use parapet_proto::v1::{self as pb, journal_client::JournalClient};
 
 use super::{
+    Conn,
     journal::when,
     output::{self, Output},
 };

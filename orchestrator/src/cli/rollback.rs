@@ -2,14 +2,16 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use super::Conn;
 use anyhow::bail;
 use parapet_proto::v1::{
     self as pb, intents_client::IntentsClient, rollbacks_client::RollbacksClient,
 };
 use serde_json::json;
 
-use super::output::{self, Output};
+use super::{
+    Conn,
+    output::{self, Output},
+};
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -23,6 +23,10 @@ impl Engine {
     /// Decides an intent and journals it with its decision; returns once both are durable. An
     /// executable intent then runs in the background, or before returning when `wait` is set.
     pub async fn submit(&self, request: IntentRequest, wait: bool) -> Result<Submitted> {
+        // draining for a shutdown: the caller should try again (elsewhere, or once restarted)
+        if self.inner.shutdown.is_cancelled() {
+            return Err(Error::ShuttingDown);
+        }
         {
             let policy = self.policy();
             for (i, step) in request.steps.iter().enumerate() {
