@@ -312,7 +312,11 @@ mod tests {
             .split("```toml\n")
             .skip(1)
             .filter_map(|b| b.split("```").next())
-            .filter(|b| b.contains("[tls]") || b.contains("[journal]") || b.contains("grpc_addr"))
+            .filter(|b| {
+                ["[tls]", "[journal]", "[telemetry]", "grpc_addr"]
+                    .iter()
+                    .any(|k| b.contains(k))
+            })
             .collect();
         assert!(blocks.len() >= 3, "{}", blocks.len());
         for block in blocks {
