@@ -100,7 +100,14 @@ fn logs_and_traces(
     use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
 
     let filter = EnvFilter::try_from_env("PARAPET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let text = (!json).then(|| tracing_subscriber::fmt::layer().with_writer(std::io::stderr));
+    use std::io::IsTerminal;
+    // colours only for a person at a terminal, not in files or the service manager's log
+    let ansi = std::io::stderr().is_terminal();
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+    });
     let lines = json.then(|| {
         tracing_subscriber::fmt::layer()
             .json()
