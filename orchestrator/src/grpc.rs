@@ -108,6 +108,7 @@ impl intents_server::Intents for Intents {
         if let Some(d) = &r.decision {
             span.record("outcome", d.outcome.as_str());
         }
+        tracing::debug!(parent: &span, state = r.state.as_str(), "intent submitted");
         Ok(Response::new(pb::SubmitIntentResponse {
             intent_id: r.intent.id.to_string(),
             decision: r.decision.as_ref().map(conv::decision),

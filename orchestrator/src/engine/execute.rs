@@ -148,6 +148,10 @@ impl Engine {
         .instrument(span.clone())
         .await;
         span.record("result", if result.is_ok() { "success" } else { "failure" });
+        match &result {
+            Ok(_) => tracing::debug!(parent: &span, "adapter acted"),
+            Err(e) => tracing::warn!(parent: &span, error = %e, "adapter failed"),
+        }
         self.inner.metrics.adapter_call(
             adapter.name(),
             s.kind.as_str(),
