@@ -82,7 +82,7 @@ impl intents_server::Intents for Intents {
         request: Request<pb::SubmitIntentRequest>,
     ) -> Result<Response<pb::SubmitIntentResponse>, Status> {
         let caller = Caller::of(&request);
-        let metadata = request.metadata().clone();
+        let parent = crate::telemetry::trace::from_metadata(request.metadata());
         let req = request.into_inner();
         let wait = req.wait;
         let intent =
@@ -97,10 +97,7 @@ impl intents_server::Intents for Intents {
             outcome = tracing::field::Empty,
             duplicate = tracing::field::Empty,
         );
-        crate::telemetry::trace::set_parent(
-            &span,
-            crate::telemetry::trace::from_metadata(&metadata),
-        );
+        crate::telemetry::trace::set_parent(&span, parent);
         let submitted = self.0.submit(intent, wait).instrument(span.clone()).await?;
         let r = &submitted.record;
         span.record("intent_id", tracing::field::display(r.intent.id));

@@ -8,7 +8,7 @@
 //! Levels (budget usage, pending approvals, kill switches) are read from the engine whenever
 //! they are collected.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use opentelemetry::{
     KeyValue,
@@ -301,7 +301,7 @@ pub fn utilisation(row: &crate::engine::BudgetRow) -> Option<f64> {
 }
 
 impl Observer for Metrics {
-    fn committed(&self, entries: &[(Entry, Option<Arc<IntentRecord>>)], took: Duration) {
+    fn committed(&self, entries: &[(&Entry, Option<&IntentRecord>)], took: Duration) {
         self.entries.add(entries.len() as u64, &[]);
         self.sync_latency.record(took.as_secs_f64(), &[]);
         self.batch_size.record(entries.len() as u64, &[]);

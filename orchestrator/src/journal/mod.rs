@@ -88,7 +88,7 @@ pub const CHECKPOINT_EVERY: u64 = 1024;
 /// Told of every batch written: its entries with the records after them, and how long the
 /// write took (log, sync and index).
 pub trait Observer: Send + Sync + 'static {
-    fn committed(&self, entries: &[(Entry, Option<Arc<IntentRecord>>)], took: std::time::Duration);
+    fn committed(&self, entries: &[(&Entry, Option<&IntentRecord>)], took: std::time::Duration);
 }
 
 type SharedObserver = Arc<parking_lot::RwLock<Option<Arc<dyn Observer>>>>;
@@ -510,22 +510,30 @@ impl Writer {
             let took = started.elapsed();
             // Checked only now, after the index write: a reader subscribes before it reads the
             // index, so it either sees this batch there or is subscribed by now.
-            let observer = self.observer.read().clone();
-            if self.changes.receiver_count() > 0 || observer.is_some() {
-                let mut written = Vec::with_capacity(records.len());
+            if let Some(observer) = self.observer.read().as_ref() {
+                let written: Vec<(&Entry, Option<&IntentRecord>)> = announced
+                    .iter()
+                    .filter_map(|(i, entries)| match &replies[*i].1 {
+                        Ok((_, _, record)) => {
+                            Some(entries.iter().map(move |e| (e, record.as_ref())))
+                        }
+                        Err(_) => None,
+                    })
+                    .flatten()
+                    .collect();
+                observer.committed(&written, took);
+            }
+            if self.changes.receiver_count() > 0 {
                 for (i, entries) in announced {
                     let record = match &replies[i].1 {
                         Ok((_, _, record)) => record.clone().map(Arc::new),
                         Err(_) => continue,
                     };
-                    written.extend(entries.into_iter().map(|e| (e, record.clone())));
-                }
-                if let Some(observer) = observer {
-                    observer.committed(&written, took);
-                }
-                if self.changes.receiver_count() > 0 {
-                    for (entry, record) in written {
-                        let _ = self.changes.send(Change { entry, record });
+                    for entry in entries {
+                        let _ = self.changes.send(Change {
+                            entry,
+                            record: record.clone(),
+                        });
                     }
                 }
             }
