@@ -358,6 +358,36 @@ pub struct Journal(pub Engine);
 /// Entries read ahead of a client that streams a query.
 const PAGE: usize = 512;
 
+/// Streams what `each` makes of the entries a query matches (`None` skips one), read on a
+/// blocking thread a page ahead of the client at most, up to the query's limit.
+fn stream_matches<T: Send + 'static>(
+    index: crate::journal::Index,
+    query: crate::journal::Query,
+    mut each: impl FnMut(&crate::journal::Index, &crate::journal::Entry) -> std::io::Result<Option<T>>
+    + Send
+    + 'static,
+) -> BoxStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
+    tokio::task::spawn_blocking(move || {
+        let (mut left, mut failed) = (query.limit, None);
+        let walked = index.each_match(&query, &mut |e| match each(&index, &e) {
+            Ok(Some(item)) => {
+                left -= 1;
+                tx.blocking_send(Ok(item)).is_ok() && left > 0
+            }
+            Ok(None) => true,
+            Err(err) => {
+                failed = Some(err);
+                false
+            }
+        });
+        if let Err(e) = walked.and(failed.map_or(Ok(()), Err)) {
+            let _ = tx.blocking_send(Err(Status::from(Error::from(e))));
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
 #[tonic::async_trait]
 impl journal_server::Journal for Journal {
     type QueryStream = BoxStream<pb::JournalEntry>;
@@ -368,20 +398,9 @@ impl journal_server::Journal for Journal {
     ) -> Result<Response<Self::QueryStream>, Status> {
         let query = conv::journal_query(request.into_inner()).map_err(Error::Invalid)?;
         let index = self.0.journal().index().clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
-        // read on a blocking thread, a page ahead of the client at most
-        tokio::task::spawn_blocking(move || {
-            let mut left = query.limit;
-            let sent = index.each_match(&query, &mut |e| {
-                left -= 1;
-                tx.blocking_send(Ok(conv::journal_entry(&e))).is_ok() && left > 0
-            });
-            if let Err(e) = sent {
-                let _ = tx.blocking_send(Err(Status::from(Error::from(e))));
-            }
-        });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(stream_matches(index, query, |_, e| {
+            Ok(Some(conv::journal_entry(e)))
+        })))
     }
 
     async fn verify(
@@ -427,53 +446,37 @@ impl journal_server::Journal for Journal {
         let query = conv::journal_query(req.query.unwrap_or_default())
             .map_err(|e| Error::Invalid(e.under("query")))?;
         let index = self.0.journal().index().clone();
-        let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
-        tokio::task::spawn_blocking(move || {
-            let result = index.applied_seq().and_then(|head_seq| {
-                let mut records = std::collections::HashMap::new();
-                let mut left = query.limit;
-                let mut failed = None;
-                index.each_match(&query, &mut |e| {
-                    let json = if ocsf {
-                        let Some(id) = e.intent_id else { return true };
-                        if records.len() > 4096 {
-                            records.clear();
-                        }
-                        let record = match records.get(&id) {
-                            Some(r) => r,
-                            None => match index.record(id) {
-                                Ok(Some(r)) => records.entry(id).or_insert(r),
-                                Ok(None) => return true,
-                                Err(err) => {
-                                    failed = Some(err);
-                                    return false;
-                                }
-                            },
-                        };
-                        match crate::ocsf::remediation(&e, record) {
-                            Some(event) => event,
-                            None => return true,
-                        }
-                    } else {
-                        crate::ocsf::entry_json(&e)
-                    };
-                    left -= 1;
-                    let event = pb::ExportedEvent {
-                        json: json.to_string(),
-                        seq: e.seq,
-                        head_seq,
-                    };
-                    tx.blocking_send(Ok(event)).is_ok() && left > 0
-                })?;
-                failed.map_or(Ok(()), Err)
-            });
-            if let Err(e) = result {
-                let _ = tx.blocking_send(Err(Status::from(Error::from(e))));
-            }
+        let head_seq = index.applied_seq().map_err(Error::from)?;
+        let mut records = std::collections::HashMap::new();
+        let stream = stream_matches(index, query, move |index, e| {
+            let json = if ocsf {
+                let Some(id) = e.intent_id else {
+                    return Ok(None);
+                };
+                if records.len() > 4096 {
+                    records.clear();
+                }
+                let record = match records.entry(id) {
+                    std::collections::hash_map::Entry::Occupied(r) => r.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => match index.record(id)? {
+                        Some(r) => slot.insert(r),
+                        None => return Ok(None),
+                    },
+                };
+                match crate::ocsf::remediation(e, record) {
+                    Some(event) => event,
+                    None => return Ok(None),
+                }
+            } else {
+                crate::ocsf::entry_json(e)
+            };
+            Ok(Some(pb::ExportedEvent {
+                json: json.to_string(),
+                seq: e.seq,
+                head_seq,
+            }))
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Response::new(stream))
     }
 
     async fn replay_policy(

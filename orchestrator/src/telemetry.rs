@@ -182,14 +182,7 @@ impl Metrics {
                         KeyValue::new("scope", row.budget.scope.clone()),
                         KeyValue::new("scope_value", row.scope_value.clone()),
                     ];
-                    let limit = row
-                        .budget
-                        .max_active
-                        .map(u64::from)
-                        .into_iter()
-                        .chain(row.max_from_percent)
-                        .min();
-                    if let Some(limit) = limit {
+                    if let Some(limit) = active_limit(row) {
                         labels.push(KeyValue::new("limit", limit as i64));
                     }
                     o.observe(u64::from(row.active), &labels);
@@ -282,17 +275,22 @@ impl Metrics {
     }
 }
 
-/// The fullest of a budget row's limits, from 0 to 1.
-pub fn utilisation(row: &crate::engine::BudgetRow) -> Option<f64> {
+/// A budget row's limit on what is active at once: `max_active`, or its percentage of the
+/// fleet, whichever is lower.
+fn active_limit(row: &crate::engine::BudgetRow) -> Option<u64> {
     let b = &row.budget;
-    let active_limit = b
-        .max_active
+    b.max_active
         .map(u64::from)
         .into_iter()
         .chain(row.max_from_percent)
-        .min();
+        .min()
+}
+
+/// The fullest of a budget row's limits, from 0 to 1.
+pub fn utilisation(row: &crate::engine::BudgetRow) -> Option<f64> {
+    let b = &row.budget;
     let shares = [
-        active_limit.map(|l| f64::from(row.active) / (l.max(1) as f64)),
+        active_limit(row).map(|l| f64::from(row.active) / (l.max(1) as f64)),
         b.max_per_window
             .zip(row.used_in_window)
             .map(|(max, used)| f64::from(used) / f64::from(max.max(1))),

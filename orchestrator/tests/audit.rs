@@ -533,6 +533,12 @@ fn shadow(server: &Server, n: usize, from: usize) {
     }
 }
 
+/// The sequence number of a compaction's anchor (`SEQ:HASH`).
+fn anchor_seq(compacted: &Value) -> u64 {
+    let anchor = compacted["anchor"].as_str().unwrap();
+    anchor.split(':').next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn retention_keeps_active_intents_and_the_chain_verifiable() {
     let dir = tempfile::tempdir().unwrap();
@@ -564,14 +570,7 @@ fn retention_keeps_active_intents_and_the_chain_verifiable() {
 
     let c = compact(&server);
     assert_eq!(c["compacted"], true, "{c}");
-    let through: u64 = c["anchor"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let through = anchor_seq(&c);
     assert!(
         through > 0 && through < active_first,
         "the active block pins its entries: {c}"
@@ -610,14 +609,7 @@ fn retention_keeps_active_intents_and_the_chain_verifiable() {
     );
     shadow(&server, 20, 30);
     let c = compact(&server);
-    let through: u64 = c["anchor"]
-        .as_str()
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let through = anchor_seq(&c);
     assert!(through >= active_first, "{c}");
     assert!(
         server
