@@ -18,7 +18,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 use crate::{
     engine::Engine,
-    journal::{Entry, Observer},
+    journal::{Entry, Observer, Took},
     lifecycle::{Event, IntentRecord, RollbackCause, Verdict},
 };
 
@@ -81,6 +81,7 @@ pub struct Metrics {
     refused_calls: Counter<u64>,
     entries: Counter<u64>,
     sync_latency: Histogram<f64>,
+    index_latency: Histogram<f64>,
     batch_size: Histogram<u64>,
 }
 
@@ -88,6 +89,9 @@ impl Metrics {
     pub fn new(meter: &Meter) -> Self {
         let latency = [
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ];
+        let commit_bounds = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
         ];
         Self {
             decided: meter
@@ -125,10 +129,16 @@ impl Metrics {
                 .with_description("Journal entries written")
                 .build(),
             sync_latency: meter
-                .f64_histogram("parapet_journal_append_duration")
+                .f64_histogram("parapet_journal_sync_duration")
                 .with_unit("s")
-                .with_description("One group commit: the log write and its fdatasync, and the index write")
-                .with_boundaries(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1])
+                .with_description("One group commit's log write and its fdatasync")
+                .with_boundaries(commit_bounds.clone())
+                .build(),
+            index_latency: meter
+                .f64_histogram("parapet_journal_index_duration")
+                .with_unit("s")
+                .with_description("One group commit's index write, after the sync")
+                .with_boundaries(commit_bounds)
                 .build(),
             batch_size: meter
                 .u64_histogram("parapet_journal_group_commit_entries")
@@ -299,9 +309,10 @@ pub fn utilisation(row: &crate::engine::BudgetRow) -> Option<f64> {
 }
 
 impl Observer for Metrics {
-    fn committed(&self, entries: &[(&Entry, Option<&IntentRecord>)], took: Duration) {
+    fn committed(&self, entries: &[(&Entry, Option<&IntentRecord>)], took: Took) {
         self.entries.add(entries.len() as u64, &[]);
-        self.sync_latency.record(took.as_secs_f64(), &[]);
+        self.sync_latency.record(took.sync.as_secs_f64(), &[]);
+        self.index_latency.record(took.index.as_secs_f64(), &[]);
         self.batch_size.record(entries.len() as u64, &[]);
         for (entry, record) in entries {
             match &entry.event {

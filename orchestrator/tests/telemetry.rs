@@ -177,7 +177,11 @@ async fn metrics_count_what_happened() {
         "{entries} {commits}"
     );
     assert_eq!(
-        v("parapet_journal_append_duration_seconds_count", &[]),
+        v("parapet_journal_sync_duration_seconds_count", &[]),
+        Some(commits)
+    );
+    assert_eq!(
+        v("parapet_journal_index_duration_seconds_count", &[]),
         Some(commits)
     );
 

@@ -86,9 +86,18 @@ pub fn parse_hex(text: &str) -> Option<Hash> {
 pub const CHECKPOINT_EVERY: u64 = 1024;
 
 /// Told of every batch written: its entries with the records after them, and how long the
-/// write took (log, sync and index).
+/// write took.
 pub trait Observer: Send + Sync + 'static {
-    fn committed(&self, entries: &[(&Entry, Option<&IntentRecord>)], took: std::time::Duration);
+    fn committed(&self, entries: &[(&Entry, Option<&IntentRecord>)], took: Took);
+}
+
+/// How long one group commit took, by part.
+#[derive(Debug, Clone, Copy)]
+pub struct Took {
+    /// Writing the records to the log and its `fdatasync`.
+    pub sync: std::time::Duration,
+    /// The index write that follows.
+    pub index: std::time::Duration,
 }
 
 type SharedObserver = Arc<parking_lot::RwLock<Option<Arc<dyn Observer>>>>;
@@ -492,9 +501,11 @@ impl Writer {
         if !records.is_empty() {
             let last_seq = self.next_seq - 1;
             let started = std::time::Instant::now();
+            let mut synced = started;
             let written = self
                 .log
                 .append(first_seq, &records)
+                .inspect(|()| synced = std::time::Instant::now())
                 .and_then(|()| stager.finish(last_seq, self.last_hash))
                 .and_then(|batch| self.kv.write(batch));
             if let Err(e) = written {
@@ -507,7 +518,10 @@ impl Writer {
                 }
                 return;
             }
-            let took = started.elapsed();
+            let took = Took {
+                sync: synced - started,
+                index: synced.elapsed(),
+            };
             // Checked only now, after the index write: a reader subscribes before it reads the
             // index, so it either sees this batch there or is subscribed by now.
             if let Some(observer) = self.observer.read().as_ref() {
