@@ -34,6 +34,10 @@ mod echo {
     tonic::include_proto!("parapet.bench");
 }
 
+/// The allocator `parapet` itself runs with, so the in-process server is the one users run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const POLICY: &str = include_str!("../../bench-policy.toml");
 
 #[derive(Parser)]
