@@ -25,6 +25,9 @@ pub trait Kv: Send + Sync + 'static {
     fn write(&self, batch: Batch) -> io::Result<()>;
 }
 
+/// The index store's own page cache.
+const CACHE_BYTES: u64 = 64 << 20;
+
 pub struct SledKv {
     db: sled::Db,
 }
@@ -35,6 +38,9 @@ impl SledKv {
             .path(path)
             // The log is the durable record; sled's own background flush is only an optimisation.
             .flush_every_ms(Some(1000))
+            // sled caches up to 1 GiB by default; the hot records fit in far less, and the
+            // rest is the kernel's page cache, shared and not held by Parapet
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(sled_error)?;
         Ok(Self { db })

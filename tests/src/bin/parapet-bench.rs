@@ -36,7 +36,7 @@ mod echo {
 
 /// The allocator `parapet` itself runs with, so the in-process server is the one users run.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const POLICY: &str = include_str!("../../bench-policy.toml");
 
