@@ -81,7 +81,10 @@ impl Server {
     async fn ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            assert!(Instant::now() < deadline, "parapet serve never became ready");
+            assert!(
+                Instant::now() < deadline,
+                "parapet serve never became ready"
+            );
             if let Ok(channel) = Channel::from_shared(format!("http://{}", self.grpc))
                 .unwrap()
                 .connect()
@@ -321,7 +324,11 @@ async fn main() {
         on_disk as f64 / (1 << 20) as f64,
         ready.as_secs_f64() * 1e3
     );
-    assert_eq!(server.active_blocks().await, active, "blocks lost in the restart");
+    assert_eq!(
+        server.active_blocks().await,
+        active,
+        "blocks lost in the restart"
+    );
     server.stop();
 }
 

@@ -131,13 +131,13 @@ impl Metrics {
             sync_latency: meter
                 .f64_histogram("parapet_journal_sync_duration")
                 .with_unit("s")
-                .with_description("One group commit's log write and its fdatasync")
+                .with_description("One group commit: the log write and its fdatasync, with the index written meanwhile")
                 .with_boundaries(commit_bounds.clone())
                 .build(),
             index_latency: meter
                 .f64_histogram("parapet_journal_index_duration")
                 .with_unit("s")
-                .with_description("One group commit's index write, after the sync")
+                .with_description("One group commit's index write, done while the log syncs")
                 .with_boundaries(commit_bounds)
                 .build(),
             batch_size: meter

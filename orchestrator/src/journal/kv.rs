@@ -23,6 +23,9 @@ pub trait Kv: Send + Sync + 'static {
     ) -> Box<dyn Iterator<Item = io::Result<Pair>> + 'a>;
 
     fn write(&self, batch: Batch) -> io::Result<()>;
+
+    /// Removes every key.
+    fn clear(&self) -> io::Result<()>;
 }
 
 /// The index store's own page cache.
@@ -107,6 +110,10 @@ impl Kv for SledKv {
         }
         self.db.apply_batch(b).map_err(sled_error)
     }
+
+    fn clear(&self) -> io::Result<()> {
+        self.db.clear().map_err(sled_error)
+    }
 }
 
 /// The in-memory twin of [`SledKv`].
@@ -146,6 +153,11 @@ impl Kv for MemKv {
                 None => map.remove(&key),
             };
         }
+        Ok(())
+    }
+
+    fn clear(&self) -> io::Result<()> {
+        self.map.write().clear();
         Ok(())
     }
 }

@@ -30,8 +30,15 @@ pub struct Anchor {
 
 /// Where the journal's records are kept. Appends are durable when `append` returns.
 pub trait Log: Send + 'static {
-    /// Appends records whose first has sequence number `first_seq`, then syncs.
-    fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> io::Result<()>;
+    /// Appends records whose first has sequence number `first_seq`, then syncs. `meanwhile`
+    /// runs while the sync is under way (the index write, which needs no disk wait of its own);
+    /// the append returns once both are done, with the sync's error first.
+    fn append(
+        &mut self,
+        first_seq: u64,
+        records: &[Vec<u8>],
+        meanwhile: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()>;
 
     /// Calls `f` with every record of the segments that may hold `from_seq` or later, in order.
     /// The caller skips records before `from_seq`.
@@ -135,7 +142,12 @@ impl FileLog {
 }
 
 impl Log for FileLog {
-    fn append(&mut self, first_seq: u64, records: &[Vec<u8>]) -> io::Result<()> {
+    fn append(
+        &mut self,
+        first_seq: u64,
+        records: &[Vec<u8>],
+        meanwhile: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
         if self.len >= self.segment_bytes {
             let path = segment_path(&self.dir, first_seq);
             self.file = OpenOptions::new()
@@ -157,10 +169,19 @@ impl Log for FileLog {
             self.buf.extend_from_slice(record);
         }
         self.file.write_all(&self.buf)?;
-        self.file.sync_data()?;
         self.len += self.buf.len() as u64;
         self.last = records.last().cloned();
-        Ok(())
+        let file = &self.file;
+        std::thread::scope(|s| {
+            let synced = std::thread::Builder::new()
+                .name("parapet-journal-sync".into())
+                .spawn_scoped(s, || file.sync_data())?;
+            let other = meanwhile();
+            synced
+                .join()
+                .map_err(|_| io::Error::other("the journal's sync thread panicked"))??;
+            other
+        })
     }
 
     fn replay(&self, from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
@@ -385,10 +406,15 @@ impl MemLog {
 }
 
 impl Log for MemLog {
-    fn append(&mut self, _first_seq: u64, records: &[Vec<u8>]) -> io::Result<()> {
+    fn append(
+        &mut self,
+        _first_seq: u64,
+        records: &[Vec<u8>],
+        meanwhile: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
         self.records.write().extend_from_slice(records);
         self.last = records.last().cloned();
-        Ok(())
+        meanwhile()
     }
 
     fn replay(&self, _from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {

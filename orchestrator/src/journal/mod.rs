@@ -94,9 +94,10 @@ pub trait Observer: Send + Sync + 'static {
 /// How long one group commit took, by part.
 #[derive(Debug, Clone, Copy)]
 pub struct Took {
-    /// Writing the records to the log and its `fdatasync`.
+    /// The whole commit: writing the records to the log and its `fdatasync`, with the index
+    /// written meanwhile.
     pub sync: std::time::Duration,
-    /// The index write that follows.
+    /// The index write alone.
     pub index: std::time::Duration,
 }
 
@@ -327,9 +328,15 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
         None => applied,
     };
     if applied > last {
-        return Err(io::Error::other(format!(
-            "the index has applied entry {applied} but the journal ends at {last}: wrong data directory?"
-        )));
+        // The index is written while the log syncs; a crash in between can leave it holding
+        // entries the log never kept (never acknowledged). It is derived: build it again.
+        tracing::warn!(
+            applied,
+            last,
+            "the index is ahead of the journal; rebuilding it from the journal"
+        );
+        kv.clear()?;
+        return replay(log, index, kv);
     }
     let mut stager = Stager::new(index);
     let mut staged = 0usize;
@@ -501,13 +508,22 @@ impl Writer {
         if !records.is_empty() {
             let last_seq = self.next_seq - 1;
             let started = std::time::Instant::now();
-            let mut synced = started;
-            let written = self
-                .log
-                .append(first_seq, &records)
-                .inspect(|()| synced = std::time::Instant::now())
-                .and_then(|()| stager.finish(last_seq, self.last_hash))
-                .and_then(|batch| self.kv.write(batch));
+            let mut indexed = std::time::Duration::ZERO;
+            let (kv, head) = (&self.kv, self.last_hash);
+            let mut stager = Some(stager);
+            // The index is written while the log syncs: it is never durable on its own, and a
+            // crash that leaves it ahead of the log makes the next open rebuild it.
+            let mut index = || {
+                let t = std::time::Instant::now();
+                let batch = stager
+                    .take()
+                    .map(|s| s.finish(last_seq, head))
+                    .transpose()?;
+                let written = batch.map_or(Ok(()), |b| kv.write(b));
+                indexed = t.elapsed();
+                written
+            };
+            let written = self.log.append(first_seq, &records, &mut index);
             if let Err(e) = written {
                 tracing::error!(error = %e, "journal write failed; refusing further appends");
                 let why = e.to_string();
@@ -519,8 +535,8 @@ impl Writer {
                 return;
             }
             let took = Took {
-                sync: synced - started,
-                index: synced.elapsed(),
+                sync: started.elapsed(),
+                index: indexed,
             };
             // Checked only now, after the index write: a reader subscribes before it reads the
             // index, so it either sees this batch there or is subscribed by now.

@@ -122,7 +122,11 @@ fn request(mode: Mode, n: u64, wait: bool, run: usize) -> pb::SubmitIntentReques
         return request(mode, n - 50, wait, run);
     }
     let (detection, kind, target) = if (5..9).contains(&k) {
-        ("edr.c2_beacon", "isolate_host", format!("host:ws-{run}-{n}"))
+        (
+            "edr.c2_beacon",
+            "isolate_host",
+            format!("host:ws-{run}-{n}"),
+        )
     } else {
         let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
         (mode.detection(), "block_ip", format!("ip:{ip}"))
