@@ -15,7 +15,7 @@
 
 use std::{
     net::SocketAddr,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
         Arc,
@@ -240,11 +240,14 @@ async fn main() {
     );
     // reqwest is built without a TLS provider of its own
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // SCALE_DIR keeps the data directory, to start a server over it again by hand
+    let dir = std::env::var_os("SCALE_DIR").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
 
     let spawned = Instant::now();
-    let server = Server::spawn(dir.path());
+    let server = Server::spawn(&dir);
     server.ready().await;
     println!(
         "fresh start: ready in {:.0} ms, resident {:.0} MiB",
@@ -260,8 +263,59 @@ async fn main() {
         settled.as_secs_f64()
     );
 
-    submit(&server, active, bulk, "bulk-sensor", "edr.c2_beacon").await;
-    until_active(&server, active + bulk).await;
+    if bulk > 0 {
+        bulk_rollback(&server, active, bulk).await;
+    }
+
+    let mut n = active + bulk;
+    loop {
+        let written = server.metric("parapet_journal_entries_total").await as u64;
+        if written >= entries {
+            break;
+        }
+        // a shadowed intent writes three entries
+        let more = (entries - written).div_ceil(3).min(50_000);
+        submit(&server, n, more, "xdr", "bench.watch").await;
+        n += more;
+    }
+    server.stop();
+
+    let spawned = Instant::now();
+    let server = Server::spawn(&dir);
+    server.ready().await;
+    let ready = spawned.elapsed();
+    let (rss, _) = server.memory();
+    let on_disk = disk_usage(&dir.join("data"));
+    println!(
+        "restart over {entries}+ entries ({:.0} MiB on disk): ready in {:.0} ms, resident {rss:.0} MiB",
+        on_disk as f64 / (1 << 20) as f64,
+        ready.as_secs_f64() * 1e3
+    );
+    assert_eq!(
+        server.active_blocks().await,
+        active,
+        "blocks lost in the restart"
+    );
+    server.stop();
+}
+
+fn disk_usage(path: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// Submits `bulk` blocks from one source and rolls them all back with one `RollbackSelected`.
+async fn bulk_rollback(server: &Server, active: u64, bulk: u64) {
+    submit(server, active, bulk, "bulk-sensor", "edr.c2_beacon").await;
+    until_active(server, active + bulk).await;
     let started = Instant::now();
     let mut progress = RollbacksClient::new(server.channel().await)
         .rollback_selected(pb::RollbackSelectedRequest {
@@ -299,48 +353,4 @@ async fn main() {
         took.as_secs_f64(),
         bulk as f64 / took.as_secs_f64()
     );
-
-    let mut n = active + bulk;
-    loop {
-        let written = server.metric("parapet_journal_entries_total").await as u64;
-        if written >= entries {
-            break;
-        }
-        // a shadowed intent writes three entries
-        let more = (entries - written).div_ceil(3).min(50_000);
-        submit(&server, n, more, "xdr", "bench.watch").await;
-        n += more;
-    }
-    server.stop();
-
-    let spawned = Instant::now();
-    let server = Server::spawn(dir.path());
-    server.ready().await;
-    let ready = spawned.elapsed();
-    let (rss, _) = server.memory();
-    let on_disk = disk_usage(&dir.path().join("data"));
-    println!(
-        "restart over {entries}+ entries ({:.0} MiB on disk): ready in {:.0} ms, resident {rss:.0} MiB",
-        on_disk as f64 / (1 << 20) as f64,
-        ready.as_secs_f64() * 1e3
-    );
-    assert_eq!(
-        server.active_blocks().await,
-        active,
-        "blocks lost in the restart"
-    );
-    server.stop();
-}
-
-fn disk_usage(path: &Path) -> u64 {
-    let mut total = 0;
-    for entry in std::fs::read_dir(path).unwrap().flatten() {
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.len()
-        };
-    }
-    total
 }

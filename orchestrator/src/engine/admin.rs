@@ -2,13 +2,13 @@
 
 use std::{sync::Arc, time::SystemTime};
 
-use parapet_model::ActionKind;
+use parapet_model::{ActionKind, IntentId};
 use parapet_policy::{Ledger, Policy, Usage, rules::Budget};
 
 use super::{Engine, Error, Result, guards};
 use crate::{
     journal::{Entry, Query},
-    lifecycle::{Event, State},
+    lifecycle::{Event, IntentRecord, State},
 };
 
 /// An engaged kill switch and the journal entry that engaged it.
@@ -193,7 +193,8 @@ impl Engine {
         self.inner.journal.append_system(actor, event).await?;
         let policy = Arc::new(policy);
         *self.inner.policy.write() = policy.clone();
-        self.restore_guards(&policy)?;
+        let live = self.inner.journal.index().live_records()?;
+        self.restore_guards(&policy, &live)?;
         tracing::info!(digest = policy.digest(), "policy reloaded");
         Ok((previous, policy.digest().to_owned()))
     }
@@ -202,15 +203,11 @@ impl Engine {
     /// budget usage (active holders, and what was taken within the longest budget window).
     /// Units count from when the intent was decided, as they did when it was.
     /// Never reset by a restart: what the journal says was used stays used.
-    pub(super) fn restore_guards(&self, policy: &Policy) -> Result<()> {
+    pub(super) fn restore_guards(&self, policy: &Policy, live: &[IntentRecord]) -> Result<()> {
         let index = self.inner.journal.index();
         let now = self.now();
         let mut ledger = Ledger::default();
-        let live = index.live_intents()?;
-        for id in &live {
-            let Some(r) = index.record(*id)? else {
-                continue;
-            };
+        for r in live {
             let holds = matches!(
                 r.state,
                 State::Decided
@@ -222,9 +219,10 @@ impl Engine {
             if holds {
                 let at = r.intent.received_at;
                 let until = r.expires_at.or_else(|| r.intent.ttl.map(|t| at + t));
-                ledger.reserve(*id, at, until, &policy.claims(&r.intent.steps));
+                ledger.reserve(r.intent.id, at, until, &policy.claims(&r.intent.steps));
             }
         }
+        let live: std::collections::HashSet<IntentId> = live.iter().map(|r| r.intent.id).collect();
         let window = policy.longest_window();
         if !window.is_zero() {
             let since = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);

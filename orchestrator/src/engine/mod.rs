@@ -182,8 +182,10 @@ impl Engine {
             .journal
             .append_system(SYSTEM_ACTOR, loaded)
             .await?;
-        engine.restore_guards(&engine.policy())?;
-        engine.recover()?;
+        // every intent not yet ended, read once for both
+        let live = engine.inner.journal.index().live_records()?;
+        engine.restore_guards(&engine.policy(), &live)?;
+        engine.recover(live);
         engine.resume_bulk()?;
         if !engine.inner.config.retention.keeps_everything() {
             let compactor = engine.clone();

@@ -2,21 +2,18 @@
 
 use parapet_model::IntentId;
 
-use super::{Engine, Result};
+use super::Engine;
 use parapet_model::Outcome;
 
-use crate::lifecycle::{Event, State};
+use crate::lifecycle::{Event, IntentRecord, State};
 
 impl Engine {
     /// Resumes every intent the journal shows in flight and re-arms the TTL timers. A TTL that
     /// passed while Parapet was down fires at once.
-    pub(super) fn recover(&self) -> Result<()> {
-        let index = self.inner.journal.index();
+    pub(super) fn recover(&self, live: Vec<IntentRecord>) {
         let (mut resumed, mut timers) = (0usize, 0usize);
-        for id in index.live_intents()? {
-            let Some(record) = index.record(id)? else {
-                continue;
-            };
+        for record in live {
+            let id = record.intent.id;
             match record.state {
                 State::Active => {
                     if let Some(at) = record.expires_at {
@@ -43,7 +40,6 @@ impl Engine {
         if resumed + timers > 0 {
             tracing::info!(resumed, timers, "recovered intents from the journal");
         }
-        Ok(())
     }
 
     async fn resume(&self, id: IntentId) {

@@ -335,6 +335,21 @@ impl Index {
         self.ids(b"l")
     }
 
+    /// The records of the intents not in a final state, oldest first. One walk over the
+    /// records, in key order, decoding only the live ones: at start-up a look-up per intent
+    /// cost twice as much.
+    pub fn live_records(&self) -> io::Result<Vec<IntentRecord>> {
+        let live: std::collections::HashSet<IntentId> = self.live_intents()?.into_iter().collect();
+        let mut out = Vec::with_capacity(live.len());
+        for pair in self.kv.scan(b"i", None, false) {
+            let (k, v) = pair?;
+            if key::trailing_id(&k).is_some_and(|id| live.contains(&id)) {
+                out.push(decode(&v)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Intent records, newest first, starting below `before` when given.
     pub fn records_newest_first(
         &self,
