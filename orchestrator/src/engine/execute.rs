@@ -218,12 +218,12 @@ impl Engine {
         id: IntentId,
         mut record: IntentRecord,
     ) -> Result<IntentRecord, AppendError> {
-        for i in (0..record.steps.len()).rev() {
-            let Some(handle) = record.steps[i]
-                .handle
-                .clone()
-                .filter(|_| record.steps[i].needs_rollback())
-            else {
+        let undone: Vec<usize> = (0..record.steps.len())
+            .rev()
+            .filter(|&i| record.steps[i].handle.is_some() && record.steps[i].needs_rollback())
+            .collect();
+        for (n, &i) in undone.iter().enumerate() {
+            let Some(handle) = record.steps[i].handle.clone() else {
                 continue;
             };
             let step = i as u32;
@@ -260,27 +260,14 @@ impl Engine {
                     error: e.message,
                 },
             };
+            if n + 1 == undone.len() {
+                // The last undo and the ending share one journal write.
+                let end = ending(&record, Some(&event));
+                return self.append_all(id, vec![event, end]).await;
+            }
             record = self.append(id, event).await?;
         }
-        let failures: Vec<String> = record
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.state == StepState::RollbackFailed)
-            .map(|(i, s)| format!("step {i}: {}", s.error.as_deref().unwrap_or("failed")))
-            .collect();
-        let last = if !failures.is_empty() {
-            Event::RollbackFailed {
-                error: failures.join("; "),
-            }
-        } else if record.rollback_cause == Some(RollbackCause::Compensation) {
-            Event::Failed {
-                error: failure_summary(&record),
-            }
-        } else {
-            Event::RolledBack
-        };
-        self.append(id, last).await
+        self.append(id, ending(&record, None)).await
     }
 
     pub(super) async fn append(
@@ -352,4 +339,40 @@ fn failure_summary(record: &IntentRecord) -> String {
             )
         })
         .unwrap_or_else(|| "a step failed".into())
+}
+
+/// How an undo ends, given the record before its last step's outcome `last`: `rollback_failed`
+/// if any step could not be undone, `failed` after a compensation, else `rolled_back`.
+fn ending(record: &IntentRecord, last: Option<&Event>) -> Event {
+    let mut failures: Vec<(usize, &str)> = record
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.state == StepState::RollbackFailed)
+        .map(|(i, s)| (i, s.error.as_deref().unwrap_or("failed")))
+        .collect();
+    match last {
+        Some(Event::StepRollbackFailed { step, error }) => {
+            failures.retain(|(i, _)| *i != *step as usize);
+            failures.push((*step as usize, error));
+        }
+        Some(Event::StepRolledBack { step }) => failures.retain(|(i, _)| *i != *step as usize),
+        _ => {}
+    }
+    failures.sort_by_key(|(i, _)| *i);
+    if !failures.is_empty() {
+        let failures: Vec<String> = failures
+            .iter()
+            .map(|(i, e)| format!("step {i}: {e}"))
+            .collect();
+        Event::RollbackFailed {
+            error: failures.join("; "),
+        }
+    } else if record.rollback_cause == Some(RollbackCause::Compensation) {
+        Event::Failed {
+            error: failure_summary(record),
+        }
+    } else {
+        Event::RolledBack
+    }
 }
