@@ -29,7 +29,7 @@ pub trait Kv: Send + Sync + 'static {
 }
 
 /// The index store's own page cache.
-const CACHE_BYTES: u64 = 64 << 20;
+const CACHE_BYTES: u64 = 16 << 20;
 
 pub struct SledKv {
     db: sled::Db,
