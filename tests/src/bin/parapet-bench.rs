@@ -138,7 +138,7 @@ fn request(mode: Mode, n: u64, wait: bool, run: usize) -> pb::SubmitIntentReques
         attributes.insert("ip".to_owned(), ip);
     }
     pb::SubmitIntentRequest {
-        idempotency_key: format!("alert-{run}-{}-{n}", mode.name()),
+        idempotency_key: format!("alert-{}-{run}-{}-{n}", session(), mode.name()),
         source: "xdr".into(),
         detection: Some(pb::Detection {
             rule_id: detection.into(),
@@ -163,6 +163,17 @@ fn request(mode: Mode, n: u64, wait: bool, run: usize) -> pb::SubmitIntentReques
         wait,
         finding: String::new(),
     }
+}
+
+/// This invocation, in its idempotency keys: a server given with `--target` has seen earlier
+/// runs' keys, and would answer them as retries.
+fn session() -> u64 {
+    static SESSION: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SESSION.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    })
 }
 
 /// The same unary call on either service.
@@ -617,6 +628,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // reqwest (for /metrics) is built without a TLS provider of its own
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let modes: &[Mode] = match args.mode {
         ModeArg::All => &[Mode::Noop, Mode::Edl, Mode::Shadow],
         ModeArg::Noop => &[Mode::Noop],
