@@ -96,6 +96,44 @@ pub struct FileLog {
     len: u64,
     last: Option<Vec<u8>>,
     buf: Vec<u8>,
+    syncer: Syncer,
+}
+
+/// A thread that syncs the segment being written when asked, so the writer can write the
+/// index meanwhile. It ends with the log.
+struct Syncer {
+    ask: std::sync::mpsc::Sender<File>,
+    done: std::sync::mpsc::Receiver<io::Result<()>>,
+}
+
+impl Syncer {
+    fn start() -> io::Result<Self> {
+        let (ask, asked) = std::sync::mpsc::channel::<File>();
+        let (tell, done) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("parapet-journal-sync".into())
+            .spawn(move || {
+                for file in asked {
+                    if tell.send(file.sync_data()).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self { ask, done })
+    }
+
+    /// Syncs `file` while `meanwhile` runs here; the sync's error comes first.
+    fn sync_while(
+        &self,
+        file: &File,
+        meanwhile: &mut dyn FnMut() -> io::Result<()>,
+    ) -> io::Result<()> {
+        let gone = || io::Error::other("the journal's sync thread has stopped");
+        self.ask.send(file.try_clone()?).map_err(|_| gone())?;
+        let other = meanwhile();
+        self.done.recv().map_err(|_| gone())??;
+        other
+    }
 }
 
 impl FileLog {
@@ -137,6 +175,7 @@ impl FileLog {
             len: valid,
             last,
             buf: Vec::new(),
+            syncer: Syncer::start()?,
         })
     }
 }
@@ -171,17 +210,7 @@ impl Log for FileLog {
         self.file.write_all(&self.buf)?;
         self.len += self.buf.len() as u64;
         self.last = records.last().cloned();
-        let file = &self.file;
-        std::thread::scope(|s| {
-            let synced = std::thread::Builder::new()
-                .name("parapet-journal-sync".into())
-                .spawn_scoped(s, || file.sync_data())?;
-            let other = meanwhile();
-            synced
-                .join()
-                .map_err(|_| io::Error::other("the journal's sync thread panicked"))??;
-            other
-        })
+        self.syncer.sync_while(&self.file, meanwhile)
     }
 
     fn replay(&self, from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
