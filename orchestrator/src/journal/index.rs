@@ -11,11 +11,11 @@
 //! | `e` seq                                 | the entry                |
 //! | `i` intent                              | the intent's record      |
 //! | `k` source `\0` idempotency key         | intent                   |
-//! | `n` intent seq                          | (entries of an intent)   |
+//! | `n` intent seq                          | last seq (BE): entries of an intent, seq to last |
 //! | `t` target kind `\0` target id `\0` intent | (intents by target)   |
 //! | `d` rule id `\0` intent                 | (intents by detection)   |
-//! | `T` target kind `\0` target id `\0` seq | (entries by target, in order) |
-//! | `D` rule id `\0` seq                    | (entries by detection, in order) |
+//! | `T` target kind `\0` target id `\0` seq | last seq (BE): entries by target, in order |
+//! | `D` rule id `\0` seq                    | last seq (BE): entries by detection, in order |
 //! | `l` intent                              | (intents not yet final)  |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
 //! | `s` `d` rule id                         | (demoted detections)     |
@@ -23,7 +23,9 @@
 //! | `b` operation id                        | an unfinished bulk rollback: members, reason, actor |
 //! | `x` rule `\0` target kind `\0` target id | suppressed until, and by whom |
 //!
-//! Numbers are big-endian and intents are their 16 UUIDv7 bytes, so keys sort by time.
+//! Numbers are big-endian and intents are their 16 UUIDv7 bytes, so keys sort by time. The
+//! entries of one append are consecutive, so `n`, `T` and `D` keep one key per append, at its
+//! first entry, whose value is its last (an empty value: the key's entry alone).
 //! Strings cannot contain `\0`: validation refuses control characters.
 
 use std::{collections::HashMap, io, sync::Arc, time::SystemTime};
@@ -232,14 +234,12 @@ impl Index {
     /// The sequence numbers of an intent's entries, in order.
     pub fn entry_seqs_of(&self, id: IntentId) -> io::Result<Vec<u64>> {
         let prefix = [&b"n"[..], id.as_bytes()].concat();
-        self.kv
-            .scan(&prefix, None, false)
-            .map(|r| {
-                let (k, _) = r?;
-                let tail: [u8; 8] = k[k.len() - 8..].try_into().map_err(io::Error::other)?;
-                Ok(u64::from_be_bytes(tail))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for pair in self.kv.scan(&prefix, None, false) {
+            let (first, last) = seq_range(&pair?)?;
+            out.extend(first..=last);
+        }
+        Ok(out)
     }
 
     pub fn intents_by_target(&self, kind: &str, target: &str) -> io::Result<Vec<IntentId>> {
@@ -374,6 +374,19 @@ impl Index {
     }
 }
 
+/// The entries an `n`, `T` or `D` key stands for: from the seq ending its key to the one in its
+/// value (or that seq alone when the value is empty).
+pub(super) fn seq_range((key, value): &super::kv::Pair) -> io::Result<(u64, u64)> {
+    let bad = || io::Error::other("an entry-order index key is damaged");
+    let tail = key.len().checked_sub(8).ok_or_else(bad)?;
+    let first = u64::from_be_bytes(key[tail..].try_into().map_err(|_| bad())?);
+    let last = match value.as_slice() {
+        [] => first,
+        v => u64::from_be_bytes(v.try_into().map_err(|_| bad())?),
+    };
+    Ok((first, last.max(first)))
+}
+
 /// Builds one atomic index write for a batch of entries, keeping the records it changed so
 /// later entries of the same batch see them before they are written.
 pub(super) struct Stager<'a> {
@@ -411,12 +424,15 @@ impl<'a> Stager<'a> {
     }
 
     /// Stages an entry (already checked against the state machine) and the record after it.
+    /// `last_of_append` is given for the first entry of an append: the seq of its last entry,
+    /// which the entry-order indexes (`n`, `T`, `D`) record in one key for all of them.
     pub(super) fn stage(
         &mut self,
         entry: &Entry,
         encoded: &[u8],
         hash: super::log::Hash,
         record: Option<&IntentRecord>,
+        last_of_append: Option<u64>,
     ) {
         self.batch
             .push((key::entry(entry.seq), Some(encoded.to_vec())));
@@ -451,22 +467,24 @@ impl<'a> Stager<'a> {
         let (Some(id), Some(record)) = (entry.intent_id, record) else {
             return;
         };
-        self.batch
-            .push((key::intent_entry(id, entry.seq), Some(Vec::new())));
-        let seq = entry.seq.to_be_bytes();
-        let rule = &record.intent.detection.rule_id;
-        self.batch.push((
-            [&key::detection_entries(rule)[..], &seq].concat(),
-            Some(Vec::new()),
-        ));
-        for (n, step) in record.intent.steps.iter().enumerate() {
-            let t = &step.target;
-            let seen = record.intent.steps[..n]
-                .iter()
-                .any(|s| s.target.kind == t.kind && s.target.id == t.id);
-            if !seen {
-                let k = [&key::target_entries(&t.kind, &t.id)[..], &seq].concat();
-                self.batch.push((k, Some(Vec::new())));
+        if let Some(last) = last_of_append {
+            let (seq, last) = (entry.seq.to_be_bytes(), last.to_be_bytes().to_vec());
+            self.batch
+                .push((key::intent_entry(id, entry.seq), Some(last.clone())));
+            let rule = &record.intent.detection.rule_id;
+            self.batch.push((
+                [&key::detection_entries(rule)[..], &seq].concat(),
+                Some(last.clone()),
+            ));
+            for (n, step) in record.intent.steps.iter().enumerate() {
+                let t = &step.target;
+                let seen = record.intent.steps[..n]
+                    .iter()
+                    .any(|s| s.target.kind == t.kind && s.target.id == t.id);
+                if !seen {
+                    let k = [&key::target_entries(&t.kind, &t.id)[..], &seq].concat();
+                    self.batch.push((k, Some(last.clone())));
+                }
             }
         }
         if let Event::Received { intent } = &entry.event {

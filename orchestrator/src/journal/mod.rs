@@ -362,7 +362,8 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
             })?),
             None => None,
         };
-        stager.stage(&entry, bytes, hash(bytes), record.as_ref());
+        // replay does not know where appends began: one entry per key
+        stager.stage(&entry, bytes, hash(bytes), record.as_ref(), Some(entry.seq));
         expected += 1;
         staged += 1;
         if staged == 10_000 {
@@ -625,9 +626,11 @@ impl Writer {
             encoded.push((bytes, prev));
         }
         self.last_hash = prev;
-        for (entry, (bytes, hash)) in entries.iter().zip(encoded) {
+        let last_seq = entries.last().map_or(self.next_seq, |e| e.seq);
+        for (i, (entry, (bytes, hash))) in entries.iter().zip(encoded).enumerate() {
             // the record after the whole request is what readers see for every entry of it
-            stager.stage(entry, &bytes, hash, record.as_ref());
+            let first = (i == 0).then_some(last_seq);
+            stager.stage(entry, &bytes, hash, record.as_ref(), first);
             records.push(bytes);
         }
         let first_seq = self.next_seq;

@@ -128,15 +128,24 @@ impl Index {
         };
         match driver {
             Some(prefix) => {
-                let from = [&prefix[..], &start.saturating_add(1).to_be_bytes()].concat();
-                for pair in self.kv.scan(&prefix, Some(&from), false) {
-                    let (k, _) = pair?;
-                    let tail: [u8; 8] = k[k.len() - 8..].try_into().map_err(io::Error::other)?;
-                    let Some(entry) = self.entry(u64::from_be_bytes(tail))? else {
-                        continue;
-                    };
-                    if !check(entry)? {
-                        break;
+                let first = start.saturating_add(1);
+                let mut from = [&prefix[..], &first.to_be_bytes()].concat();
+                // an append that began before `first` may reach past it
+                if let Some(pair) = self.kv.scan(&prefix, Some(&from), true).next() {
+                    let pair = pair?;
+                    if super::index::seq_range(&pair)?.1 >= first {
+                        from = pair.0;
+                    }
+                }
+                'walk: for pair in self.kv.scan(&prefix, Some(&from), false) {
+                    let (lo, hi) = super::index::seq_range(&pair?)?;
+                    for seq in lo.max(first)..=hi {
+                        let Some(entry) = self.entry(seq)? else {
+                            continue;
+                        };
+                        if !check(entry)? {
+                            break 'walk;
+                        }
                     }
                 }
             }
