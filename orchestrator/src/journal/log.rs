@@ -92,7 +92,8 @@ pub struct FileLog {
     segment_bytes: u64,
     /// First sequence number of each segment, ascending.
     segments: Vec<u64>,
-    file: File,
+    /// The segment being written; shared with the [`Syncer`] for each sync.
+    file: Arc<File>,
     len: u64,
     last: Option<Vec<u8>>,
     buf: Vec<u8>,
@@ -102,13 +103,13 @@ pub struct FileLog {
 /// A thread that syncs the segment being written when asked, so the writer can write the
 /// index meanwhile. It ends with the log.
 struct Syncer {
-    ask: std::sync::mpsc::Sender<File>,
+    ask: std::sync::mpsc::Sender<Arc<File>>,
     done: std::sync::mpsc::Receiver<io::Result<()>>,
 }
 
 impl Syncer {
     fn start() -> io::Result<Self> {
-        let (ask, asked) = std::sync::mpsc::channel::<File>();
+        let (ask, asked) = std::sync::mpsc::channel::<Arc<File>>();
         let (tell, done) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("parapet-journal-sync".into())
@@ -125,11 +126,11 @@ impl Syncer {
     /// Syncs `file` while `meanwhile` runs here; the sync's error comes first.
     fn sync_while(
         &self,
-        file: &File,
+        file: &Arc<File>,
         meanwhile: &mut dyn FnMut() -> io::Result<()>,
     ) -> io::Result<()> {
         let gone = || io::Error::other("the journal's sync thread has stopped");
-        self.ask.send(file.try_clone()?).map_err(|_| gone())?;
+        self.ask.send(file.clone()).map_err(|_| gone())?;
         let other = meanwhile();
         self.done.recv().map_err(|_| gone())??;
         other
@@ -171,7 +172,7 @@ impl FileLog {
             dir: dir.to_path_buf(),
             segment_bytes,
             segments,
-            file,
+            file: Arc::new(file),
             len: valid,
             last,
             buf: Vec::new(),
@@ -189,11 +190,13 @@ impl Log for FileLog {
     ) -> io::Result<()> {
         if self.len >= self.segment_bytes {
             let path = segment_path(&self.dir, first_seq);
-            self.file = OpenOptions::new()
-                .create(true)
-                .read(true)
-                .append(true)
-                .open(path)?;
+            self.file = Arc::new(
+                OpenOptions::new()
+                    .create(true)
+                    .read(true)
+                    .append(true)
+                    .open(path)?,
+            );
             sync_dir(&self.dir)?;
             self.segments.push(first_seq);
             self.len = 0;
@@ -207,7 +210,7 @@ impl Log for FileLog {
                 .extend_from_slice(&crc32fast::hash(record).to_le_bytes());
             self.buf.extend_from_slice(record);
         }
-        self.file.write_all(&self.buf)?;
+        (&*self.file).write_all(&self.buf)?;
         self.len += self.buf.len() as u64;
         self.last = records.last().cloned();
         self.syncer.sync_while(&self.file, meanwhile)

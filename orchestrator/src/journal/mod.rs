@@ -510,21 +510,18 @@ impl Writer {
             let last_seq = self.next_seq - 1;
             let started = std::time::Instant::now();
             let mut indexed = std::time::Duration::ZERO;
-            let (kv, head) = (&self.kv, self.last_hash);
-            let mut stager = Some(stager);
+            let kv = &self.kv;
             // The index is written while the log syncs: it is never durable on its own, and a
             // crash that leaves it ahead of the log makes the next open rebuild it.
-            let mut index = || {
-                let t = std::time::Instant::now();
-                let batch = stager
-                    .take()
-                    .map(|s| s.finish(last_seq, head))
-                    .transpose()?;
-                let written = batch.map_or(Ok(()), |b| kv.write(b));
-                indexed = t.elapsed();
-                written
-            };
-            let written = self.log.append(first_seq, &records, &mut index);
+            let written = stager.finish(last_seq, self.last_hash).and_then(|batch| {
+                let mut batch = Some(batch);
+                self.log.append(first_seq, &records, &mut || {
+                    let t = std::time::Instant::now();
+                    let written = batch.take().map_or(Ok(()), |b| kv.write(b));
+                    indexed = t.elapsed();
+                    written
+                })
+            });
             if let Err(e) = written {
                 tracing::error!(error = %e, "journal write failed; refusing further appends");
                 let why = e.to_string();
