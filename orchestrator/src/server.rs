@@ -1,6 +1,10 @@
 //! Builds Parapet from its configuration and runs its listeners.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail};
 use parapet_actions::{
@@ -139,11 +143,20 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     };
     tracing::info!(%grpc_addr, "starting: health checks answer NOT_SERVING until the journal is replayed");
 
+    let opening = Instant::now();
     let log = FileLog::with_segment_bytes(&config.data_dir.join("journal"), config.segment_bytes)
         .context("cannot open the journal")?;
+    let log_opened = opening.elapsed();
     let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
+    let index_opened = opening.elapsed() - log_opened;
     let journal = Journal::open(Box::new(log), Arc::new(kv), clock.clone())
         .context("cannot replay the journal")?;
+    tracing::info!(
+        log_ms = log_opened.as_millis() as u64,
+        index_ms = index_opened.as_millis() as u64,
+        replay_ms = (opening.elapsed() - log_opened - index_opened).as_millis() as u64,
+        "journal opened"
+    );
     let engine = Engine::start(
         journal,
         Arc::new(policy),

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::SystemTime};
 
-use parapet_model::{ActionKind, IntentId};
+use parapet_model::ActionKind;
 use parapet_policy::{Ledger, Policy, Usage, rules::Budget};
 
 use super::{Engine, Error, Result, guards};
@@ -193,8 +193,7 @@ impl Engine {
         self.inner.journal.append_system(actor, event).await?;
         let policy = Arc::new(policy);
         *self.inner.policy.write() = policy.clone();
-        let live = self.inner.journal.index().live_records()?;
-        self.restore_guards(&policy, &live)?;
+        self.restore_guards(&policy, |_| {})?;
         tracing::info!(digest = policy.digest(), "policy reloaded");
         Ok((previous, policy.digest().to_owned()))
     }
@@ -202,12 +201,20 @@ impl Engine {
     /// Rebuilds the guardrails' state from the journal: kill switches, rate limiters, and
     /// budget usage (active holders, and what was taken within the longest budget window).
     /// Units count from when the intent was decided, as they did when it was.
-    /// Never reset by a restart: what the journal says was used stays used.
-    pub(super) fn restore_guards(&self, policy: &Policy, live: &[IntentRecord]) -> Result<()> {
+    /// Never reset by a restart: what the journal says was used stays used. `each` sees every
+    /// live intent's record as it is read, one at a time (start-up resumes them); returns how
+    /// many there were.
+    pub(super) fn restore_guards(
+        &self,
+        policy: &Policy,
+        mut each: impl FnMut(&IntentRecord),
+    ) -> Result<usize> {
         let index = self.inner.journal.index();
         let now = self.now();
         let mut ledger = Ledger::default();
-        for r in live {
+        let mut live = std::collections::HashSet::new();
+        for r in index.live_records() {
+            let r = r?;
             let holds = matches!(
                 r.state,
                 State::Decided
@@ -221,8 +228,9 @@ impl Engine {
                 let until = r.expires_at.or_else(|| r.intent.ttl.map(|t| at + t));
                 ledger.reserve(r.intent.id, at, until, &policy.claims(&r.intent.steps));
             }
+            live.insert(r.intent.id);
+            each(&r);
         }
-        let live: std::collections::HashSet<IntentId> = live.iter().map(|r| r.intent.id).collect();
         let window = policy.longest_window();
         if !window.is_zero() {
             let since = now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH);
@@ -271,6 +279,6 @@ impl Engine {
         g.kill_switches = kill_switches;
         g.suppressions = suppressions;
         g.limiters = guards::limiters(policy, &self.inner.clock);
-        Ok(())
+        Ok(live.len())
     }
 }

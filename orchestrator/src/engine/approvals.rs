@@ -18,12 +18,11 @@ pub struct Precision {
 impl Engine {
     /// Intents waiting for a person, oldest first.
     pub fn pending(&self) -> Result<Vec<IntentRecord>> {
-        let index = self.inner.journal.index();
         let mut out = Vec::new();
-        for id in index.live_intents()? {
-            match index.record(id)? {
-                Some(r) if r.state == State::AwaitingApproval => out.push(r),
-                _ => {}
+        for r in self.inner.journal.index().live_records() {
+            let r = r?;
+            if r.state == State::AwaitingApproval {
+                out.push(r);
             }
         }
         Ok(out)

@@ -104,14 +104,11 @@ impl Engine {
                 "give at least one of detection, source, action_kind, target, since, until",
             )));
         }
-        let index = self.inner.journal.index();
         let mut members = Vec::new();
-        for id in index.live_intents()? {
-            if let Some(r) = index.record(id)?
-                && r.state == State::Active
-                && selector.matches(&r)
-            {
-                members.push(id);
+        for r in self.inner.journal.index().live_records() {
+            let r = r?;
+            if r.state == State::Active && selector.matches(&r) {
+                members.push(r.intent.id);
             }
         }
         let op = uuid::Uuid::now_v7().to_string();

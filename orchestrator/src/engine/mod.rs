@@ -182,10 +182,19 @@ impl Engine {
             .journal
             .append_system(SYSTEM_ACTOR, loaded)
             .await?;
-        // every intent not yet ended, read once for both
-        let live = engine.inner.journal.index().live_records()?;
-        engine.restore_guards(&engine.policy(), &live)?;
-        engine.recover(live);
+        // every intent not yet ended, read once, one at a time, for both; nothing is resumed
+        // before the guardrails stand
+        let reading = std::time::Instant::now();
+        let mut found = recover::Recovered::default();
+        let live = engine.restore_guards(&engine.policy(), |r| engine.recover(r, &mut found))?;
+        tracing::info!(
+            live,
+            resumed = found.resumed(),
+            timers = found.timers(),
+            ms = reading.elapsed().as_millis() as u64,
+            "live intents read: guardrails rebuilt"
+        );
+        engine.resume_all(found);
         engine.resume_bulk()?;
         if !engine.inner.config.retention.keeps_everything() {
             let compactor = engine.clone();
@@ -246,11 +255,10 @@ impl Engine {
 
     /// Intents whose actions are in force, by the action kind of their first step.
     pub fn active_by_kind(&self) -> Result<std::collections::BTreeMap<String, u64>> {
-        let index = self.inner.journal.index();
         let mut out = std::collections::BTreeMap::new();
-        for id in index.live_intents()? {
-            if let Some(r) = index.record(id)?
-                && matches!(r.state, State::Active)
+        for r in self.inner.journal.index().live_records() {
+            let r = r?;
+            if r.state == State::Active
                 && let Some(step) = r.intent.steps.first()
             {
                 *out.entry(step.kind.to_string()).or_insert(0) += 1;

@@ -1,5 +1,7 @@
 //! On start, pick up whatever the journal shows unfinished.
 
+use std::time::SystemTime;
+
 use parapet_model::IntentId;
 
 use super::Engine;
@@ -7,38 +9,52 @@ use parapet_model::Outcome;
 
 use crate::lifecycle::{Event, IntentRecord, State};
 
+/// What start-up found to pick up again, done once the guardrails stand.
+#[derive(Debug, Default)]
+pub(super) struct Recovered {
+    resume: Vec<IntentId>,
+    timers: Vec<(SystemTime, IntentId)>,
+}
+
+impl Recovered {
+    pub fn resumed(&self) -> usize {
+        self.resume.len()
+    }
+
+    pub fn timers(&self) -> usize {
+        self.timers.len()
+    }
+}
+
 impl Engine {
-    /// Resumes every intent the journal shows in flight and re-arms the TTL timers. A TTL that
-    /// passed while Parapet was down fires at once.
-    pub(super) fn recover(&self, live: Vec<IntentRecord>) {
-        let (mut resumed, mut timers) = (0usize, 0usize);
-        for record in live {
-            let id = record.intent.id;
-            match record.state {
-                State::Active => {
-                    if let Some(at) = record.expires_at {
-                        self.schedule(at, id);
-                        timers += 1;
-                    }
-                }
-                State::AwaitingApproval => {
-                    self.schedule_waiting(&record);
-                    timers += 1;
-                }
-                State::Received
-                | State::Decided
-                | State::Executing
-                | State::Expiring
-                | State::RollingBack => {
-                    let engine = self.clone();
-                    self.spawn(async move { engine.resume(id).await });
-                    resumed += 1;
-                }
-                _ => {}
-            }
+    /// Notes what an intent the journal shows unfinished needs: its timers (a TTL that passed
+    /// while Parapet was down fires at once), or its work resumed.
+    pub(super) fn recover(&self, record: &IntentRecord, found: &mut Recovered) {
+        let id = record.intent.id;
+        match record.state {
+            State::Active => found.timers.extend(record.expires_at.map(|at| (at, id))),
+            State::AwaitingApproval => found.timers.extend(
+                self.waiting_deadlines(record)
+                    .into_iter()
+                    .map(|at| (at, id)),
+            ),
+            State::Received
+            | State::Decided
+            | State::Executing
+            | State::Expiring
+            | State::RollingBack => found.resume.push(id),
+            _ => {}
         }
-        if resumed + timers > 0 {
-            tracing::info!(resumed, timers, "recovered intents from the journal");
+    }
+
+    /// Arms the timers and resumes the work [`Self::recover`] found.
+    pub(super) fn resume_all(&self, found: Recovered) {
+        for (at, id) in found.timers {
+            self.schedule(at, id);
+        }
+        for id in found.resume {
+            let engine = self.clone();
+            self.spawn(async move { engine.resume(id).await });
         }
     }
 

@@ -184,16 +184,23 @@ impl Engine {
 
     /// Arms the deadlines of an intent that waits for approval.
     pub(super) fn schedule_waiting(&self, record: &IntentRecord) {
+        for at in self.waiting_deadlines(record) {
+            self.schedule(at, record.intent.id);
+        }
+    }
+
+    /// When a waiting intent times out, and when it is next escalated, if it will be.
+    pub(super) fn waiting_deadlines(&self, record: &IntentRecord) -> Vec<SystemTime> {
         let approvals = &self.policy().approvals;
-        let (id, since) = (record.intent.id, record.intent.received_at);
-        self.schedule(since + approvals.timeout.0, id);
-        if let Some(next) = approvals.escalation_due(
+        let since = record.intent.received_at;
+        let escalation = approvals.escalation_due(
             record.intent.detection.severity,
             since,
             record.escalation + 1,
-        ) {
-            self.schedule(next, id);
-        }
+        );
+        std::iter::once(since + approvals.timeout.0)
+            .chain(escalation)
+            .collect()
     }
 
     /// Asks the timer to expire `id` at `at`. Deadlines are not stored here: they live in the

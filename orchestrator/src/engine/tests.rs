@@ -214,8 +214,7 @@ proptest! {
                 let filtered: HashMap<_, _> = truth.into_iter().filter(|(_, u)| *u != (0, 0)).collect();
                 prop_assert_eq!(&ledger_view(&engine), &filtered);
                 // what a restart rebuilds from the journal is what was there before it
-                let live = engine.inner.journal.index().live_records().unwrap();
-                engine.restore_guards(&engine.policy(), &live).unwrap();
+                engine.restore_guards(&engine.policy(), |_| {}).unwrap();
                 prop_assert_eq!(ledger_view(&engine), filtered);
             }
             engine.stop().await;

@@ -7,16 +7,17 @@
 //! |-----------------------------------------|--------------------------|
 //! | `m` `applied`                           | last applied seq (BE)    |
 //! | `m` `head`                              | last applied seq (BE), its hash |
+//! | `m` `layout`                            | this layout's number ([`LAYOUT`])  |
 //! | `c` seq                                 | the chain's hash at seq (every 1024th) |
 //! | `e` seq                                 | the entry                |
-//! | `i` intent                              | the intent's record      |
+//! | `i` intent                              | the record of an ended intent |
 //! | `k` source `\0` idempotency key         | intent                   |
 //! | `n` intent seq                          | last seq (BE): entries of an intent, seq to last |
 //! | `t` target kind `\0` target id `\0` intent | (intents by target)   |
 //! | `d` rule id `\0` intent                 | (intents by detection)   |
 //! | `T` target kind `\0` target id `\0` seq | last seq (BE): entries by target, in order |
 //! | `D` rule id `\0` seq                    | last seq (BE): entries by detection, in order |
-//! | `l` intent                              | (intents not yet final)  |
+//! | `l` intent                              | the record of an intent not yet ended |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
 //! | `s` `d` rule id                         | (demoted detections)     |
 //! | `j` rule id `\0` intent                 | its latest verdict and action kinds |
@@ -27,9 +28,15 @@
 //! entries of one append are consecutive, so `n`, `T` and `D` keep one key per append, at its
 //! first entry, whose value is its last (an empty value: the key's entry alone).
 //! Strings cannot contain `\0`: validation refuses control characters.
+//!
+//! A record lives under `l` until its intent ends, then under `i`: start-up, the TTL timers and
+//! the gauges read the live ones without walking every intent there ever was, and a batch
+//! writes one key per live intent it touched. An index of another layout is rebuilt from the
+//! log when the journal opens.
 
 use std::{collections::HashMap, io, sync::Arc, time::SystemTime};
 
+use itertools::Itertools;
 use parapet_model::IntentId;
 
 use super::{
@@ -43,6 +50,7 @@ pub(super) mod key {
 
     pub const APPLIED: &[u8] = b"mapplied";
     pub const HEAD: &[u8] = b"mhead";
+    pub const LAYOUT: &[u8] = b"mlayout";
 
     pub fn checkpoint(seq: u64) -> Vec<u8> {
         [&b"c"[..], &seq.to_be_bytes()].concat()
@@ -149,6 +157,9 @@ pub struct SuppressionRecord {
     pub by: String,
 }
 
+/// The key layout this code reads and writes; an index holding another is rebuilt.
+pub(super) const LAYOUT: u8 = 2;
+
 /// Read access to the derived state.
 #[derive(Clone)]
 pub struct Index {
@@ -168,11 +179,17 @@ impl Index {
             .map_or(0, u64::from_be_bytes))
     }
 
+    /// The layout the index was written in; `None` for one written before layouts had numbers.
+    pub(super) fn layout(&self) -> io::Result<Option<u8>> {
+        Ok(self.kv.get(key::LAYOUT)?.and_then(|v| v.first().copied()))
+    }
+
     pub fn record(&self, id: IntentId) -> io::Result<Option<IntentRecord>> {
-        self.kv
-            .get(&key::intent(id))?
-            .map(|b| decode(&b))
-            .transpose()
+        let bytes = match self.kv.get(&key::live(id))? {
+            Some(b) => Some(b),
+            None => self.kv.get(&key::intent(id))?,
+        };
+        bytes.map(|b| decode(&b)).transpose()
     }
 
     pub fn by_idempotency_key(&self, source: &str, key: &str) -> io::Result<Option<IntentId>> {
@@ -335,32 +352,34 @@ impl Index {
         self.ids(b"l")
     }
 
-    /// The records of the intents not in a final state, oldest first. One walk over the
-    /// records, in key order, decoding only the live ones: at start-up a look-up per intent
-    /// cost twice as much.
-    pub fn live_records(&self) -> io::Result<Vec<IntentRecord>> {
-        let live: std::collections::HashSet<IntentId> = self.live_intents()?.into_iter().collect();
-        let mut out = Vec::with_capacity(live.len());
-        for pair in self.kv.scan(b"i", None, false) {
-            let (k, v) = pair?;
-            if key::trailing_id(&k).is_some_and(|id| live.contains(&id)) {
-                out.push(decode(&v)?);
-            }
-        }
-        Ok(out)
+    /// The records of the intents not in a final state, oldest first, read as they are walked.
+    pub fn live_records(&self) -> impl Iterator<Item = io::Result<IntentRecord>> + '_ {
+        self.kv
+            .scan(b"l", None, false)
+            .map(|r| r.and_then(|(_, v)| decode(&v)))
     }
 
-    /// Intent records, newest first, starting below `before` when given.
+    /// Intent records, newest first, starting below `before` when given: the live and the
+    /// ended ones merged by id, which orders them by time.
     pub fn records_newest_first(
         &self,
         before: Option<IntentId>,
     ) -> impl Iterator<Item = io::Result<IntentRecord>> + '_ {
-        let start = before.map(key::intent);
-        self.kv
-            .scan(b"i", start.as_deref(), true)
-            .filter(move |r| match (r, before) {
-                (Ok((k, _)), Some(b)) => key::trailing_id(k) != Some(b),
-                _ => true,
+        let under = move |prefix: &'static [u8]| {
+            let start = before.map(|b| [prefix, b.as_bytes()].concat());
+            self.kv
+                .scan(prefix, start.as_deref(), true)
+                .filter(move |r| match (r, before) {
+                    (Ok((k, _)), Some(b)) => key::trailing_id(k) != Some(b),
+                    _ => true,
+                })
+        };
+        // `true` takes the live side's next; an error goes first, so it is reported at once
+        under(b"l")
+            .merge_by(under(b"i"), |l, i| match (l, i) {
+                (Ok((l, _)), Ok((i, _))) => l[1..] > i[1..],
+                (Err(_), _) => true,
+                (_, Err(_)) => false,
             })
             .map(|r| r.and_then(|(_, v)| decode(&v)))
     }
@@ -549,9 +568,12 @@ impl<'a> Stager<'a> {
     /// The write that makes the store reflect everything staged, up to `last_seq`.
     pub(super) fn finish(mut self, last_seq: u64, head: super::log::Hash) -> io::Result<Batch> {
         for (id, record) in &self.records {
-            self.batch.push((key::intent(*id), Some(encode(record)?)));
-            let live = (!record.state.is_final()).then(Vec::new);
-            self.batch.push((key::live(*id), live));
+            if record.state.is_final() {
+                self.batch.push((key::intent(*id), Some(encode(record)?)));
+                self.batch.push((key::live(*id), None));
+            } else {
+                self.batch.push((key::live(*id), Some(encode(record)?)));
+            }
         }
         self.batch
             .push((key::APPLIED.to_vec(), Some(last_seq.to_be_bytes().to_vec())));

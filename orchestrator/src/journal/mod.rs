@@ -321,6 +321,21 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 
 /// Brings the index up to date with the log; returns the next sequence number.
 fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
+    let layout = index.layout()?;
+    if layout != Some(index::LAYOUT) {
+        if index.applied_seq()? > 0 {
+            tracing::warn!(
+                ?layout,
+                expected = index::LAYOUT,
+                "the index was written in another layout; rebuilding it from the journal"
+            );
+            kv.clear()?;
+        }
+        kv.write(vec![(
+            index::key::LAYOUT.to_vec(),
+            Some(vec![index::LAYOUT]),
+        )])?;
+    }
     // entries before the retention anchor are gone on purpose; the index forgot them too
     let applied = index.applied_seq()?.max(log.reader().anchor()?.seq);
     let last = match log.last() {

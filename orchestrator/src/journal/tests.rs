@@ -367,6 +367,37 @@ async fn an_index_ahead_of_the_log_is_rebuilt_from_the_log() {
 }
 
 #[tokio::test]
+async fn an_index_in_an_earlier_layout_is_rebuilt_from_the_log() {
+    // Before layouts had numbers every record sat under `i` and `l` held an empty marker.
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(MemKv::default());
+    let i = intent("a");
+    {
+        let log = FileLog::open(dir.path()).unwrap();
+        let journal = Journal::open(Box::new(log), kv.clone(), clock()).unwrap();
+        journal.append(i.id, "siem", submitted(&i)).await.unwrap();
+    }
+    let record = kv.get(&index::key::live(i.id)).unwrap().unwrap();
+    kv.write(vec![
+        (index::key::LAYOUT.to_vec(), None),
+        (index::key::intent(i.id), Some(record)),
+        (index::key::live(i.id), Some(Vec::new())),
+    ])
+    .unwrap();
+
+    let log = FileLog::open(dir.path()).unwrap();
+    let journal = Journal::open(Box::new(log), kv.clone(), clock()).unwrap();
+    let index = journal.index();
+    assert_eq!(index.layout().unwrap(), Some(index::LAYOUT));
+    assert_eq!(index.record(i.id).unwrap().unwrap().state, State::Decided);
+    let live: Vec<_> = index.live_records().map(Result::unwrap).collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].intent.id, i.id);
+    assert!(kv.get(&index::key::intent(i.id)).unwrap().is_none());
+    assert!(walk(&journal).problems.is_empty());
+}
+
+#[tokio::test]
 async fn a_torn_tail_is_cut_and_damage_elsewhere_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let i = intent("a");
