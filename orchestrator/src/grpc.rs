@@ -591,12 +591,9 @@ impl admin_server::Admin for Admin {
                 utilisation: crate::telemetry::utilisation(row),
             })
             .collect();
-        let pending = self.0.pending()?;
+        let (pending, since) = self.0.pending_summary()?;
         let now = self.0.clock_now();
-        let oldest = pending
-            .iter()
-            .filter_map(|r| now.duration_since(r.intent.received_at).ok())
-            .max();
+        let oldest = since.and_then(|t| now.duration_since(t).ok());
         let errors = crate::journal::Query {
             since: now.checked_sub(std::time::Duration::from_secs(24 * 3600)),
             events: [
@@ -647,7 +644,7 @@ impl admin_server::Admin for Admin {
             shadow: status.policy.shadow,
             demoted_detections: self.0.demoted(),
             active_by_kind: self.0.active_by_kind()?.into_iter().collect(),
-            pending_approvals: pending.len() as u32,
+            pending_approvals: pending as u32,
             oldest_pending: oldest.map(conv::pb_duration),
             recent_errors: recent.into_iter().rev().collect(),
             adapters: self

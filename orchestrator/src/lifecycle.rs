@@ -17,7 +17,7 @@ use parapet_model::{ActionKind, Decision, Intent, IntentId, Outcome, serde_time}
 use parapet_policy::Seen;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum State {
     Received,
     Decided,

@@ -223,9 +223,9 @@ impl Metrics {
             .with_description("Intents waiting for approval")
             .with_callback(move |o| {
                 if let Some(engine) = Engine::upgrade(&pending)
-                    && let Ok(p) = engine.pending()
+                    && let Ok((count, _)) = engine.pending_summary()
                 {
-                    o.observe(p.len() as u64, &[]);
+                    o.observe(count, &[]);
                 }
             })
             .build();
@@ -238,13 +238,10 @@ impl Metrics {
             )
             .with_callback(move |o| {
                 if let Some(engine) = Engine::upgrade(&oldest)
-                    && let Ok(p) = engine.pending()
+                    && let Ok((_, since)) = engine.pending_summary()
                 {
-                    let now = engine.clock_now();
-                    let age = p
-                        .iter()
-                        .filter_map(|r| now.duration_since(r.intent.received_at).ok())
-                        .max()
+                    let age = since
+                        .and_then(|t| engine.clock_now().duration_since(t).ok())
                         .unwrap_or_default();
                     o.observe(age.as_secs_f64(), &[]);
                 }

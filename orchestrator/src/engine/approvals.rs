@@ -18,14 +18,20 @@ pub struct Precision {
 impl Engine {
     /// Intents waiting for a person, oldest first.
     pub fn pending(&self) -> Result<Vec<IntentRecord>> {
-        let mut out = Vec::new();
-        for r in self.inner.journal.index().live_records() {
-            let r = r?;
-            if r.state == State::AwaitingApproval {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        Ok(self.inner.journal.index().waiting()?)
+    }
+
+    /// How many intents wait for a person, and since when the oldest of them has.
+    pub fn pending_summary(&self) -> Result<(u64, Option<std::time::SystemTime>)> {
+        let index = self.inner.journal.index();
+        let count = index
+            .tally()?
+            .iter()
+            .filter(|((state, _), _)| *state == State::AwaitingApproval)
+            .map(|(_, n)| n)
+            .sum();
+        let oldest = index.oldest_waiting()?.map(|r| r.intent.received_at);
+        Ok((count, oldest))
     }
 
     /// Approves a waiting intent. The guardrails are checked again now, with the approval

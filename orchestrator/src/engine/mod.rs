@@ -256,12 +256,9 @@ impl Engine {
     /// Intents whose actions are in force, by the action kind of their first step.
     pub fn active_by_kind(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let mut out = std::collections::BTreeMap::new();
-        for r in self.inner.journal.index().live_records() {
-            let r = r?;
-            if r.state == State::Active
-                && let Some(step) = r.intent.steps.first()
-            {
-                *out.entry(step.kind.to_string()).or_insert(0) += 1;
+        for ((state, kind), n) in self.inner.journal.index().tally()? {
+            if state == State::Active && !kind.is_empty() {
+                *out.entry(kind).or_insert(0) += n;
             }
         }
         Ok(out)

@@ -213,6 +213,15 @@ proptest! {
                 }
                 let filtered: HashMap<_, _> = truth.into_iter().filter(|(_, u)| *u != (0, 0)).collect();
                 prop_assert_eq!(&ledger_view(&engine), &filtered);
+                // the index's tally of live intents is their count
+                let index = engine.journal().index();
+                let mut recount = crate::journal::index::Tally::new();
+                for r in index.live_records() {
+                    let r = r.unwrap();
+                    let kind = r.intent.steps[0].kind.to_string();
+                    *recount.entry((r.state, kind)).or_insert(0) += 1;
+                }
+                prop_assert_eq!(index.tally().unwrap(), recount);
                 // what a restart rebuilds from the journal is what was there before it
                 engine.restore_guards(&engine.policy(), |_| {}).unwrap();
                 prop_assert_eq!(ledger_view(&engine), filtered);

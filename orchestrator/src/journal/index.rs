@@ -8,6 +8,7 @@
 //! | `m` `applied`                           | last applied seq (BE)    |
 //! | `m` `head`                              | last applied seq (BE), its hash |
 //! | `m` `layout`                            | this layout's number ([`LAYOUT`])  |
+//! | `m` `tally`                             | live intents by state and first action kind |
 //! | `c` seq                                 | the chain's hash at seq (every 1024th) |
 //! | `e` seq                                 | the entry                |
 //! | `i` intent                              | the record of an ended intent |
@@ -18,6 +19,7 @@
 //! | `T` target kind `\0` target id `\0` seq | last seq (BE): entries by target, in order |
 //! | `D` rule id `\0` seq                    | last seq (BE): entries by detection, in order |
 //! | `l` intent                              | the record of an intent not yet ended |
+//! | `w` intent                              | (intents awaiting approval) |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
 //! | `s` `d` rule id                         | (demoted detections)     |
 //! | `j` rule id `\0` intent                 | its latest verdict and action kinds |
@@ -31,8 +33,9 @@
 //!
 //! A record lives under `l` until its intent ends, then under `i`: start-up, the TTL timers and
 //! the gauges read the live ones without walking every intent there ever was, and a batch
-//! writes one key per live intent it touched. An index of another layout is rebuilt from the
-//! log when the journal opens.
+//! writes one key per live intent it touched. The tally and `w` change only when a state does,
+//! so gauges and status read a few keys instead of every live record. An index of another
+//! layout is rebuilt from the log when the journal opens.
 
 use std::{collections::HashMap, io, sync::Arc, time::SystemTime};
 
@@ -43,7 +46,7 @@ use super::{
     Entry, decode, encode,
     kv::{Batch, Kv},
 };
-use crate::lifecycle::{Event, IntentRecord};
+use crate::lifecycle::{Event, IntentRecord, State};
 
 pub(super) mod key {
     use parapet_model::IntentId;
@@ -51,6 +54,7 @@ pub(super) mod key {
     pub const APPLIED: &[u8] = b"mapplied";
     pub const HEAD: &[u8] = b"mhead";
     pub const LAYOUT: &[u8] = b"mlayout";
+    pub const TALLY: &[u8] = b"mtally";
 
     pub fn checkpoint(seq: u64) -> Vec<u8> {
         [&b"c"[..], &seq.to_be_bytes()].concat()
@@ -92,6 +96,10 @@ pub(super) mod key {
 
     pub fn live(id: IntentId) -> Vec<u8> {
         [&b"l"[..], id.as_bytes()].concat()
+    }
+
+    pub fn waiting(id: IntentId) -> Vec<u8> {
+        [&b"w"[..], id.as_bytes()].concat()
     }
 
     /// A bulk rollback not yet finished.
@@ -158,7 +166,16 @@ pub struct SuppressionRecord {
 }
 
 /// The key layout this code reads and writes; an index holding another is rebuilt.
-pub(super) const LAYOUT: u8 = 2;
+pub(super) const LAYOUT: u8 = 3;
+
+/// How many live intents are in each state, by the action kind of their first step.
+pub type Tally = std::collections::BTreeMap<(State, String), u64>;
+
+/// What the tally counts an intent under, while it is live.
+fn tallied(r: &IntentRecord) -> Option<(State, String)> {
+    let kind = r.intent.steps.first().map(|s| s.kind.to_string());
+    (!r.state.is_final()).then(|| (r.state, kind.unwrap_or_default()))
+}
 
 /// Read access to the derived state.
 #[derive(Clone)]
@@ -347,6 +364,32 @@ impl Index {
         Ok(out)
     }
 
+    /// Live intents by state and first action kind, kept with every batch.
+    pub fn tally(&self) -> io::Result<Tally> {
+        match self.kv.get(key::TALLY)? {
+            Some(bytes) => decode(&bytes),
+            None => Ok(Tally::new()),
+        }
+    }
+
+    /// The records of the intents waiting for approval, oldest first.
+    pub fn waiting(&self) -> io::Result<Vec<IntentRecord>> {
+        let mut out = Vec::new();
+        for id in self.ids(b"w")? {
+            out.extend(self.record(id)?);
+        }
+        Ok(out)
+    }
+
+    /// The record of the intent that has waited for approval longest.
+    pub fn oldest_waiting(&self) -> io::Result<Option<IntentRecord>> {
+        let first = self.kv.scan(b"w", None, false).next().transpose()?;
+        match first.and_then(|(k, _)| key::trailing_id(&k)) {
+            Some(id) => self.record(id),
+            None => Ok(None),
+        }
+    }
+
     /// Intents not in a final state: what recovery and the TTL timers look at.
     pub fn live_intents(&self) -> io::Result<Vec<IntentId>> {
         self.ids(b"l")
@@ -411,6 +454,9 @@ pub(super) fn seq_range((key, value): &super::kv::Pair) -> io::Result<(u64, u64)
 pub(super) struct Stager<'a> {
     index: &'a Index,
     records: HashMap<IntentId, IntentRecord>,
+    /// What the tally counted each intent of this batch under before it: `None` for an intent
+    /// new in this batch, `Some(None)` for one that had ended.
+    before: HashMap<IntentId, Option<Option<(State, String)>>>,
     keys: HashMap<Vec<u8>, IntentId>,
     batch: Batch,
 }
@@ -420,6 +466,7 @@ impl<'a> Stager<'a> {
         Self {
             index,
             records: HashMap::new(),
+            before: HashMap::new(),
             keys: HashMap::new(),
             batch: Vec::new(),
         }
@@ -435,11 +482,15 @@ impl<'a> Stager<'a> {
     }
 
     /// The record as it stands in this batch or the store.
-    pub(super) fn record(&self, id: IntentId) -> io::Result<Option<IntentRecord>> {
-        match self.records.get(&id) {
-            Some(r) => Ok(Some(r.clone())),
-            None => self.index.record(id),
+    pub(super) fn record(&mut self, id: IntentId) -> io::Result<Option<IntentRecord>> {
+        if let Some(r) = self.records.get(&id) {
+            return Ok(Some(r.clone()));
         }
+        let r = self.index.record(id)?;
+        self.before
+            .entry(id)
+            .or_insert_with(|| r.as_ref().map(tallied));
+        Ok(r)
     }
 
     /// Stages an entry (already checked against the state machine) and the record after it.
@@ -567,13 +618,54 @@ impl<'a> Stager<'a> {
 
     /// The write that makes the store reflect everything staged, up to `last_seq`.
     pub(super) fn finish(mut self, last_seq: u64, head: super::log::Hash) -> io::Result<Batch> {
+        let mut tally = None;
         for (id, record) in &self.records {
-            if record.state.is_final() {
-                self.batch.push((key::intent(*id), Some(encode(record)?)));
-                self.batch.push((key::live(*id), None));
-            } else {
-                self.batch.push((key::live(*id), Some(encode(record)?)));
+            let before = self.before.get(id).cloned().flatten();
+            let ended_before = matches!(before, Some(None));
+            let (was, now) = (before.flatten(), tallied(record));
+            let bytes = Some(encode(record)?);
+            match (&was, &now) {
+                (_, Some(_)) => self.batch.push((key::live(*id), bytes)),
+                (Some(_), None) => {
+                    self.batch.push((key::live(*id), None));
+                    self.batch.push((key::intent(*id), bytes));
+                }
+                (None, None) => self.batch.push((key::intent(*id), bytes)),
             }
+            if was == now {
+                continue;
+            }
+            // a final state taken back (a retried rollback) leaves no ended copy behind
+            if ended_before && now.is_some() {
+                self.batch.push((key::intent(*id), None));
+            }
+            let waits = |t: &Option<(State, String)>| {
+                t.as_ref()
+                    .is_some_and(|(s, _)| *s == State::AwaitingApproval)
+            };
+            if waits(&was) != waits(&now) {
+                self.batch
+                    .push((key::waiting(*id), waits(&now).then(Vec::new)));
+            }
+            let tally = match &mut tally {
+                Some(t) => t,
+                None => tally.insert(self.index.tally()?),
+            };
+            if let Some(was) = was
+                && let Some(n) = tally.get_mut(&was)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    tally.remove(&was);
+                }
+            }
+            if let Some(now) = now {
+                *tally.entry(now).or_insert(0) += 1;
+            }
+        }
+        if let Some(tally) = tally {
+            self.batch
+                .push((key::TALLY.to_vec(), Some(encode(&tally)?)));
         }
         self.batch
             .push((key::APPLIED.to_vec(), Some(last_seq.to_be_bytes().to_vec())));

@@ -110,6 +110,89 @@ async fn appends_are_ordered_indexed_and_readable() {
     assert_eq!(index.applied_seq().unwrap(), 5);
 }
 
+/// The index's live view, checked against its records: the tally, the waiting list, and each
+/// intent under exactly one of `l` and `i`.
+fn assert_live_view(index: &Index, expect: &[(State, usize)]) {
+    let live: Vec<_> = index.live_records().map(Result::unwrap).collect();
+    let mut recount = index::Tally::new();
+    for r in &live {
+        *recount.entry((r.state, "block_ip".into())).or_insert(0) += 1;
+    }
+    assert_eq!(index.tally().unwrap(), recount);
+    let expected: index::Tally = expect
+        .iter()
+        .map(|(s, n)| ((*s, "block_ip".to_owned()), *n as u64))
+        .collect();
+    assert_eq!(recount, expected);
+    let waiting: Vec<_> = index
+        .waiting()
+        .unwrap()
+        .iter()
+        .map(|r| r.intent.id)
+        .collect();
+    let awaiting: Vec<_> = live
+        .iter()
+        .filter(|r| r.state == State::AwaitingApproval)
+        .map(|r| r.intent.id)
+        .collect();
+    assert_eq!(waiting, awaiting);
+    let mut all: Vec<_> = index
+        .records_newest_first(None)
+        .map(|r| r.unwrap().intent.id)
+        .collect();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "an intent is listed twice");
+}
+
+#[tokio::test]
+async fn the_live_view_follows_every_change_also_a_retried_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(MemKv::default());
+    let log = FileLog::open(dir.path()).unwrap();
+    let journal = Journal::open(Box::new(log), kv.clone(), clock()).unwrap();
+    let index = journal.index();
+    let (a, b) = (intent("a"), intent("b"));
+    journal.append(a.id, "siem", submitted(&a)).await.unwrap();
+    journal.append(b.id, "siem", submitted(&b)).await.unwrap();
+    assert_live_view(&index, &[(State::Decided, 2)]);
+    journal.append(a.id, "parapet", executed()).await.unwrap();
+    assert_live_view(&index, &[(State::Decided, 1), (State::Active, 1)]);
+
+    let start = Event::RollbackStarted {
+        cause: crate::lifecycle::RollbackCause::Operator,
+        reason: "fp".into(),
+    };
+    let failed = Event::RollbackFailed {
+        error: "adapter down".into(),
+    };
+    let events = vec![start.clone(), failed];
+    journal.append(a.id, "op", events).await.unwrap();
+    assert_live_view(&index, &[(State::Decided, 1)]);
+    assert_eq!(
+        index.record(a.id).unwrap().unwrap().state,
+        State::RollbackFailed
+    );
+    // the operator retries: the intent is live again, and listed once
+    journal.append(a.id, "op", vec![start]).await.unwrap();
+    assert_live_view(&index, &[(State::Decided, 1), (State::RollingBack, 1)]);
+    let events = vec![Event::StepRolledBack { step: 0 }, Event::RolledBack];
+    journal.append(a.id, "parapet", events).await.unwrap();
+    assert_live_view(&index, &[(State::Decided, 1)]);
+    let listed: Vec<_> = index
+        .records_newest_first(None)
+        .map(|r| r.unwrap().intent.id)
+        .collect();
+    assert_eq!(listed, [b.id, a.id]);
+    drop(journal);
+
+    // the same view rebuilt from the log alone
+    kv.clear().unwrap();
+    let log = FileLog::open(dir.path()).unwrap();
+    let journal = Journal::open(Box::new(log), kv, clock()).unwrap();
+    assert_live_view(&journal.index(), &[(State::Decided, 1)]);
+}
+
 #[tokio::test]
 async fn an_impossible_transition_writes_nothing() {
     let journal = Journal::open(
