@@ -3,7 +3,7 @@
 //! reservation are one step) and rebuilds it from the journal on start.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque, hash_map::Entry},
     time::SystemTime,
 };
 
@@ -66,10 +66,13 @@ impl Ledger {
                 .units += 1;
         }
         if !claims.is_empty() {
-            self.held
-                .entry(id)
-                .or_default()
-                .extend(claims.iter().cloned());
+            // sized to fit: one per active intent, and a vector grown from empty holds four
+            match self.held.entry(id) {
+                Entry::Occupied(mut held) => held.get_mut().extend(claims.iter().cloned()),
+                Entry::Vacant(held) => {
+                    held.insert(claims.to_vec());
+                }
+            }
         }
     }
 
