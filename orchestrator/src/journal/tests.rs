@@ -155,9 +155,9 @@ async fn the_live_view_follows_every_change_also_a_retried_rollback() {
     let (a, b) = (intent("a"), intent("b"));
     journal.append(a.id, "siem", submitted(&a)).await.unwrap();
     journal.append(b.id, "siem", submitted(&b)).await.unwrap();
-    assert_live_view(&index, &[(State::Decided, 2)]);
+    assert_live_view(index, &[(State::Decided, 2)]);
     journal.append(a.id, "parapet", executed()).await.unwrap();
-    assert_live_view(&index, &[(State::Decided, 1), (State::Active, 1)]);
+    assert_live_view(index, &[(State::Decided, 1), (State::Active, 1)]);
 
     let start = Event::RollbackStarted {
         cause: crate::lifecycle::RollbackCause::Operator,
@@ -168,17 +168,17 @@ async fn the_live_view_follows_every_change_also_a_retried_rollback() {
     };
     let events = vec![start.clone(), failed];
     journal.append(a.id, "op", events).await.unwrap();
-    assert_live_view(&index, &[(State::Decided, 1)]);
+    assert_live_view(index, &[(State::Decided, 1)]);
     assert_eq!(
         index.record(a.id).unwrap().unwrap().state,
         State::RollbackFailed
     );
     // the operator retries: the intent is live again, and listed once
     journal.append(a.id, "op", vec![start]).await.unwrap();
-    assert_live_view(&index, &[(State::Decided, 1), (State::RollingBack, 1)]);
+    assert_live_view(index, &[(State::Decided, 1), (State::RollingBack, 1)]);
     let events = vec![Event::StepRolledBack { step: 0 }, Event::RolledBack];
     journal.append(a.id, "parapet", events).await.unwrap();
-    assert_live_view(&index, &[(State::Decided, 1)]);
+    assert_live_view(index, &[(State::Decided, 1)]);
     let listed: Vec<_> = index
         .records_newest_first(None)
         .map(|r| r.unwrap().intent.id)
@@ -190,7 +190,7 @@ async fn the_live_view_follows_every_change_also_a_retried_rollback() {
     kv.clear().unwrap();
     let log = FileLog::open(dir.path()).unwrap();
     let journal = Journal::open(Box::new(log), kv, clock()).unwrap();
-    assert_live_view(&journal.index(), &[(State::Decided, 1)]);
+    assert_live_view(journal.index(), &[(State::Decided, 1)]);
 }
 
 #[tokio::test]
