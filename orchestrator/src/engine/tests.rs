@@ -154,7 +154,13 @@ fn ledger_view(engine: &Engine) -> HashMap<String, (u32, u32)> {
 /// Waits until no work is in flight: every intent settled, and every background task (which
 /// releases budget units after its last journal write) finished but the timer.
 async fn settle(engine: &Engine) {
-    for id in engine.journal().index().live_intents().unwrap() {
+    let live: Vec<_> = engine
+        .journal()
+        .index()
+        .live_records()
+        .map(|r| r.unwrap().intent.id)
+        .collect();
+    for id in live {
         engine.wait_settled(id).await.unwrap();
     }
     while engine.inner.tasks.len() > 1 {

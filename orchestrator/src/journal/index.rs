@@ -390,11 +390,6 @@ impl Index {
         }
     }
 
-    /// Intents not in a final state: what recovery and the TTL timers look at.
-    pub fn live_intents(&self) -> io::Result<Vec<IntentId>> {
-        self.ids(b"l")
-    }
-
     /// The records of the intents not in a final state, oldest first, read as they are walked.
     pub fn live_records(&self) -> impl Iterator<Item = io::Result<IntentRecord>> + '_ {
         self.kv

@@ -103,7 +103,8 @@ async fn appends_are_ordered_indexed_and_readable() {
     assert_eq!(index.by_idempotency_key("siem", "a").unwrap(), Some(i.id));
     assert_eq!(index.intents_by_target("ip", "192.0.2.1").unwrap(), [i.id]);
     assert_eq!(index.intents_by_detection("c2").unwrap(), [i.id]);
-    assert_eq!(index.live_intents().unwrap(), [i.id]);
+    let live: Vec<_> = index.live_records().map(|r| r.unwrap().intent.id).collect();
+    assert_eq!(live, [i.id]);
     let entry = index.entry(1).unwrap().unwrap();
     assert_eq!(entry.actor, "siem");
     assert_eq!(entry.event.kind(), "received");
