@@ -8,6 +8,7 @@
 //! - [`grpc`] and [`pb`]: thin tonic handlers and the proto ↔ domain conversions.
 //! - [`http`]: the HTTP listener (EDL lists for firewalls, liveness).
 //! - [`clock`]: injected time.
+//! - [`lock`]: one Parapet per data directory.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod grpc;
 pub mod http;
 pub mod journal;
 pub mod lifecycle;
+pub mod lock;
 pub mod ocsf;
 pub mod pb;
 pub mod server;

@@ -45,6 +45,8 @@ pub struct Running {
     stop: CancellationToken,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
+    /// Released last, once the journal is closed.
+    lock: crate::lock::DataLock,
 }
 
 /// Reads the policy (the built-in example when none is configured) and validates it.
@@ -74,6 +76,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             config.data_dir.display()
         )
     })?;
+    // Before any file in the directory is opened, repaired or created.
+    let lock = crate::lock::DataLock::acquire(&config.data_dir)?;
 
     let mut edl_config = EdlConfig::with_default_lists(config.data_dir.join("edl"));
     edl_config.lists = config
@@ -249,6 +253,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         stop,
         grpc: tokio::spawn(grpc),
         http: tokio::spawn(http),
+        lock,
     })
 }
 
@@ -293,6 +298,7 @@ impl Running {
             }
         }
         let writer = self.engine.journal().take_writer();
+        let lock = self.lock;
         drop(self.engine);
         if let Some(writer) = writer {
             let joined = tokio::time::timeout(
@@ -308,6 +314,7 @@ impl Running {
                 }
             }
         }
+        drop(lock);
         Ok(())
     }
 }

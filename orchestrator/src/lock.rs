@@ -1,0 +1,90 @@
+//! One Parapet per data directory.
+//!
+//! `serve` takes an exclusive lock on `DATA/lock` before it opens, repairs or creates any other
+//! file there: a second server on the same directory must not touch a journal the first is
+//! writing (cutting what it takes for a torn tail would truncate a live journal). The lock is
+//! the kernel's (`flock`), so it is released when the process ends, however it ends; the file
+//! holds the holder's pid for the message a second server prints.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{Read, Seek, SeekFrom, Write},
+    path::{Path, PathBuf},
+};
+
+const LOCK_FILE: &str = "lock";
+
+/// Held while Parapet runs on a data directory; dropping it lets the next one in.
+#[derive(Debug)]
+pub struct DataLock {
+    /// Open for as long as the lock is held: closing it releases the lock.
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "data directory `{}` is in use by another Parapet ({}); stop it first, or give this one its own --data-dir",
+        .dir.display(),
+        match .pid { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_owned() }
+    )]
+    Taken { dir: PathBuf, pid: Option<u32> },
+    #[error("cannot lock data directory `{}`: {source}", .dir.display())]
+    Io {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DataLock {
+    /// Takes the directory's lock, or says who holds it. Never waits.
+    pub fn acquire(dir: &Path) -> Result<Self, LockError> {
+        let io = |source| LockError::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(LockError::Taken {
+                    dir: dir.to_path_buf(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        Ok(Self { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_with_the_first_ones_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DataLock::acquire(dir.path()).unwrap();
+        let err = DataLock::acquire(dir.path()).unwrap_err();
+        let LockError::Taken { pid, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(*pid, Some(std::process::id()));
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+        drop(held);
+        DataLock::acquire(dir.path()).unwrap();
+    }
+}
