@@ -158,6 +158,16 @@ fn main() {
     );
     close(journal);
 
+    // what start-up's check of every record costs on its own (the files are in the page
+    // cache, as on a restart; a cold disk adds its read time)
+    let start = Instant::now();
+    drop(FileLog::open(&dir.path().join("journal")).unwrap());
+    let log_bytes = size(&dir.path().join("journal"));
+    println!(
+        "log checked in {:.3} s ({:.0} MB of segments)",
+        start.elapsed().as_secs_f64(),
+        log_bytes as f64 / 1e6
+    );
     let start = Instant::now();
     let journal = open(dir.path());
     println!("reopened in {:.3} s", start.elapsed().as_secs_f64());
@@ -192,7 +202,7 @@ fn main() {
     });
 
     let start = Instant::now();
-    let report = verify::verify(journal.reader().as_ref(), journal.index(), &[]).unwrap();
+    let report = verify::verify(journal.reader().as_ref(), Some(journal.index()), &[]).unwrap();
     assert!(report.ok(), "{:?}", report.problems);
     println!(
         "verified the chain of {} entries ({} checkpoints) in {:.2} s",

@@ -126,15 +126,35 @@ fn verify_finds_an_entry_edited_on_disk() {
 
 #[test]
 fn verify_finds_a_deleted_entry() {
-    let (dir, _) = journaled();
+    let (dir, head) = journaled();
     let data = dir.path().join("data");
     let mut stored = records(&segment(&data));
+    let offset: usize = stored[..4].iter().map(|r| 8 + r.len()).sum();
     stored.remove(4);
     write_records(&segment(&data), &stored);
 
-    let server = Server::start_in(&data, None);
-    let (ok, report) = verify(&server);
-    assert!(!ok);
+    // the server will not start on it, and says where
+    let said = common::refused_start(&data, &[]);
+    assert!(
+        said.contains(&format!(
+            "`{}` at byte {offset} (entry 5)",
+            segment(&data).display()
+        )) && said.contains("out of its place"),
+        "{said}"
+    );
+    // an auditor's offline walk names the break, and so does a point kept earlier
+    let data_dir = data.display().to_string();
+    let out = common::run(&[
+        "journal",
+        "verify",
+        "--data-dir",
+        &data_dir,
+        "--expect",
+        &head,
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["breaks"][0]["kind"], "removed", "{report}");
     assert_eq!(report["breaks"][0]["seq"], 5, "{report}");
     assert!(

@@ -196,6 +196,15 @@ fn records(segment: &[u8]) -> Vec<(usize, usize)> {
     out
 }
 
+/// The journal's head mark naming entry `seq`, stored as `record`: `[seq LE][BLAKE3][crc32]`.
+fn head_mark(seq: u64, record: &[u8]) -> Vec<u8> {
+    let mut bytes = seq.to_le_bytes().to_vec();
+    bytes.extend_from_slice(blake3::hash(record).as_bytes());
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
 /// Runs a plan to its end, then replays every crash point: the journal cut after each of the
 /// plan's entries, the index lost, the adapter's lists as the end left them. Each start must
 /// bring the intent to the same end.
@@ -238,6 +247,13 @@ async fn every_crash_point(policy: &str, ips: &[&str], expect: pb::IntentState, 
         std::fs::write(
             crashed.join("journal").join(format!("{:020}.log", 1)),
             &segment[..at + len],
+        )
+        .unwrap();
+        // and the head mark the log writes after each sync names the last entry kept
+        let record = &segment[at + 8..at + len];
+        std::fs::write(
+            crashed.join("journal").join("head"),
+            head_mark(keep as u64, record),
         )
         .unwrap();
 

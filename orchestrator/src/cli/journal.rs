@@ -47,6 +47,10 @@ pub struct VerifyArgs {
     /// still pass through it. Repeatable.
     #[arg(long, value_name = "SEQ:HASH")]
     expect: Vec<String>,
+    /// Verify the journal in this data directory (a copy, or a stopped server's) without a
+    /// server; nothing in it is changed.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -143,7 +147,7 @@ pub async fn run(channel: &Conn, cmd: Command, out: Output) -> anyhow::Result<()
     }
 }
 
-async fn verify(channel: &Conn, args: VerifyArgs, out: Output) -> anyhow::Result<()> {
+fn expected(args: &VerifyArgs) -> anyhow::Result<Vec<pb::ChainPoint>> {
     let mut expect = Vec::new();
     for text in &args.expect {
         let (seq, hash) = text
@@ -152,10 +156,42 @@ async fn verify(channel: &Conn, args: VerifyArgs, out: Output) -> anyhow::Result
             .with_context(|| format!("--expect `{text}` must be SEQ:HASH"))?;
         expect.push(pb::ChainPoint { seq, hash });
     }
+    Ok(expect)
+}
+
+async fn verify(channel: &Conn, args: VerifyArgs, out: Output) -> anyhow::Result<()> {
+    let expect = expected(&args)?;
     let report = JournalClient::new(channel.clone())
         .verify(pb::VerifyJournalRequest { expect })
         .await?
         .into_inner();
+    print_report(&report, out)
+}
+
+/// `journal verify --data-dir DIR`: the stored log alone, read as it is, with no server and no
+/// lock (the directory may be a copy, or read-only).
+pub fn verify_offline(args: VerifyArgs, out: Output) -> anyhow::Result<()> {
+    use parapet_orchestrator::journal::{log, parse_hex, verify};
+    let Some(dir) = &args.data_dir else {
+        anyhow::bail!("--data-dir is required to verify offline");
+    };
+    let journal = dir.join("journal");
+    if !journal.is_dir() {
+        anyhow::bail!("`{}` holds no journal", dir.display());
+    }
+    let mut expect = Vec::new();
+    for p in expected(&args)? {
+        let hash = parse_hex(&p.hash)
+            .with_context(|| format!("--expect `{}`: not a 64-digit hex hash", p.hash))?;
+        expect.push((p.seq, hash));
+    }
+    let reader = log::read_only(&journal);
+    let report = verify::verify(reader.as_ref(), None, &expect)
+        .with_context(|| format!("cannot verify the journal in `{}`", journal.display()))?;
+    print_report(&parapet_orchestrator::pb::verify_report(&report), out)
+}
+
+fn print_report(report: &pb::VerifyJournalResponse, out: Output) -> anyhow::Result<()> {
     let point = |p: &Option<pb::ChainPoint>| {
         p.as_ref()
             .map_or_else(String::new, |p| format!("{}:{}", p.seq, p.hash))

@@ -168,6 +168,9 @@ pub fn main() -> ExitCode {
             Command::Rollback(args) => {
                 rollback::run(&connect(&cli.server, &cli.credentials).await?, args, out).await
             }
+            Command::Journal(journal::Command::Verify(args)) if args.data_dir.is_some() => {
+                journal::verify_offline(args, out)
+            }
             Command::Journal(cmd) => {
                 journal::run(&connect(&cli.server, &cli.credentials).await?, cmd, out).await
             }

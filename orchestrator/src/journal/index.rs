@@ -231,6 +231,16 @@ impl Index {
         Ok((seq, hash))
     }
 
+    /// The last entry the log had certainly acknowledged when the index last wrote: the one
+    /// before the batch it wrote then (that batch was still syncing). Zero when unknown.
+    pub fn acknowledged(&self) -> io::Result<u64> {
+        Ok(self
+            .kv
+            .get(key::HEAD)?
+            .and_then(|v| v.get(40..48).and_then(|b| b.try_into().ok()))
+            .map_or(0, |b| u64::from_be_bytes(b).saturating_sub(1)))
+    }
+
     /// The chain's hash at every checkpointed entry still kept.
     pub fn checkpoints(&self) -> io::Result<Vec<(u64, super::log::Hash)>> {
         self.kv
@@ -611,8 +621,13 @@ impl<'a> Stager<'a> {
         self.records.insert(id, record.clone());
     }
 
-    /// The write that makes the store reflect everything staged, up to `last_seq`.
-    pub(super) fn finish(mut self, last_seq: u64, head: super::log::Hash) -> io::Result<Batch> {
+    /// The write that makes the store reflect everything staged, `first_seq` to `last_seq`.
+    pub(super) fn finish(
+        mut self,
+        first_seq: u64,
+        last_seq: u64,
+        head: super::log::Hash,
+    ) -> io::Result<Batch> {
         let mut tally = None;
         for (id, record) in &self.records {
             let before = self.before.get(id).cloned().flatten();
@@ -664,7 +679,12 @@ impl<'a> Stager<'a> {
         }
         self.batch
             .push((key::APPLIED.to_vec(), Some(last_seq.to_be_bytes().to_vec())));
-        let head = [&last_seq.to_be_bytes()[..], &head].concat();
+        let head = [
+            &last_seq.to_be_bytes()[..],
+            &head,
+            &first_seq.to_be_bytes()[..],
+        ]
+        .concat();
         self.batch.push((key::HEAD.to_vec(), Some(head)));
         Ok(self.batch)
     }

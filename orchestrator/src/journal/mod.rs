@@ -294,9 +294,11 @@ impl Journal {
     pub async fn verify(&self, expected: Vec<(u64, Hash)>) -> io::Result<verify::Report> {
         let _walk = self.walks.lock().await;
         let (index, reader) = (self.index.clone(), self.reader.clone());
-        tokio::task::spawn_blocking(move || verify::verify(reader.as_ref(), &index, &expected))
-            .await
-            .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            verify::verify(reader.as_ref(), Some(&index), &expected)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// The writer thread, to join once every handle is dropped: then the log and the index
@@ -344,7 +346,18 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
     };
     if applied > last {
         // The index is written while the log syncs; a crash in between can leave it holding
-        // entries the log never kept (never acknowledged). It is derived: build it again.
+        // entries the log never kept (never acknowledged), but never more than that batch.
+        let acknowledged = index.acknowledged()?;
+        if last < acknowledged {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the journal ends at entry {last}, but the index saw entries up to {acknowledged} acknowledged: entries {} to {acknowledged} are missing from the log. Parapet will not start on a journal that lost acknowledged entries: restore the data directory from a backup",
+                    last + 1
+                ),
+            ));
+        }
+        // It is derived: build it again.
         tracing::warn!(
             applied,
             last,
@@ -356,6 +369,7 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
     let mut stager = Stager::new(index);
     let mut staged = 0usize;
     let mut expected = applied + 1;
+    let mut chunk_first = expected;
     log.replay(applied + 1, &mut |bytes| {
         let entry: Entry = decode(bytes)?;
         if entry.seq <= applied {
@@ -383,14 +397,15 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
         staged += 1;
         if staged == 10_000 {
             let full = std::mem::replace(&mut stager, Stager::new(index));
-            kv.write(full.finish(entry.seq, hash(bytes))?)?;
+            kv.write(full.finish(chunk_first, entry.seq, hash(bytes))?)?;
             staged = 0;
+            chunk_first = entry.seq + 1;
         }
         Ok(())
     })?;
     if staged > 0 {
         let head = log.last().map(hash).unwrap_or_default();
-        kv.write(stager.finish(expected - 1, head)?)?;
+        kv.write(stager.finish(chunk_first, expected - 1, head)?)?;
     }
     if expected - 1 != last {
         return Err(io::Error::other(
@@ -528,15 +543,18 @@ impl Writer {
             let kv = &self.kv;
             // The index is written while the log syncs: it is never durable on its own, and a
             // crash that leaves it ahead of the log makes the next open rebuild it.
-            let written = stager.finish(last_seq, self.last_hash).and_then(|batch| {
-                let mut batch = Some(batch);
-                self.log.append(first_seq, &records, &mut || {
-                    let t = std::time::Instant::now();
-                    let written = batch.take().map_or(Ok(()), |b| kv.write(b));
-                    indexed = t.elapsed();
-                    written
-                })
-            });
+            let written = stager
+                .finish(first_seq, last_seq, self.last_hash)
+                .and_then(|batch| {
+                    let mut batch = Some(batch);
+                    self.log
+                        .append(first_seq, &records, self.last_hash, &mut || {
+                            let t = std::time::Instant::now();
+                            let written = batch.take().map_or(Ok(()), |b| kv.write(b));
+                            indexed = t.elapsed();
+                            written
+                        })
+                });
             if let Err(e) = written {
                 tracing::error!(error = %e, "journal write failed; refusing further appends");
                 let why = e.to_string();

@@ -173,7 +173,7 @@ pub(super) fn plan(
     let Some((cut, count)) = best else {
         return Ok(None);
     };
-    let report = verify::verify(reader, index, &[])?;
+    let report = verify::verify(reader, Some(index), &[])?;
     if let Some(p) = report.problems.first() {
         return Err(io::Error::other(format!(
             "the journal's chain is broken (entry {} {}): nothing is removed until it is examined",

@@ -80,20 +80,33 @@ impl Report {
 pub const MAX_PROBLEMS: usize = 100;
 
 /// Walks the chain up to the index's head at the start of the walk; `expected` are hashes an
-/// auditor kept (sequence number, hash).
+/// auditor kept (sequence number, hash). Without an index (a copy of the data directory
+/// checked offline), up to the log's head mark, and the index's copies are not compared.
 pub fn verify(
     reader: &dyn LogReader,
-    index: &Index,
+    index: Option<&Index>,
     expected: &[(u64, Hash)],
 ) -> io::Result<Report> {
     // the head first: records written after it are not covered
-    let (head_seq, head_hash) = index.head()?;
+    let (head_seq, head_hash) = match index {
+        Some(index) => index.head()?,
+        None => match reader.head()? {
+            Some(mark) => (mark.seq, mark.hash),
+            None => {
+                return Err(io::Error::other(
+                    "the journal has no head mark: start Parapet on it once, or verify it online",
+                ));
+            }
+        },
+    };
     let anchor = reader.anchor()?;
-    let mut checkpoints: BTreeMap<u64, (Hash, &'static str)> = index
-        .checkpoints()?
-        .into_iter()
-        .map(|(seq, h)| (seq, (h, "the index's checkpoint")))
-        .collect();
+    let mut checkpoints: BTreeMap<u64, (Hash, &'static str)> = match index {
+        Some(index) => index.checkpoints()?,
+        None => Vec::new(),
+    }
+    .into_iter()
+    .map(|(seq, h)| (seq, (h, "the index's checkpoint")))
+    .collect();
     for (seq, h) in expected {
         checkpoints.insert(*seq, (*h, "the hash expected"));
     }
@@ -129,14 +142,12 @@ pub fn verify(
             ),
         );
     }
-    if last < head_seq {
-        for (seq, (_, whose)) in checkpoints.range(last + 1..=head_seq) {
-            walk.problem(
-                *seq,
-                Break::Removed,
-                format!("{whose} at entry {seq} has no entry"),
-            );
-        }
+    for (seq, (_, whose)) in checkpoints.range(last + 1..) {
+        walk.problem(
+            *seq,
+            Break::Removed,
+            format!("{whose} at entry {seq} has no entry: the journal ends at entry {last}"),
+        );
     }
     let mut problems = walk.problems;
     problems.sort_by_key(|p| (p.seq, p.kind));
@@ -160,7 +171,8 @@ fn removed(start: u64, end: u64) -> String {
 }
 
 struct Walk<'a> {
-    index: &'a Index,
+    /// The index whose copies are compared; none offline.
+    index: Option<&'a Index>,
     /// The next sequence number the chain should hold.
     expected_seq: u64,
     /// The record read just before, when it was in its place: (seq, hash).
@@ -291,7 +303,10 @@ impl Walk<'_> {
                 );
             }
         }
-        match self.index.entry_bytes(seq) {
+        let Some(index) = self.index else {
+            return true;
+        };
+        match index.entry_bytes(seq) {
             Ok(Some(copy)) if hash(&copy) == own => {}
             Ok(Some(_)) => self.problem(seq, Break::IndexDiffers, format!("the index's copy of entry {seq}, which queries read, differs from the journal's")),
             Ok(None) => self.problem(seq, Break::IndexDiffers, format!("the index has no copy of entry {seq}")),

@@ -156,6 +156,52 @@ impl Server {
     }
 }
 
+/// Runs `parapet serve` on `data` expecting it to refuse to start; returns what it said.
+/// A server that starts anyway is stopped and the test fails.
+pub fn refused_start(data: &Path, extra: &[&str]) -> String {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--insecure",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "parapet serve started: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Runs a `parapet` command without a server; returns its output.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// A test that fails midway must not leave its server running.
 impl Drop for Server {
     fn drop(&mut self) {

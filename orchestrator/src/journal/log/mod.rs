@@ -2,17 +2,27 @@
 //! returns.
 //!
 //! On disk it is a directory of segments named by the sequence number of their first record
-//! (`00000000000000000001.log`). A record is `[len: u32 LE][crc32: u32 LE][bytes]`. A crash can
-//! leave only a torn record at the very end of the last segment, which was never acknowledged;
-//! opening the log cuts it off. A bad record anywhere else is corruption and stops the start.
+//! (`00000000000000000001.log`); [`record`] says how a record is laid out. After each sync the
+//! last entry acknowledged (its sequence number and hash) is written to `head`, outside the
+//! log: opening the log checks every record of every segment against it ([`scan`]), so a crash
+//! can cost only a torn write after that entry (never acknowledged, and cut off), and damage
+//! or a cut anywhere else stops the start, naming the file, the byte and the entry.
 //!
 //! Retention removes whole segments from the front. Before it does, it writes the [`Anchor`]
 //! (the last removed entry's sequence number and hash) to `anchor`, so the chain of what
 //! remains still starts from a known hash.
 
+mod mem;
+pub mod record;
+mod scan;
+
+pub use mem::MemLog;
+pub use scan::Damage;
+
 use std::{
     fs::{self, File, OpenOptions},
-    io::{self, BufReader, Read, Seek, SeekFrom, Write},
+    io::{self, BufReader, Write},
+    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -20,8 +30,9 @@ use std::{
 /// A BLAKE3 hash: of one record's bytes, and so of an entry and everything before it.
 pub type Hash = [u8; 32];
 
-/// Where the chain of the remaining entries starts: the entry before the first one kept. Zero
-/// for a journal that has kept everything.
+/// A point of the chain: an entry's sequence number and hash. As the retention anchor, where
+/// the chain of the remaining entries starts (the entry before the first one kept; zero for a
+/// journal that has kept everything); as the head mark, the last entry acknowledged.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Anchor {
     pub seq: u64,
@@ -30,13 +41,15 @@ pub struct Anchor {
 
 /// Where the journal's records are kept. Appends are durable when `append` returns.
 pub trait Log: Send + 'static {
-    /// Appends records whose first has sequence number `first_seq`, then syncs. `meanwhile`
-    /// runs while the sync is under way (the index write, which needs no disk wait of its own);
-    /// the append returns once both are done, with the sync's error first.
+    /// Appends records whose first has sequence number `first_seq` and whose last hashes to
+    /// `last_hash`, then syncs. `meanwhile` runs while the sync is under way (the index write,
+    /// which needs no disk wait of its own); the append returns once both are done, with the
+    /// sync's error first.
     fn append(
         &mut self,
         first_seq: u64,
         records: &[Vec<u8>],
+        last_hash: Hash,
         meanwhile: &mut dyn FnMut() -> io::Result<()>,
     ) -> io::Result<()>;
 
@@ -66,6 +79,9 @@ pub trait LogReader: Send + Sync {
     /// Where the stored chain starts.
     fn anchor(&self) -> io::Result<Anchor>;
 
+    /// The last entry acknowledged, as the head mark holds it; `None` without one.
+    fn head(&self) -> io::Result<Option<Anchor>>;
+
     /// Calls `f` with each record in order until it returns `false`. A record that cannot be
     /// read is passed as `Err` with what is wrong, and reading stops there.
     fn read(&self, f: &mut dyn FnMut(Stored<'_>) -> bool) -> io::Result<()>;
@@ -83,9 +99,7 @@ pub trait LogReader: Send + Sync {
 /// free space in useful steps.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 const ANCHOR_FILE: &str = "anchor";
-const HEADER: usize = 8;
-/// No single record is near this; a larger length means a corrupt header.
-const MAX_RECORD: usize = 16 << 20;
+const HEAD_FILE: &str = "head";
 
 pub struct FileLog {
     dir: PathBuf,
@@ -98,6 +112,10 @@ pub struct FileLog {
     last: Option<Vec<u8>>,
     buf: Vec<u8>,
     syncer: Syncer,
+    /// The head mark, rewritten in place after every sync. Not synced itself (the page cache
+    /// outlives a crash of the process; after a power cut it may be older than the log, never
+    /// newer): synced when a segment ends and when the log closes.
+    head: File,
 }
 
 /// A thread that syncs the segment being written when asked, so the writer can write the
@@ -142,30 +160,69 @@ impl FileLog {
         Self::with_segment_bytes(dir, SEGMENT_BYTES)
     }
 
-    /// A log whose segments end once they pass `segment_bytes`.
+    /// A log whose segments end once they pass `segment_bytes`. Checks every record first;
+    /// a torn write after the last acknowledged entry is cut off, anything else wrong is an
+    /// error ([`Damage`]).
     pub fn with_segment_bytes(dir: &Path, segment_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(dir)?;
+        let anchor = read_anchor(dir)?;
         let mut segments = list_segments(dir)?;
-        if segments.is_empty() {
-            segments.push(read_anchor(dir)?.seq + 1);
+        // A compaction cut short between the anchor and the removal: finish it.
+        while segments.len() > 1 && segments[1] <= anchor.seq + 1 {
+            fs::remove_file(segment_path(dir, segments[0]))?;
+            segments.remove(0);
         }
+        if segments.is_empty() {
+            segments.push(anchor.seq + 1);
+        }
+        let acked = record::read_point(&dir.join(HEAD_FILE))?;
+        if acked.is_none() && segments.len() + usize::from(anchor.seq > 0) > 1 {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the journal has no head mark (written since this version): its end is checked against the index only, this once"
+            );
+        }
+        let started = std::time::Instant::now();
+        let scanned = scan::scan(dir, &segments, anchor, acked)?;
+        tracing::info!(
+            entries = scanned.entries,
+            segments = segments.len(),
+            mib = scanned.bytes >> 20,
+            ms = started.elapsed().as_millis() as u64,
+            "journal records checked"
+        );
         let tail = *segments.last().unwrap_or(&1);
         let path = segment_path(dir, tail);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)?;
-        let (valid, last) = scan_tail(&mut file)?;
-        let len = file.metadata()?.len();
-        if valid < len {
+        if scanned.tail_end < scanned.tail_len {
             tracing::warn!(
                 segment = %path.display(),
-                bytes = len - valid,
-                "cutting off a torn record at the end of the journal (never acknowledged)"
+                offset = scanned.tail_end,
+                bytes = scanned.tail_len - scanned.tail_end,
+                "cutting off a torn write after the last acknowledged entry"
             );
-            file.set_len(valid)?;
+            file.set_len(scanned.tail_end)?;
             file.sync_all()?;
+        }
+        let head = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(HEAD_FILE))?;
+        if let Some(last) = &scanned.last {
+            // what is kept now is what the next start must find
+            let point = Anchor {
+                seq: record::entry_seq(last).unwrap_or_default(),
+                hash: hash(last),
+            };
+            if acked != Some(point) {
+                head.write_all_at(&record::encode_point(point), 0)?;
+                head.sync_all()?;
+            }
         }
         sync_dir(dir)?;
         Ok(Self {
@@ -173,12 +230,23 @@ impl FileLog {
             segment_bytes,
             segments,
             file: Arc::new(file),
-            len: valid,
-            last,
+            len: scanned.tail_end,
+            last: scanned.last,
             buf: Vec::new(),
             syncer: Syncer::start()?,
+            head,
         })
     }
+}
+
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        let _ = self.head.sync_data();
+    }
+}
+
+fn hash(record: &[u8]) -> Hash {
+    *blake3::hash(record).as_bytes()
 }
 
 impl Log for FileLog {
@@ -186,9 +254,11 @@ impl Log for FileLog {
         &mut self,
         first_seq: u64,
         records: &[Vec<u8>],
+        last_hash: Hash,
         meanwhile: &mut dyn FnMut() -> io::Result<()>,
     ) -> io::Result<()> {
         if self.len >= self.segment_bytes {
+            self.head.sync_data()?;
             let path = segment_path(&self.dir, first_seq);
             self.file = Arc::new(
                 OpenOptions::new()
@@ -203,17 +273,22 @@ impl Log for FileLog {
         }
         self.buf.clear();
         for record in records {
-            let len =
-                u32::try_from(record.len()).map_err(|_| io::Error::other("record too large"))?;
-            self.buf.extend_from_slice(&len.to_le_bytes());
-            self.buf
-                .extend_from_slice(&crc32fast::hash(record).to_le_bytes());
-            self.buf.extend_from_slice(record);
+            record::frame(&mut self.buf, record)?;
         }
         (&*self.file).write_all(&self.buf)?;
         self.len += self.buf.len() as u64;
         self.last = records.last().cloned();
-        self.syncer.sync_while(&self.file, meanwhile)
+        self.syncer.sync_while(&self.file, meanwhile)?;
+        let acked = Anchor {
+            seq: first_seq + records.len() as u64 - 1,
+            hash: last_hash,
+        };
+        // Durable already; a head mark that cannot be written only weakens the next start's
+        // check, which it says.
+        if let Err(e) = self.head.write_all_at(&record::encode_point(acked), 0) {
+            tracing::warn!(error = %e, "cannot write the journal's head mark");
+        }
+        Ok(())
     }
 
     fn replay(&self, from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
@@ -225,7 +300,8 @@ impl Log for FileLog {
             let path = segment_path(&self.dir, first);
             let mut reader = BufReader::with_capacity(1 << 20, File::open(&path)?);
             let mut record = Vec::new();
-            while read_record(&mut reader, &mut record)? {
+            while let Some(read) = record::read(&mut reader, &mut record)? {
+                read.map_err(|bad| corrupt(format!("a record in `{}`: {bad}", path.display())))?;
                 f(&record)?;
             }
         }
@@ -251,16 +327,7 @@ impl Log for FileLog {
                 "entry {first_kept} does not start a segment"
             )));
         };
-        let mut bytes = Vec::with_capacity(44);
-        bytes.extend_from_slice(&anchor.seq.to_le_bytes());
-        bytes.extend_from_slice(&anchor.hash);
-        bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
-        let tmp = self.dir.join("anchor.tmp");
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, self.dir.join(ANCHOR_FILE))?;
-        sync_dir(&self.dir)?;
+        record::write_point_durably(&self.dir, ANCHOR_FILE, anchor)?;
         for &first in &self.segments[..keep] {
             fs::remove_file(segment_path(&self.dir, first))?;
         }
@@ -270,12 +337,22 @@ impl Log for FileLog {
     }
 }
 
+/// A reader of the log in `dir` that changes nothing there: for verifying a copy, or a
+/// stopped server's journal, offline.
+pub fn read_only(dir: &Path) -> Arc<dyn LogReader> {
+    Arc::new(DirReader(dir.to_path_buf()))
+}
+
 /// Reads a log directory on its own, while the writer appends.
 struct DirReader(PathBuf);
 
 impl LogReader for DirReader {
     fn anchor(&self) -> io::Result<Anchor> {
         read_anchor(&self.0)
+    }
+
+    fn head(&self) -> io::Result<Option<Anchor>> {
+        record::read_point(&self.0.join(HEAD_FILE))
     }
 
     fn read(&self, f: &mut dyn FnMut(Stored<'_>) -> bool) -> io::Result<()> {
@@ -289,19 +366,19 @@ impl LogReader for DirReader {
                 Err(e) => return Err(e),
             };
             let mut reader = BufReader::with_capacity(1 << 20, file);
-            loop {
-                match read_record(&mut reader, &mut record) {
-                    Ok(true) => {
-                        if !f(Ok(&record)) {
-                            return Ok(());
-                        }
-                    }
-                    Ok(false) => break,
-                    Err(e) => {
-                        f(Err(format!("in {}: {e}", path.display())));
-                        return Ok(());
-                    }
+            let mut offset = 0u64;
+            while let Some(read) = record::read(&mut reader, &mut record)? {
+                if let Err(bad) = read {
+                    f(Err(format!(
+                        "in `{}` at byte {offset}: {bad}",
+                        path.display()
+                    )));
+                    return Ok(());
                 }
+                if !f(Ok(&record)) {
+                    return Ok(());
+                }
+                offset += (record::HEADER + record.len()) as u64;
             }
         }
         Ok(())
@@ -334,18 +411,7 @@ fn list_segments(dir: &Path) -> io::Result<Vec<u64>> {
 }
 
 fn read_anchor(dir: &Path) -> io::Result<Anchor> {
-    let bytes = match fs::read(dir.join(ANCHOR_FILE)) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Anchor::default()),
-        Err(e) => return Err(e),
-    };
-    let damaged = || corrupt("the retention anchor file");
-    if bytes.len() != 44 || crc32fast::hash(&bytes[..40]).to_le_bytes() != bytes[40..] {
-        return Err(damaged());
-    }
-    let seq = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| damaged())?);
-    let hash = bytes[8..40].try_into().map_err(|_| damaged())?;
-    Ok(Anchor { seq, hash })
+    Ok(record::read_point(&dir.join(ANCHOR_FILE))?.unwrap_or_default())
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
@@ -356,28 +422,6 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Reads one record into `out`; `Ok(false)` at a clean end. A torn or corrupt record is an error.
-fn read_record(r: &mut impl Read, out: &mut Vec<u8>) -> io::Result<bool> {
-    let mut header = [0u8; HEADER];
-    match r.read_exact(&mut header[..1]) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-        Err(e) => return Err(e),
-    }
-    r.read_exact(&mut header[1..]).map_err(corrupt)?;
-    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD {
-        return Err(corrupt("record length is impossible"));
-    }
-    out.resize(len, 0);
-    r.read_exact(out).map_err(corrupt)?;
-    if crc32fast::hash(out) != crc {
-        return Err(corrupt("record checksum does not match"));
-    }
-    Ok(true)
-}
-
 fn corrupt(e: impl ToString) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -385,115 +429,5 @@ fn corrupt(e: impl ToString) -> io::Error {
     )
 }
 
-/// Finds where the valid records of the tail segment end, and the last of them.
-///
-/// A bad record is a torn write only if it reaches the end of the file: records are written
-/// whole and synced in order, so a crash can damage nothing but the last one. A bad record with
-/// more data after it is damage, and an error.
-fn scan_tail(file: &mut File) -> io::Result<(u64, Option<Vec<u8>>)> {
-    let file_len = file.metadata()?.len();
-    file.seek(SeekFrom::Start(0))?;
-    let mut reader = BufReader::with_capacity(1 << 20, &*file);
-    let (mut valid, mut last, mut record) = (0u64, None, Vec::new());
-    loop {
-        match read_record(&mut reader, &mut record) {
-            Ok(true) => {
-                valid += (HEADER + record.len()) as u64;
-                last = Some(record.clone());
-            }
-            Ok(false) => break,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                let mut header = [0u8; 4];
-                file.seek(SeekFrom::Start(valid))?;
-                let declared = match file.read_exact(&mut header) {
-                    Ok(()) => u64::from(u32::from_le_bytes(header)),
-                    Err(_) => 0,
-                };
-                if valid + HEADER as u64 + declared >= file_len {
-                    break;
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("journal record at byte {valid} is damaged and is not the last: {e}"),
-                ));
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((valid, last))
-}
-
-/// The in-memory twin of [`FileLog`], for tests: one segment, shared with its readers.
-#[derive(Default)]
-pub struct MemLog {
-    records: Arc<parking_lot::RwLock<Vec<Vec<u8>>>>,
-    last: Option<Vec<u8>>,
-}
-
-impl MemLog {
-    /// The stored records, to tamper with in tests.
-    pub fn records(&self) -> Arc<parking_lot::RwLock<Vec<Vec<u8>>>> {
-        self.records.clone()
-    }
-}
-
-impl Log for MemLog {
-    fn append(
-        &mut self,
-        _first_seq: u64,
-        records: &[Vec<u8>],
-        meanwhile: &mut dyn FnMut() -> io::Result<()>,
-    ) -> io::Result<()> {
-        self.records.write().extend_from_slice(records);
-        self.last = records.last().cloned();
-        meanwhile()
-    }
-
-    fn replay(&self, _from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        self.records.read().iter().try_for_each(|r| f(r))
-    }
-
-    fn last(&self) -> Option<&[u8]> {
-        self.last.as_deref()
-    }
-
-    fn reader(&self) -> Arc<dyn LogReader> {
-        Arc::new(MemReader(self.records.clone()))
-    }
-
-    fn segments(&self) -> Vec<u64> {
-        vec![1]
-    }
-
-    fn compact(&mut self, _anchor: Anchor) -> io::Result<()> {
-        Err(io::Error::other("an in-memory log keeps everything"))
-    }
-}
-
-struct MemReader(Arc<parking_lot::RwLock<Vec<Vec<u8>>>>);
-
-impl LogReader for MemReader {
-    fn anchor(&self) -> io::Result<Anchor> {
-        Ok(Anchor::default())
-    }
-
-    fn read(&self, f: &mut dyn FnMut(Stored<'_>) -> bool) -> io::Result<()> {
-        let records = self.0.read().clone();
-        for r in &records {
-            if !f(Ok(r)) {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn segments(&self) -> io::Result<Vec<(u64, u64)>> {
-        let bytes = self
-            .0
-            .read()
-            .iter()
-            .map(|r| (r.len() + HEADER) as u64)
-            .sum();
-        Ok(vec![(1, bytes)])
-    }
-}
+#[cfg(test)]
+mod tests;
