@@ -34,6 +34,8 @@ pub struct Config {
     pub adapters: Vec<AdapterConfig>,
     /// Segment size of the journal's log; retention removes whole segments.
     pub segment_bytes: u64,
+    /// Free disk space below which new intents are refused.
+    pub reserve_bytes: u64,
     pub retention: Retention,
     /// How often retention runs.
     pub compact_every: Duration,
@@ -94,6 +96,7 @@ impl Default for Config {
             approvals_webhook: None,
             adapters: Vec::new(),
             segment_bytes: crate::journal::log::SEGMENT_BYTES,
+            reserve_bytes: crate::journal::RESERVE,
             retention: Retention::default(),
             compact_every: Duration::from_secs(3600),
             tls: None,
@@ -126,6 +129,7 @@ struct File {
 #[serde(deny_unknown_fields)]
 struct JournalFile {
     segment_bytes: Option<u64>,
+    reserve_bytes: Option<u64>,
     #[serde(default, with = "humantime_opt")]
     max_age: Option<Duration>,
     max_bytes: Option<u64>,
@@ -209,6 +213,9 @@ impl Config {
                     path.display()
                 );
                 self.segment_bytes = bytes;
+            }
+            if let Some(bytes) = j.reserve_bytes {
+                self.reserve_bytes = bytes;
             }
             if let Some(age) = j.max_age {
                 self.retention.max_age = Some(age);

@@ -54,11 +54,9 @@ impl DataLock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
                 return Err(LockError::Taken {
                     dir: dir.to_path_buf(),
-                    pid: text.trim().parse().ok(),
+                    pid: holder(&mut file),
                 });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
@@ -68,6 +66,31 @@ impl DataLock {
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         Ok(Self { _file: file })
     }
+}
+
+/// Who holds the lock: the kernel's table of locks knows for certain (the pid the holder
+/// wrote may not be there yet); the file's content otherwise.
+fn holder(file: &mut File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    if let (Ok(meta), Ok(locks)) = (file.metadata(), std::fs::read_to_string("/proc/locks")) {
+        let inode = format!(":{}", meta.ino());
+        // `1: FLOCK  ADVISORY  WRITE 14882 fe:00:10027041 0 EOF`
+        let pid = locks.lines().find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let at = fields.iter().position(|f| *f == "FLOCK")?;
+            let device_inode = fields.get(at + 4)?;
+            device_inode
+                .ends_with(&inode)
+                .then(|| fields.get(at + 3)?.parse().ok())
+                .flatten()
+        });
+        if pid.is_some() {
+            return pid;
+        }
+    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -153,8 +153,15 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let log_opened = opening.elapsed();
     let kv = SledKv::open(&config.data_dir.join("index")).context("cannot open the index")?;
     let index_opened = opening.elapsed() - log_opened;
-    let journal = Journal::open(Box::new(log), Arc::new(kv), clock.clone())
-        .context("cannot replay the journal")?;
+    let journal = Journal::open_with(
+        Box::new(log),
+        Arc::new(kv),
+        clock.clone(),
+        crate::journal::Options {
+            reserve: config.reserve_bytes,
+        },
+    )
+    .context("cannot replay the journal")?;
     tracing::info!(
         log_ms = log_opened.as_millis() as u64,
         index_ms = index_opened.as_millis() as u64,
@@ -241,6 +248,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             stop.clone().cancelled_owned(),
         );
     crate::telemetry::Metrics::observe_engine(&telemetry.meter(), &engine);
+    tokio::spawn(watch_journal(engine.clone(), health.clone()));
     let http = axum::serve(http_listener, crate::http::router(edl, telemetry))
         .with_graceful_shutdown(stop.clone().cancelled_owned())
         .into_future();
@@ -316,6 +324,43 @@ impl Running {
         }
         drop(lock);
         Ok(())
+    }
+}
+
+/// Health follows the journal: NOT_SERVING while it cannot take new intents (a disk almost
+/// full, a write the disk refused, a failed sync), SERVING again once it can, without a
+/// restart (except after a failed sync). Ends when a shutdown begins.
+async fn watch_journal(engine: Engine, health: tonic_health::server::HealthReporter) {
+    use crate::journal::Condition;
+    let stop = engine.shutdown_token();
+    let mut was = Condition::Writing;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let journal = engine.journal().clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || journal.condition()).await else {
+            return;
+        };
+        if now == was || stop.is_cancelled() {
+            continue;
+        }
+        let status = if now == Condition::Writing {
+            tracing::info!("the journal can be written again: serving");
+            tonic_health::ServingStatus::Serving
+        } else {
+            tracing::error!(condition = ?now, "the journal cannot take new intents: not serving");
+            tonic_health::ServingStatus::NotServing
+        };
+        health.set_service_status("", status).await;
+        health
+            .set_service_status(
+                <IntentsServer<grpc::Intents> as tonic::server::NamedService>::NAME,
+                status,
+            )
+            .await;
+        was = now;
     }
 }
 

@@ -8,6 +8,9 @@ use tokio::sync::mpsc;
 use super::{Engine, Error, Result, SYSTEM_ACTOR};
 use crate::lifecycle::{Event, IntentRecord, RollbackCause, State};
 
+/// How soon an expiry the journal could not take is tried again.
+const EXPIRY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The answer to a rollback request.
 #[derive(Debug, Clone)]
 pub struct RolledBack {
@@ -118,6 +121,12 @@ impl Engine {
             .await
         {
             Ok(appended) => self.undo(id, appended.record).await.map(drop),
+            Err(e @ crate::journal::AppendError::Unavailable(_)) => {
+                // nothing started (a disk full, say): try again until the journal takes it
+                tracing::warn!(intent = %id, error = %e, "expiry could not be journaled; trying again in {EXPIRY_RETRY:?}");
+                self.schedule(self.now() + EXPIRY_RETRY, id);
+                return;
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = result {

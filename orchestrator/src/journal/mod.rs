@@ -173,6 +173,51 @@ pub struct Journal {
     changes: broadcast::Sender<Change>,
     /// The writer thread; it ends once every handle is dropped.
     writer: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
+    /// What went wrong with writing, shared with the writer.
+    trouble: Arc<parking_lot::Mutex<Trouble>>,
+    reserve: u64,
+}
+
+/// Free space kept by default for what is in flight once new intents are refused: the
+/// rollbacks, step results and system events still to be journaled, and the index.
+pub const RESERVE: u64 = 64 << 20;
+
+/// Settings of the journal itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Below this many bytes free on the log's disk, new intents are refused (everything
+    /// else is still written): the disk never fills under Parapet's own feet.
+    pub reserve: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { reserve: RESERVE }
+    }
+}
+
+/// Whether the journal can take appends now; health follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Writing,
+    /// Free space is below the reserve: new intents are refused until space is freed.
+    LowSpace {
+        free: u64,
+        reserve: u64,
+    },
+    /// The last write did not reach the disk (it was full) and a probe still fails.
+    Unwritable(String),
+    /// A sync failed: what is on disk is unknown, so nothing more is written until a restart.
+    Failed(String),
+}
+
+#[derive(Debug, Default)]
+struct Trouble {
+    /// A sync failed: permanent.
+    failed: Option<String>,
+    /// The last append could not be written (and was cut off again); cleared by the next
+    /// write that succeeds, or a probe.
+    unwritten: Option<String>,
 }
 
 /// Requests gathered into one sync at most; more wait for the next.
@@ -181,6 +226,16 @@ const MAX_BATCH: usize = 4096;
 impl Journal {
     /// Opens the journal, replays into the index what it has not seen, and starts the writer.
     pub fn open(log: Box<dyn Log>, kv: Arc<dyn Kv>, clock: SharedClock) -> io::Result<Self> {
+        Self::open_with(log, kv, clock, Options::default())
+    }
+
+    /// As [`open`](Self::open), with settings.
+    pub fn open_with(
+        log: Box<dyn Log>,
+        kv: Arc<dyn Kv>,
+        clock: SharedClock,
+        options: Options,
+    ) -> io::Result<Self> {
         let index = Index::new(kv.clone());
         let reader = log.reader();
         let next_seq = replay(log.as_ref(), &index, kv.as_ref())?;
@@ -196,7 +251,11 @@ impl Journal {
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         let (changes, _) = broadcast::channel(4096);
         let observer = SharedObserver::default();
+        let trouble = Arc::new(parking_lot::Mutex::new(Trouble::default()));
         let writer = Writer {
+            reader: reader.clone(),
+            reserve: options.reserve,
+            trouble: trouble.clone(),
             observer: observer.clone(),
             log,
             kv,
@@ -206,7 +265,6 @@ impl Journal {
             last_hash,
             last_time: SystemTime::UNIX_EPOCH,
             changes: changes.clone(),
-            failed: None,
         };
         let writer = thread::Builder::new()
             .name("parapet-journal".into())
@@ -219,7 +277,32 @@ impl Journal {
             observer,
             changes,
             writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
+            trouble,
+            reserve: options.reserve,
         })
+    }
+
+    /// Whether appends can be written now. After a write the disk refused, probes the disk
+    /// (a small write, synced, removed) so that health recovers once space is freed.
+    pub fn condition(&self) -> Condition {
+        let mut trouble = self.trouble.lock();
+        if let Some(why) = &trouble.failed {
+            return Condition::Failed(why.clone());
+        }
+        if let Some(why) = trouble.unwritten.clone() {
+            match self.reader.probe() {
+                Ok(()) => trouble.unwritten = None,
+                Err(_) => return Condition::Unwritable(why),
+            }
+        }
+        drop(trouble);
+        match self.reader.free_space() {
+            Ok(Some(free)) if free < self.reserve => Condition::LowSpace {
+                free,
+                reserve: self.reserve,
+            },
+            _ => Condition::Writing,
+        }
     }
 
     /// Journals events of one intent atomically; resolves once they are durable and indexed.
@@ -441,6 +524,10 @@ fn io_unavailable(e: io::Error) -> AppendError {
 
 struct Writer {
     log: Box<dyn Log>,
+    /// For the free space on the log's disk.
+    reader: Arc<dyn LogReader>,
+    reserve: u64,
+    trouble: Arc<parking_lot::Mutex<Trouble>>,
     kv: Arc<dyn Kv>,
     index: Index,
     clock: SharedClock,
@@ -451,8 +538,6 @@ struct Writer {
     last_time: SystemTime,
     changes: broadcast::Sender<Change>,
     observer: SharedObserver,
-    /// Set after a write failed: what reached the disk is unknown, so nothing more is written.
-    failed: Option<String>,
 }
 
 type Reply = (
@@ -484,7 +569,7 @@ impl Writer {
 
     /// Journals a compaction, then removes the segments, if the plan still holds.
     fn compact(&mut self, plan: retention::Plan, actor: String) -> io::Result<()> {
-        if let Some(why) = &self.failed {
+        if let Some(why) = &self.trouble.lock().failed {
             return Err(io::Error::other(why.clone()));
         }
         if !retention::still_holds(&self.index, &plan)? {
@@ -512,14 +597,16 @@ impl Writer {
 
     /// Writes a batch of requests with one sync and answers each.
     fn commit(&mut self, requests: &mut Vec<Request>) {
-        if let Some(why) = &self.failed {
+        if let Some(why) = self.trouble.lock().failed.clone() {
             for r in requests.drain(..) {
                 let _ = r.reply.send(Err(AppendError::Unavailable(why.clone())));
             }
             return;
         }
+        self.refuse_new_intents_without_space(requests);
         self.last_time = self.clock.now().max(self.last_time);
         let first_seq = self.next_seq;
+        let hash_before = self.last_hash;
         let index = self.index.clone();
         let mut stager = Stager::new(&index);
         let mut records = Vec::new();
@@ -545,6 +632,7 @@ impl Writer {
             // crash that leaves it ahead of the log makes the next open rebuild it.
             let written = stager
                 .finish(first_seq, last_seq, self.last_hash)
+                .map_err(log::Failure::NotWritten)
                 .and_then(|batch| {
                     let mut batch = Some(batch);
                     self.log
@@ -555,16 +643,32 @@ impl Writer {
                             written
                         })
                 });
-            if let Err(e) = written {
-                tracing::error!(error = %e, "journal write failed; refusing further appends");
-                let why = e.to_string();
-                self.failed = Some(why.clone());
+            let failed = match written {
+                Ok(()) => None,
+                Err(log::Failure::NotWritten(e)) => {
+                    tracing::error!(error = %e, "journal write failed and was cut off again; refusing appends until it succeeds");
+                    // as if the batch had never been: the next one takes its numbers
+                    self.next_seq = first_seq;
+                    self.last_hash = hash_before;
+                    let why = format!("the journal cannot be written: {e}");
+                    self.trouble.lock().unwritten = Some(why.clone());
+                    Some(why)
+                }
+                Err(log::Failure::Unknown(e)) => {
+                    tracing::error!(error = %e, "journal sync failed; refusing further appends until a restart");
+                    let why = format!("the journal failed to sync (restart Parapet): {e}");
+                    self.trouble.lock().failed = Some(why.clone());
+                    Some(why)
+                }
+            };
+            if let Some(why) = failed {
                 for (reply, result) in replies {
                     let result = result.and(Err(AppendError::Unavailable(why.clone())));
                     let _ = reply.send(result);
                 }
                 return;
             }
+            self.trouble.lock().unwritten = None;
             let took = Took {
                 sync: started.elapsed(),
                 index: indexed,
@@ -601,6 +705,32 @@ impl Writer {
         }
         for (reply, result) in replies {
             let _ = reply.send(result);
+        }
+    }
+
+    /// Below the reserve of free space, new intents are refused before anything is written,
+    /// so that what is in flight (executions, rollbacks) can still be journaled; below an
+    /// eighth of it, everything is, so that the index store never meets a full disk (it
+    /// cannot recover from one without a restart).
+    fn refuse_new_intents_without_space(&mut self, requests: &mut Vec<Request>) {
+        let new = |r: &Request| matches!(r.events.first(), Some(Event::Received { .. }));
+        let free = match self.reader.free_space() {
+            Ok(Some(free)) if free < self.reserve => free,
+            _ => return,
+        };
+        let floor = free < self.reserve / 8;
+        let why = format!(
+            "the disk holding the journal is almost full ({} KiB free, {} KiB kept for what is in flight): {} until space is freed",
+            free >> 10,
+            self.reserve >> 10,
+            if floor {
+                "nothing more is journaled"
+            } else {
+                "new intents are refused"
+            }
+        );
+        for r in requests.extract_if(.., |r| floor || new(r)) {
+            let _ = r.reply.send(Err(AppendError::Unavailable(why.clone())));
         }
     }
 

@@ -276,7 +276,7 @@ impl Log for SlowLog {
         records: &[Vec<u8>],
         last_hash: log::Hash,
         meanwhile: &mut dyn FnMut() -> io::Result<()>,
-    ) -> io::Result<()> {
+    ) -> Result<(), log::Failure> {
         std::thread::sleep(Duration::from_millis(2));
         self.syncs.fetch_add(1, Ordering::SeqCst);
         self.inner.append(first_seq, records, last_hash, meanwhile)
@@ -301,6 +301,77 @@ impl Log for SlowLog {
     fn compact(&mut self, anchor: log::Anchor) -> io::Result<()> {
         self.inner.compact(anchor)
     }
+}
+
+/// A log whose disk can be made full: appends then fail before anything is written.
+#[derive(Default)]
+struct FullLog {
+    inner: MemLog,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Log for FullLog {
+    fn append(
+        &mut self,
+        first_seq: u64,
+        records: &[Vec<u8>],
+        last_hash: log::Hash,
+        meanwhile: &mut dyn FnMut() -> io::Result<()>,
+    ) -> Result<(), log::Failure> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(log::Failure::NotWritten(io::Error::from(
+                io::ErrorKind::StorageFull,
+            )));
+        }
+        self.inner.append(first_seq, records, last_hash, meanwhile)
+    }
+
+    fn replay(&self, from: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        self.inner.replay(from, f)
+    }
+
+    fn last(&self) -> Option<&[u8]> {
+        self.inner.last()
+    }
+
+    fn reader(&self) -> Arc<dyn LogReader> {
+        self.inner.reader()
+    }
+
+    fn segments(&self) -> Vec<u64> {
+        self.inner.segments()
+    }
+
+    fn compact(&mut self, anchor: log::Anchor) -> io::Result<()> {
+        self.inner.compact(anchor)
+    }
+}
+
+#[tokio::test]
+async fn an_append_the_disk_refused_is_answered_unavailable_and_the_next_one_goes_on() {
+    let log = FullLog::default();
+    let full = log.full.clone();
+    let journal = Journal::open(Box::new(log), Arc::new(MemKv::default()), clock()).unwrap();
+    let a = intent("a");
+    journal.append(a.id, "siem", submitted(&a)).await.unwrap();
+    full.store(true, Ordering::SeqCst);
+    let b = intent("b");
+    let refused = journal.append(b.id, "siem", submitted(&b)).await;
+    assert!(
+        matches!(refused, Err(AppendError::Unavailable(ref why)) if why.contains("cannot be written")),
+        "{refused:?}"
+    );
+    // nothing of it is anywhere: the key is free, the numbers are not used up
+    assert_eq!(
+        journal.index().by_idempotency_key("siem", "b").unwrap(),
+        None
+    );
+    assert_eq!(journal.index().applied_seq().unwrap(), 2);
+    full.store(false, Ordering::SeqCst);
+    let appended = journal.append(b.id, "siem", submitted(&b)).await.unwrap();
+    assert_eq!(appended.first_seq, 3);
+    assert_eq!(journal.condition(), Condition::Writing);
+    assert!(walk(&journal).ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,3 +211,59 @@ impl Drop for Server {
         }
     }
 }
+
+/// A small tmpfs mounted for one test (root only), unmounted when dropped: a disk that fills.
+pub struct Tmpfs {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(megabytes: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount (the disk-full tests need root)");
+        assert!(
+            status.success(),
+            "mount -t tmpfs failed: the disk-full tests need root"
+        );
+        Self {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    /// Bytes free now.
+    pub fn free(&self) -> u64 {
+        let out = Command::new("stat")
+            .args(["-f", "-c", "%a %S"])
+            .arg(&self.path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut parts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        parts.next().unwrap() * parts.next().unwrap()
+    }
+
+    /// Fills the disk until `leave` bytes are free; returns the file that holds the space.
+    pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
+        let path = self.path.join(name);
+        let take = self.free().saturating_sub(leave);
+        let status = Command::new("fallocate")
+            .args(["-l", &take.to_string()])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}

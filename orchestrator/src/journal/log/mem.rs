@@ -2,7 +2,7 @@
 
 use std::{io, sync::Arc};
 
-use super::{Anchor, Hash, Log, LogReader, Stored, record::HEADER};
+use super::{Anchor, Failure, Hash, Log, LogReader, Stored, record::HEADER};
 
 /// One segment in memory, shared with its readers.
 #[derive(Default)]
@@ -25,10 +25,10 @@ impl Log for MemLog {
         records: &[Vec<u8>],
         _last_hash: Hash,
         meanwhile: &mut dyn FnMut() -> io::Result<()>,
-    ) -> io::Result<()> {
+    ) -> Result<(), Failure> {
         self.records.write().extend_from_slice(records);
         self.last = records.last().cloned();
-        meanwhile()
+        meanwhile().map_err(Failure::Unknown)
     }
 
     fn replay(&self, _from_seq: u64, f: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {

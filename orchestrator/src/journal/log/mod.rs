@@ -39,6 +39,18 @@ pub struct Anchor {
     pub hash: Hash,
 }
 
+/// Why an append failed, and so what is known of the log after it.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Nothing of the append is in the log (what was written was cut off again): the log is
+    /// as it was, and the append may be tried again (a disk that was full).
+    #[error("{0}")]
+    NotWritten(io::Error),
+    /// The sync or `meanwhile` failed: what reached the disk, and the index, is unknown.
+    #[error("{0}")]
+    Unknown(io::Error),
+}
+
 /// Where the journal's records are kept. Appends are durable when `append` returns.
 pub trait Log: Send + 'static {
     /// Appends records whose first has sequence number `first_seq` and whose last hashes to
@@ -51,7 +63,7 @@ pub trait Log: Send + 'static {
         records: &[Vec<u8>],
         last_hash: Hash,
         meanwhile: &mut dyn FnMut() -> io::Result<()>,
-    ) -> io::Result<()>;
+    ) -> Result<(), Failure>;
 
     /// Calls `f` with every record of the segments that may hold `from_seq` or later, in order.
     /// The caller skips records before `from_seq`.
@@ -93,6 +105,16 @@ pub trait LogReader: Send + Sync {
 
     /// Each segment's first sequence number and size in bytes, oldest first.
     fn segments(&self) -> io::Result<Vec<(u64, u64)>>;
+
+    /// Bytes free for the log on its file system; `None` where there is no disk.
+    fn free_space(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
+
+    /// Whether a write of some size reaches the disk now (after a disk was full).
+    fn probe(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Segment size by default: large enough that files stay few, small enough that retention can
@@ -239,6 +261,24 @@ impl FileLog {
     }
 }
 
+impl FileLog {
+    /// Ends the segment being written and starts the next with entry `first_seq`.
+    fn roll(&mut self, first_seq: u64) -> io::Result<()> {
+        self.head.sync_data()?;
+        let path = segment_path(&self.dir, first_seq);
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)?;
+        sync_dir(&self.dir)?;
+        self.file = Arc::new(file);
+        self.segments.push(first_seq);
+        self.len = 0;
+        Ok(())
+    }
+}
+
 impl Drop for FileLog {
     fn drop(&mut self) {
         let _ = self.head.sync_data();
@@ -256,29 +296,26 @@ impl Log for FileLog {
         records: &[Vec<u8>],
         last_hash: Hash,
         meanwhile: &mut dyn FnMut() -> io::Result<()>,
-    ) -> io::Result<()> {
+    ) -> Result<(), Failure> {
         if self.len >= self.segment_bytes {
-            self.head.sync_data()?;
-            let path = segment_path(&self.dir, first_seq);
-            self.file = Arc::new(
-                OpenOptions::new()
-                    .create(true)
-                    .read(true)
-                    .append(true)
-                    .open(path)?,
-            );
-            sync_dir(&self.dir)?;
-            self.segments.push(first_seq);
-            self.len = 0;
+            self.roll(first_seq).map_err(Failure::NotWritten)?;
         }
         self.buf.clear();
         for record in records {
-            record::frame(&mut self.buf, record)?;
+            record::frame(&mut self.buf, record).map_err(Failure::NotWritten)?;
         }
-        (&*self.file).write_all(&self.buf)?;
+        if let Err(e) = (&*self.file).write_all(&self.buf) {
+            // a full disk: cut off what part of the batch was written, and the log is as it was
+            return match self.file.set_len(self.len) {
+                Ok(()) => Err(Failure::NotWritten(e)),
+                Err(_) => Err(Failure::Unknown(e)),
+            };
+        }
         self.len += self.buf.len() as u64;
         self.last = records.last().cloned();
-        self.syncer.sync_while(&self.file, meanwhile)?;
+        self.syncer
+            .sync_while(&self.file, meanwhile)
+            .map_err(Failure::Unknown)?;
         let acked = Anchor {
             seq: first_seq + records.len() as u64 - 1,
             hash: last_hash,
@@ -382,6 +419,21 @@ impl LogReader for DirReader {
             }
         }
         Ok(())
+    }
+
+    fn free_space(&self) -> io::Result<Option<u64>> {
+        let stat = rustix::fs::statvfs(&self.0).map_err(io::Error::from)?;
+        Ok(Some(stat.f_bavail.saturating_mul(stat.f_frsize)))
+    }
+
+    fn probe(&self) -> io::Result<()> {
+        let path = self.0.join(".probe");
+        let written = File::create(&path).and_then(|mut f| {
+            f.write_all(&[0u8; 64 << 10])?;
+            f.sync_data()
+        });
+        let _ = fs::remove_file(&path);
+        written
     }
 
     fn segments(&self) -> io::Result<Vec<(u64, u64)>> {
