@@ -1,48 +1,60 @@
-//! The address a step acts on, for the adapters that act on addresses (EDL, nftables).
-
-use std::net::IpAddr;
+//! The address a step acts on, for the adapters that act on addresses (EDL, nftables), and an
+//! adapter's prefix floor.
+//!
+//! An adapter declares the fields it acts on as addresses ([`crate::Adapter::addresses`]); the
+//! registry refuses a step whose declared field is missing or not an address, and the target
+//! holds every address in canonical form ([`parapet_model::Address`]), which is also what the
+//! guardrails judge. The adapters here read the address through [`field`], the same function
+//! their declaration uses, so what they act on is what was judged.
 
 use ipnet::IpNet;
-use parapet_model::{Invalid, Step, intent::clip};
+use parapet_model::{Address, Invalid, Step, intent::Field};
 
 use crate::{Error, Result};
 
-/// Which address a step acts on: the target id for `ip` targets, the `ip` attribute of a
-/// host. The field path names where the address came from.
-pub fn address(step: &Step) -> Result<IpNet, Invalid> {
-    let (field, value) = match step.target.kind.as_str() {
-        "ip" => ("target.id", step.target.id.as_str()),
-        _ => match step.target.attributes.get("ip") {
-            Some(ip) => ("target.attributes.ip", ip.as_str()),
-            None => {
-                return Err(Invalid::new(
-                    "target.attributes.ip",
-                    format!(
-                        "a `{}` target needs its address in attribute `ip`",
-                        step.target.kind
-                    ),
-                ));
-            }
-        },
-    };
-    parse_net(value).map_err(|message| Invalid::new(field, message))
+/// Where the address of a step is: the id of an `ip` target, the `ip` attribute of any other.
+pub fn field(step: &Step) -> Field {
+    if step.target.kind == parapet_model::intent::IP_KIND {
+        Field::Id
+    } else {
+        Field::Attribute(parapet_model::intent::IP_ATTRIBUTE.to_owned())
+    }
 }
 
-/// An address or a CIDR block without host bits.
-pub fn parse_net(value: &str) -> Result<IpNet, String> {
-    if let Ok(addr) = value.parse::<IpAddr>() {
-        return Ok(IpNet::from(addr));
+/// Every field of a step that holds its address by convention: the id of an `ip` target, and
+/// the `ip` attribute when there is one. For adapters that hand the target on (a script, a
+/// request) and so act on whichever their other side reads.
+pub fn named(step: &Step) -> Vec<Field> {
+    let mut fields = Vec::new();
+    if step.target.kind == parapet_model::intent::IP_KIND {
+        fields.push(Field::Id);
     }
-    let net: IpNet = value
-        .parse()
-        .map_err(|_| format!("`{}` is not an IP address or CIDR block", clip(value)))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "`{net}` has host bits set; the block is `{}`",
-            net.trunc()
+    let attribute = Field::Attribute(parapet_model::intent::IP_ATTRIBUTE.to_owned());
+    if step.target.get(&attribute).is_some() {
+        fields.push(attribute);
+    }
+    fields
+}
+
+/// The address a step acts on, read from [`field`].
+pub fn address(step: &Step) -> Result<IpNet, Invalid> {
+    at(step, &field(step)).map(|a| a.net())
+}
+
+/// The address in one field of a step's target; the error names the field.
+pub fn at(step: &Step, field: &Field) -> Result<Address, Invalid> {
+    let path = field.to_string();
+    let Some(value) = step.target.get(field) else {
+        return Err(Invalid::new(
+            path,
+            format!(
+                "a `{}` target needs its address in attribute `{}`",
+                step.target.kind,
+                parapet_model::intent::IP_ATTRIBUTE
+            ),
         ));
-    }
-    Ok(net)
+    };
+    Address::parse(value).map_err(|message| Invalid::new(path, message))
 }
 
 /// An adapter's own floor: a block broader than its minimum prefix is refused whatever the

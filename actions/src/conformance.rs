@@ -55,8 +55,9 @@ pub fn action(step: &Step) -> Action<'_> {
     }
 }
 
-/// Checks rules 1 to 4 in turn.
+/// Checks rules 1 to 4 and 9 in turn.
 pub async fn run(subject: &dyn Subject) {
+    judged(subject).await;
     idempotent(subject).await;
     handle_survives_restart(subject).await;
     undo_is_idempotent(subject).await;
@@ -75,6 +76,27 @@ async fn rollback(adapter: &dyn DynAdapter, handle: &RollbackHandle) {
         .rollback(handle)
         .await
         .unwrap_or_else(|e| panic!("rollback failed: {e}"));
+}
+
+/// Rule 9: every field an adapter declares it acts on as an address holds one, in the
+/// canonical form the guardrails judged.
+pub async fn judged(subject: &dyn Subject) {
+    let adapter = subject.open().await;
+    for i in 0..6 {
+        let step = subject.step(i);
+        let judged: Vec<_> = step.target.addresses().collect();
+        for field in adapter.addresses(&step) {
+            let value = step.target.get(&field).unwrap_or_else(|| {
+                panic!("rule 9: step {i} has no `{field}`, which the adapter acts on")
+            });
+            assert!(
+                judged
+                    .iter()
+                    .any(|(f, a)| *f == field && a.to_string() == value),
+                "rule 9: `{field}` = `{value}` is acted on but is not an address the guardrails judge"
+            );
+        }
+    }
 }
 
 /// Rule 1: the same step executed twice acts once, and one rollback undoes it.

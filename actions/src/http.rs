@@ -1,13 +1,15 @@
 //! Calling HTTP APIs for the adapters that do (webhook, EDR): one deadline for all attempts,
 //! retries with backoff on 429 and 5xx honouring `Retry-After`, and errors that say whether a
-//! retry can help. Nothing of the request (headers with credentials) goes into an error.
+//! retry can help. Nothing of the request (headers with credentials) goes into an error, and
+//! an answer is redacted of the caller's [`Secrets`] as it is read, before anything keeps or
+//! cuts it.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
-use crate::{Error, Result};
+use crate::{Error, Result, secret::Secrets};
 
 /// Longest pause this side of a `Retry-After`; a longer one ends the attempts.
 const MAX_PAUSE: Duration = Duration::from_secs(30);
@@ -47,9 +49,10 @@ pub struct Answer {
 pub async fn send(
     what: &str,
     retry: Retry,
+    secrets: &Secrets,
     make: impl FnMut() -> reqwest::RequestBuilder,
 ) -> Result<Answer> {
-    let answer = call(what, retry, make).await?;
+    let answer = call(what, retry, secrets, make).await?;
     if answer.status.is_success() {
         Ok(answer)
     } else {
@@ -71,6 +74,7 @@ pub fn refused(what: &str, answer: &Answer) -> Error {
 pub async fn call(
     what: &str,
     retry: Retry,
+    secrets: &Secrets,
     mut make: impl FnMut() -> reqwest::RequestBuilder,
 ) -> Result<Answer> {
     let attempts = async {
@@ -78,12 +82,12 @@ pub async fn call(
         loop {
             let result = make().send().await;
             let pause = match result {
-                Ok(resp) if !retryable(resp.status()) => return answer(resp).await,
+                Ok(resp) if !retryable(resp.status()) => return answer(resp, secrets).await,
                 Ok(resp) => {
                     let pause = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
                     let status = resp.status();
                     if attempt >= retry.retries || pause > MAX_PAUSE {
-                        let a = answer(resp).await?;
+                        let a = answer(resp, secrets).await?;
                         return Err(Error::transient(format!(
                             "{what}: {status} after {} attempts: {}",
                             attempt + 1,
@@ -94,7 +98,8 @@ pub async fn call(
                 }
                 Err(e) => {
                     if attempt >= retry.retries {
-                        return Err(Error::transient(format!("{what}: {}", without_url(&e))));
+                        let why = secrets.redact(&without_url(&e));
+                        return Err(Error::transient(format!("{what}: {why}")));
                     }
                     backoff(attempt)
                 }
@@ -135,14 +140,29 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
 }
 
-async fn answer(resp: Response) -> Result<Answer> {
+/// Largest answer read; a larger one is cut here (after which its JSON does not parse).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Reads an answer, redacted of `secrets` in its text and in every string of its JSON.
+async fn answer(mut resp: Response, secrets: &Secrets) -> Result<Answer> {
     let status = resp.status();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| Error::transient(format!("reading the answer: {}", without_url(&e))))?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        Error::transient(format!(
+            "reading the answer: {}",
+            secrets.redact(&without_url(&e))
+        ))
+    })? {
+        let room = MAX_ANSWER.saturating_sub(bytes.len());
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    let text = secrets.redact(&String::from_utf8_lossy(&bytes));
+    let body = serde_json::from_slice(&bytes)
+        .map(|v| secrets.redact_json(&v))
+        .unwrap_or(Value::Null);
     Ok(Answer { status, body, text })
 }
 

@@ -19,7 +19,7 @@
 
 use std::{future::Future, pin::Pin, time::Duration};
 
-use parapet_model::{ActionKind, IntentId, Invalid, Step};
+use parapet_model::{ActionKind, IntentId, Invalid, Step, intent::Field};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub mod address;
@@ -35,6 +35,7 @@ pub mod ldap;
 pub mod locks;
 pub mod nftables;
 pub mod registry;
+pub mod secret;
 pub mod webhook;
 
 pub use registry::Registry;
@@ -108,13 +109,11 @@ impl Error {
         }
     }
 
-    /// The same error with every occurrence of `secret` blotted out: for messages that quote
-    /// a remote system, which may echo a credential back.
+    /// The same error with every secret blotted out, in any form: for messages that quote a
+    /// remote system, which may echo a credential back.
     #[must_use]
-    pub fn redacting(mut self, secret: &str) -> Self {
-        if secret.len() >= 4 && self.message.contains(secret) {
-            self.message = self.message.replace(secret, "[redacted]");
-        }
+    pub fn redacted(mut self, secrets: &secret::Secrets) -> Self {
+        self.message = secrets.redact(&self.message);
         self
     }
 
@@ -147,6 +146,15 @@ pub trait Adapter: Send + Sync + 'static {
     /// The action kinds this adapter performs.
     fn kinds(&self) -> Vec<ActionKind>;
 
+    /// The fields of `step` this adapter acts on as addresses (the id of an `ip` target, a
+    /// host's `ip` attribute). Each must hold an address, or the step is refused at
+    /// submission; the guardrails judge every address a target names, in the canonical form
+    /// the adapter then reads. An adapter that acts on addresses must declare them here.
+    fn addresses(&self, step: &Step) -> Vec<Field> {
+        let _ = step;
+        Vec::new()
+    }
+
     /// Refuses a step this adapter could never perform (a malformed address, a wrong target
     /// kind), naming the field, before anything is recorded. No I/O.
     fn validate(&self, step: &Step) -> Result<(), Invalid>;
@@ -175,6 +183,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait DynAdapter: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn kinds(&self) -> Vec<ActionKind>;
+    fn addresses(&self, step: &Step) -> Vec<Field>;
     fn validate(&self, step: &Step) -> Result<(), Invalid>;
     fn execute<'a>(&'a self, action: Action<'a>) -> BoxFuture<'a, Result<RollbackHandle>>;
     fn rollback<'a>(&'a self, handle: &'a RollbackHandle) -> BoxFuture<'a, Result<()>>;
@@ -189,6 +198,10 @@ impl<A: Adapter> DynAdapter for A {
 
     fn kinds(&self) -> Vec<ActionKind> {
         Adapter::kinds(self)
+    }
+
+    fn addresses(&self, step: &Step) -> Vec<Field> {
+        Adapter::addresses(self, step)
     }
 
     fn validate(&self, step: &Step) -> Result<(), Invalid> {

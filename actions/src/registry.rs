@@ -11,7 +11,7 @@ use std::{
     sync::Arc,
 };
 
-use parapet_model::{ActionKind, Invalid, Step};
+use parapet_model::{ActionKind, Invalid, Step, intent::Field};
 
 use crate::{Action, BoxFuture, DynAdapter, Error, Result, RollbackHandle};
 
@@ -90,11 +90,16 @@ impl Registry {
     }
 
     /// Refuses a step no configured adapter could perform; the field path is relative to the
-    /// step (`kind`, `target.id`, ...).
+    /// step (`kind`, `target.id`, ...). Every field the adapter (each, for a fan-out) acts on
+    /// as an address must hold one.
     pub fn validate(&self, step: &Step, route: Option<&[String]>) -> Result<(), Invalid> {
-        self.resolve(&step.kind, route)
-            .map_err(|m| Invalid::new("kind", m))?
-            .validate(step)
+        let adapter = self
+            .resolve(&step.kind, route)
+            .map_err(|m| Invalid::new("kind", m))?;
+        for field in adapter.addresses(step) {
+            crate::address::at(step, &field)?;
+        }
+        adapter.validate(step)
     }
 
     /// Tells the instance (or instances) that did it that the action must last `ttl` more.
@@ -240,6 +245,17 @@ impl DynAdapter for FanOut {
         let mut kinds = self.members.first().map(|m| m.kinds()).unwrap_or_default();
         kinds.retain(|k| self.members.iter().all(|m| m.kinds().contains(k)));
         kinds
+    }
+
+    fn addresses(&self, step: &Step) -> Vec<Field> {
+        let mut all: Vec<Field> = self
+            .members
+            .iter()
+            .flat_map(|m| m.addresses(step))
+            .collect();
+        all.sort();
+        all.dedup();
+        all
     }
 
     fn validate(&self, step: &Step) -> Result<(), Invalid> {

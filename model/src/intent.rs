@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, str::FromStr, time::Duration, time::System
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::Invalid;
+use crate::{Address, Invalid};
 
 /// Bounds on what a submitter may send; larger input is refused, never truncated.
 pub mod limits {
@@ -203,6 +203,10 @@ impl Detection {
 }
 
 /// What an action is aimed at: kind (`ip`, `host`, `user`), identity, and facts about it.
+///
+/// Every value that is an address (the id, any attribute) is kept in its canonical form
+/// ([`Address`]), so the guardrails and the adapters read the same text. The id of an `ip`
+/// target and the `ip` attribute must be addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Target {
     pub kind: String,
@@ -210,20 +214,80 @@ pub struct Target {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// The target kind whose id is an address.
+pub const IP_KIND: &str = "ip";
+/// The attribute that holds a target's address.
+pub const IP_ATTRIBUTE: &str = "ip";
+
 impl Target {
     pub fn new(
         kind: String,
-        id: String,
-        attributes: BTreeMap<String, String>,
+        mut id: String,
+        mut attributes: BTreeMap<String, String>,
     ) -> Result<Self, Invalid> {
         check_name(&kind).map_err(|e| e.under("kind"))?;
         check_id(&id).map_err(|e| e.under("id"))?;
         check_map(&attributes).map_err(|e| e.under("attributes"))?;
+        if kind == IP_KIND {
+            Address::parse(&id).map_err(|m| Invalid::new("id", m))?;
+        }
+        if let Some(ip) = attributes.get(IP_ATTRIBUTE) {
+            Address::parse(ip)
+                .map_err(|m| Invalid::new(format!("attributes.{IP_ATTRIBUTE}"), m))?;
+        }
+        canonical(&mut id);
+        attributes.values_mut().for_each(canonical);
         Ok(Self {
             kind,
             id,
             attributes,
         })
+    }
+
+    /// Every address the target names, where: the id and each attribute that is one, in
+    /// canonical form. The guardrails judge all of them, whichever an adapter acts on.
+    pub fn addresses(&self) -> impl Iterator<Item = (Field, Address)> + '_ {
+        std::iter::once((Field::Id, &self.id))
+            .chain(
+                self.attributes
+                    .iter()
+                    .map(|(k, v)| (Field::Attribute(k.clone()), v)),
+            )
+            .filter_map(|(field, value)| Some((field, Address::parse(value).ok()?)))
+    }
+
+    /// The value of a field, if the target has it.
+    pub fn get(&self, field: &Field) -> Option<&str> {
+        match field {
+            Field::Id => Some(&self.id),
+            Field::Attribute(name) => self.attributes.get(name).map(String::as_str),
+        }
+    }
+}
+
+/// Rewrites a value that is an address into its canonical form.
+fn canonical(value: &mut String) {
+    if let Ok(a) = Address::parse(value) {
+        let text = a.to_string();
+        if *value != text {
+            *value = text;
+        }
+    }
+}
+
+/// A place in a target that holds a value an adapter may act on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Field {
+    Id,
+    Attribute(String),
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id => f.write_str("target.id"),
+            Self::Attribute(name) => write!(f, "target.attributes.{name}"),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! the newtypes, so code past the API boundary never re-checks input. Nothing here does I/O.
 //!
 //! # Layout
+//! - [`address`]: addresses in their one canonical form; the special-purpose ranges.
 //! - [`intent`]: intents, detections, steps, targets and their validated parts.
 //! - [`decision`]: the guardrails' verdict and its reasons.
 //! - [`finding`]: an OCSF Detection Finding carried as evidence, checked for what OCSF requires.
@@ -11,11 +12,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod decision;
 pub mod finding;
 pub mod intent;
 pub mod serde_time;
 
+pub use address::Address;
 pub use decision::{Decision, Outcome, Reason};
 pub use finding::Finding;
 pub use intent::{

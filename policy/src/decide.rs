@@ -28,7 +28,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use parapet_model::{ActionKind, Decision, Detection, Outcome, Reason, Step};
+use parapet_model::{ActionKind, Decision, Detection, Outcome, Reason, Step, address::overlap};
 
 use crate::{
     Policy, Tier, UnknownDetection,
@@ -291,21 +291,47 @@ impl Policy {
         self.fleet.size(&budget.scope, value)
     }
 
-    fn target_scope(&self, i: usize, step: &Step) -> Option<Reason> {
-        let net = crate::rules::address(step)?;
-        let min = if net.addr().is_ipv4() {
-            self.min_prefix_v4
-        } else {
-            self.min_prefix_v6
-        };
-        (net.prefix_len() < min).then(|| {
-            reason(
-                guardrail::TARGET_SCOPE,
-                Outcome::Deny,
-                Some(i),
-                format!("`{net}` is broader than the policy's minimum prefix /{min}"),
-            )
-        })
+    /// Every address the step reaches, judged: not broader than the minimum prefix, not a
+    /// special-purpose range the policy does not allow, not Parapet's own.
+    fn target_scope(&self, i: usize, step: &Step) -> Vec<Reason> {
+        let mut found = Vec::new();
+        let deny =
+            |message: String| reason(guardrail::TARGET_SCOPE, Outcome::Deny, Some(i), message);
+        for (address, net, how) in crate::rules::reaches(step) {
+            let seen = match how {
+                None => format!("`{address}`"),
+                Some(how) => format!("`{address}` reaches `{net}` ({how}), which"),
+            };
+            let min = if net.addr().is_ipv4() {
+                self.min_prefix_v4
+            } else {
+                self.min_prefix_v6
+            };
+            if net.prefix_len() < min {
+                found.push(deny(format!(
+                    "{seen} is broader than the policy's minimum prefix /{min}"
+                )));
+                continue;
+            }
+            for special in parapet_model::address::special() {
+                if !overlap(&special.range, &net)
+                    || self.allow_special.iter().any(|a| a.allows(&special, &net))
+                {
+                    continue;
+                }
+                found.push(deny(format!(
+                    "{seen} is in `{}`, {}: special-purpose addresses are refused unless the policy allows `{}`",
+                    special.range, special.what, special.name
+                )));
+            }
+            for (own, what) in self.own.iter().filter(|(own, _)| overlap(own, &net)) {
+                found.push(deny(format!(
+                    "{seen} holds `{own}`, Parapet's own address ({what}): acting on it would cut Parapet off"
+                )));
+            }
+        }
+        found.dedup();
+        found
     }
 }
 

@@ -6,7 +6,11 @@
 
 use std::{collections::BTreeMap, fmt, ops::Range, time::Duration};
 
-use parapet_model::{ActionKind, Confidence, Severity};
+use ipnet::IpNet;
+use parapet_model::{
+    ActionKind, Address, Confidence, Severity,
+    address::{SPECIAL_NAMES, Special},
+};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
@@ -111,6 +115,11 @@ pub struct Policy {
     pub unknown_detection: UnknownDetection,
     pub min_prefix_v4: u8,
     pub min_prefix_v6: u8,
+    /// Special-purpose ranges the policy lets be acted on, by name or block.
+    pub allow_special: Vec<AllowSpecial>,
+    /// Parapet's own addresses (where it listens), each with what it is: never acted on.
+    /// Given by the server, not the file; not part of the digest.
+    pub own: Vec<(IpNet, String)>,
     /// Shadow mode for everything: decide and record, never act.
     pub shadow: bool,
     pub detections: BTreeMap<String, DetectionPolicy>,
@@ -170,6 +179,8 @@ struct RawDefaults {
     min_prefix_v4: Option<Spanned<u8>>,
     min_prefix_v6: Option<Spanned<u8>>,
     #[serde(default)]
+    allow_special: Vec<Spanned<String>>,
+    #[serde(default)]
     shadow: bool,
 }
 
@@ -179,7 +190,39 @@ impl Default for RawDefaults {
             unknown_detection: default_unknown(),
             min_prefix_v4: None,
             min_prefix_v6: None,
+            allow_special: Vec::new(),
             shadow: false,
+        }
+    }
+}
+
+/// A special-purpose range a policy allows: all of one kind (`link_local`), or a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowSpecial {
+    Named(&'static str),
+    Block(IpNet),
+}
+
+impl AllowSpecial {
+    fn parse(text: &str) -> Result<Self, String> {
+        if let Some(name) = SPECIAL_NAMES.iter().find(|n| **n == text) {
+            return Ok(Self::Named(name));
+        }
+        Address::parse(text)
+            .map(|a| Self::Block(a.net()))
+            .map_err(|_| {
+                format!(
+                    "`{text}` is neither a special-purpose range ({}) nor an address block",
+                    SPECIAL_NAMES.join(", ")
+                )
+            })
+    }
+
+    /// Whether this lets `net` (which overlaps `special`) be acted on.
+    pub fn allows(&self, special: &Special, net: &IpNet) -> bool {
+        match self {
+            Self::Named(name) => *name == special.name,
+            Self::Block(block) => block.contains(net),
         }
     }
 }
@@ -228,6 +271,12 @@ impl Policy {
         };
         let min_prefix_v4 = prefix(&raw.defaults.min_prefix_v4, 24, 32, "min_prefix_v4")?;
         let min_prefix_v6 = prefix(&raw.defaults.min_prefix_v6, 48, 128, "min_prefix_v6")?;
+        let allow_special = raw
+            .defaults
+            .allow_special
+            .iter()
+            .map(|a| AllowSpecial::parse(a.get_ref()).map_err(|m| at(a.span(), m)))
+            .collect::<Result<_, _>>()?;
 
         let mut detections = BTreeMap::new();
         for d in raw.detections {
@@ -297,7 +346,7 @@ impl Policy {
                     ),
                 ));
             }
-            protected.push(rule.into_inner());
+            protected.push(rule.into_inner().canonical());
         }
         let mut budgets: Vec<Budget> = Vec::new();
         for budget in raw.budgets {
@@ -351,6 +400,8 @@ impl Policy {
             unknown_detection: raw.defaults.unknown_detection,
             min_prefix_v4,
             min_prefix_v6,
+            allow_special,
+            own: Vec::new(),
             shadow: raw.defaults.shadow,
             detections,
             protected,
@@ -364,6 +415,17 @@ impl Policy {
             routes,
             route_locations,
         })
+    }
+
+    /// The same policy, knowing Parapet's own addresses (its listeners'), which it then never
+    /// lets be acted on: blocking them would cut Parapet off from those who could undo it.
+    #[must_use]
+    pub fn with_own_addresses(mut self, own: Vec<(IpNet, String)>) -> Self {
+        self.own = own
+            .into_iter()
+            .map(|(net, what)| (Address::from_net(net).net(), what))
+            .collect();
+        self
     }
 
     /// The adapter instances routed to perform `kind`, if the policy names them.

@@ -4,12 +4,11 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     time::{Duration, SystemTime},
 };
 
 use ipnet::IpNet;
-use parapet_model::{ActionKind, Step};
+use parapet_model::{ActionKind, Address, Step, address::overlap};
 use serde::Deserialize;
 
 /// A duration written as `90s`, `15m`, `1h 30m`, `7d`, and as it was written, for messages.
@@ -34,16 +33,13 @@ fn covers(kinds: &[ActionKind], kind: &ActionKind) -> bool {
     kinds.is_empty() || kinds.contains(kind)
 }
 
-/// The address a step acts on, if it names one: the target id, or a host's `ip` attribute.
-pub fn address(step: &Step) -> Option<IpNet> {
-    let candidates = std::iter::once(&step.target.id).chain(step.target.attributes.get("ip"));
-    candidates
-        .filter_map(|v| {
-            v.parse::<IpNet>()
-                .ok()
-                .or_else(|| v.parse::<IpAddr>().ok().map(IpNet::from))
-        })
-        .next()
+/// Every network a step's target reaches, for the checks on addresses: each address the
+/// target names (its id, any attribute; whichever an adapter acts on), canonical, and the
+/// IPv4 networks an IPv6 notation carries or covers ([`Address::views`]).
+pub fn reaches(step: &Step) -> impl Iterator<Item = (Address, IpNet, Option<&'static str>)> + '_ {
+    step.target
+        .addresses()
+        .flat_map(|(_, a)| a.views().into_iter().map(move |(net, how)| (a, net, how)))
 }
 
 /// What happens when a protected target would be acted on automatically.
@@ -80,6 +76,19 @@ pub struct ProtectedRule {
 }
 
 impl ProtectedRule {
+    /// The rule with its addresses in canonical form, as targets' are.
+    pub(crate) fn canonical(mut self) -> Self {
+        for cidr in &mut self.cidrs {
+            *cidr = Address::from_net(*cidr).net();
+        }
+        for id in &mut self.ids {
+            if let Ok(a) = Address::parse(id) {
+                *id = a.to_string();
+            }
+        }
+        self
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.ids.is_empty()
             && self.cidrs.is_empty()
@@ -92,8 +101,7 @@ impl ProtectedRule {
         covers(&self.action_kinds, &step.kind)
             && (self.ids.is_empty() || self.ids.contains(&t.id))
             && (self.cidrs.is_empty()
-                || address(step)
-                    .is_some_and(|a| self.cidrs.iter().any(|c| c.contains(&a) || a.contains(c))))
+                || reaches(step).any(|(_, net, _)| self.cidrs.iter().any(|c| overlap(c, &net))))
             && (self.tags.is_empty()
                 || t.attributes.get("tags").is_some_and(|tags| {
                     tags.split(',')

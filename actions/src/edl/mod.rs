@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc};
 
 use ipnet::IpNet;
-use parapet_model::{ActionKind, Invalid, Step, intent::clip};
+use parapet_model::{ActionKind, Invalid, Step, intent::Field, intent::clip};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -127,6 +127,10 @@ impl Adapter for Edl {
 
     fn kinds(&self) -> Vec<ActionKind> {
         self.config.lists.keys().cloned().collect()
+    }
+
+    fn addresses(&self, step: &Step) -> Vec<Field> {
+        vec![crate::address::field(step)]
     }
 
     fn validate(&self, step: &Step) -> Result<(), Invalid> {

@@ -116,22 +116,29 @@ fn malformed_or_misplaced_addresses_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let edl = edl(dir.path());
     let err = |s: Step| Adapter::validate(&edl, &s).unwrap_err();
-    let e = err(step("block_ip", "ip", "300.1.2.3", &[]));
+    // `Target::new` refuses these already; the adapter does not rely on it
+    let raw = |kind: &str, target_kind: &str, id: &str, ip: Option<&str>| Step {
+        kind: kind.parse().unwrap(),
+        target: parapet_model::Target {
+            kind: target_kind.into(),
+            id: id.into(),
+            attributes: ip
+                .map(|ip| [("ip".to_owned(), ip.to_owned())].into())
+                .unwrap_or_default(),
+        },
+        params: Default::default(),
+    };
+    let e = err(raw("block_ip", "ip", "300.1.2.3", None));
     assert_eq!(e.field, "target.id");
     assert_eq!(e.message, "`300.1.2.3` is not an IP address or CIDR block");
-    let e = err(step("block_ip", "ip", "10.0.0.5/24", &[]));
+    let e = err(raw("block_ip", "ip", "10.0.0.5/24", None));
     assert_eq!(
         e.message,
         "`10.0.0.5/24` has host bits set; the block is `10.0.0.0/24`"
     );
     let e = err(step("isolate_host", "host", "web-1", &[]));
     assert_eq!(e.field, "target.attributes.ip");
-    let e = err(step(
-        "isolate_host",
-        "host",
-        "web-1",
-        &[("ip", "web-1.example")],
-    ));
+    let e = err(raw("isolate_host", "host", "web-1", Some("web-1.example")));
     assert_eq!(e.field, "target.attributes.ip");
 }
 

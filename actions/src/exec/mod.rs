@@ -11,12 +11,18 @@
 //!
 //! A run that outlives the timeout has its whole process group killed. Exit status and output
 //! (bounded) go into the rollback handle or the error, and so into the journal.
+//!
+//! Up to `concurrency` scripts of an instance run at once; the rest wait their turn, and the
+//! wait does not count against a script's `timeout`. Runs on the same `check_keys` keys go one
+//! at a time, so the second sees the first's keys in force. A script gets only the environment
+//! its configuration gives it (`env`, a plain `PATH` and `LANG`): nothing of Parapet's own, such as
+//! another adapter's credential variables.
 
 mod run;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use parapet_model::{ActionKind, Invalid, Step};
+use parapet_model::{ActionKind, Invalid, Step, intent::Field};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -34,19 +40,34 @@ pub struct ExecConfig {
     pub extra_args: Vec<String>,
     /// The action kinds this script performs.
     pub kinds: Vec<ActionKind>,
-    /// How long one run may take before its process group is killed.
+    /// How long one run may take before its process group is killed; counted from its
+    /// start, not from when it was asked for.
     #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
+    /// Scripts of this instance running at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// The script's environment, besides `PATH` and `LANG` (which it may override); nothing
+    /// else of Parapet's environment reaches it.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_concurrency() -> usize {
+    4
+}
+
 impl ExecConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.kinds.is_empty() {
             return Err("`kinds` names no action kind".into());
+        }
+        if !(1..=256).contains(&self.concurrency) {
+            return Err("`concurrency` must be between 1 and 256".into());
         }
         use std::os::unix::fs::PermissionsExt;
         match std::fs::metadata(&self.command) {
@@ -78,21 +99,22 @@ pub struct ExecHandle {
 pub struct Exec {
     config: Arc<ExecConfig>,
     holds: Arc<Holds>,
-    /// Runs go one at a time, as under Wazuh's execd: a script's keys are known only once it
-    /// runs, so two runs on the same keys could not otherwise be told apart in time.
-    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+    /// One permit per script that may run at once.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// Holds list of the keys in force.
 const KEYS: &str = "keys";
+/// Lock names of the steps being run (never a list of holds).
+const RUNNING: &str = "running";
 
 impl Exec {
     pub fn open(config: ExecConfig, state_dir: &std::path::Path) -> Result<Self> {
         config.check().map_err(Error::permanent)?;
         Ok(Self {
             holds: Arc::new(Holds::open(state_dir, "exec")?),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.concurrency)),
             config: Arc::new(config),
-            one_at_a_time: Arc::default(),
         })
     }
 
@@ -156,28 +178,43 @@ impl Adapter for Exec {
         self.config.kinds.clone()
     }
 
+    /// The target's address, where a script or request takes it from: the id of an `ip`
+    /// target, and the `ip` attribute.
+    fn addresses(&self, step: &Step) -> Vec<Field> {
+        crate::address::named(step)
+    }
+
     fn validate(&self, _step: &Step) -> Result<(), Invalid> {
         Ok(())
     }
 
     async fn execute(&self, action: Action<'_>) -> Result<ExecHandle> {
-        let _one = self.one_at_a_time.lock().await;
         let holder = action.holder();
+        // the same step twice at once would run twice
+        let _mine = self.holds.lock(RUNNING, &holder).await;
         if let Some(done) = self.holds.kept(&holder)? {
             // This step already ran.
             return Ok(done);
         }
+        let _slot = self.slot().await?;
         let parameters = self.parameters(&action);
         let message = self.message("add", &parameters);
         let holds = &self.holds;
         let mut shared = false;
-        let outcome = run::run(&self.config, &message, |keys| {
-            let entry = keys_entry(keys);
-            let taken = holds
-                .get(KEYS, &entry)
-                .is_some_and(|h| !h.holders.is_empty());
-            shared = taken;
-            !taken
+        // Held from the handshake until the keys are recorded: a second run on the same keys
+        // waits, then finds them in force.
+        let mut keys_lock = None;
+        let outcome = run::run(&self.config, &message, |keys: Vec<String>| {
+            let (shared, keys_lock) = (&mut shared, &mut keys_lock);
+            async move {
+                let entry = keys_entry(&keys);
+                *keys_lock = Some(holds.lock(KEYS, &entry).await);
+                let taken = holds
+                    .get(KEYS, &entry)
+                    .is_some_and(|h| !h.holders.is_empty());
+                *shared = taken;
+                !taken
+            }
         })
         .await?;
         let keys = outcome.keys.clone();
@@ -195,15 +232,22 @@ impl Adapter for Exec {
             holds.hold(KEYS, &keys_entry(keys), &holder, None).await?;
         }
         holds.keep(&holder, &handle).await?;
+        drop(keys_lock);
         Ok(handle)
     }
 
     async fn rollback(&self, handle: ExecHandle) -> Result<()> {
-        let _one = self.one_at_a_time.lock().await;
+        let _mine = self.holds.lock(RUNNING, &handle.holder).await;
         if self.holds.kept::<ExecHandle>(&handle.holder)?.is_none() {
             // Undone already (or never done by this adapter): nothing to do.
             return Ok(());
         }
+        // in the order `execute` takes them: a turn, then the keys
+        let _slot = self.slot().await?;
+        let _keys = match &handle.keys {
+            Some(keys) => Some(self.holds.lock(KEYS, &keys_entry(keys)).await),
+            None => None,
+        };
         let others = handle.keys.as_ref().is_some_and(|keys| {
             self.holds
                 .get(KEYS, &keys_entry(keys))
@@ -211,7 +255,7 @@ impl Adapter for Exec {
         });
         if !others {
             let message = self.message("delete", &handle.parameters);
-            let outcome = run::run(&self.config, &message, |_| true).await?;
+            let outcome = run::run(&self.config, &message, |_| async { true }).await?;
             if !outcome.success() {
                 return Err(outcome.failure(&self.config.command));
             }
@@ -222,6 +266,16 @@ impl Adapter for Exec {
                 .await?;
         }
         self.holds.forget(&handle.holder).await
+    }
+}
+
+impl Exec {
+    /// Waits for a turn to run a script.
+    async fn slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.slots
+            .acquire()
+            .await
+            .map_err(|_| Error::transient("the exec adapter is closing"))
     }
 }
 

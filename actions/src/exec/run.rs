@@ -47,14 +47,21 @@ impl Outcome {
     }
 }
 
+/// The `PATH` a script gets unless its configuration sets another (with `LANG=C.UTF-8`).
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Runs the script with `message`. When it asks `check_keys`, `proceed(keys)` says whether it
 /// may go on (`continue`) or must stop (`abort`).
-pub(super) async fn run(
+pub(super) async fn run<F: std::future::Future<Output = bool>>(
     config: &ExecConfig,
     message: &Value,
-    proceed: impl FnOnce(&[String]) -> bool,
+    proceed: impl FnOnce(Vec<String>) -> F,
 ) -> Result<Outcome> {
     let mut child = Command::new(&config.command)
+        .env_clear()
+        .env("PATH", PATH)
+        .env("LANG", "C.UTF-8")
+        .envs(&config.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -83,7 +90,11 @@ pub(super) async fn run(
         let mut output = String::new();
         match check_keys(&first) {
             Some(k) => {
-                let answer = if proceed(&k) { "continue" } else { "abort" };
+                let answer = if proceed(k.clone()).await {
+                    "continue"
+                } else {
+                    "abort"
+                };
                 let mut reply = serde_json::to_vec(&json!({
                     "version": 1,
                     "origin": {"name": "parapet", "module": "wazuh-execd"},

@@ -19,6 +19,8 @@ fn config(script: &str, extra: &Path) -> ExecConfig {
         extra_args: vec![extra.display().to_string()],
         kinds: vec!["block_ip".parse().unwrap()],
         timeout: Duration::from_secs(10),
+        concurrency: 4,
+        env: Default::default(),
     }
 }
 
@@ -145,4 +147,70 @@ fn a_missing_or_non_executable_script_is_a_configuration_error() {
     c.command = fixture("../../Cargo.toml");
     let err = c.check().unwrap_err();
     assert!(err.contains("is not an executable file"), "{err}");
+}
+
+/// Runs `n` steps of one exec instance at once; returns each run's record.
+async fn runs(c: ExecConfig, n: u32, dir: &Path) -> Vec<Value> {
+    let record = PathBuf::from(&c.extra_args[0]);
+    let exec = Exec::open(c, &dir.join("state")).unwrap();
+    let steps: Vec<Step> = (0..n)
+        .map(|i| step("ip", &format!("198.51.100.{i}")))
+        .collect();
+    let done =
+        futures::future::join_all(steps.iter().map(|s| Adapter::execute(&exec, action(s)))).await;
+    for d in done {
+        d.unwrap();
+    }
+    std::fs::read_to_string(record)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_script_gets_only_the_environment_its_configuration_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("ar-env.py", &dir.path().join("runs"));
+    c.extra_args.push("0".into());
+    c.env = [("AR_MODE".to_owned(), "strict".to_owned())].into();
+    let ran = runs(c, 1, dir.path()).await;
+    let env = ran[0]["env"].as_object().unwrap();
+    let mut names: Vec<&str> = env.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    // nothing of this process's environment (HOME, PATH, credentials) is passed on
+    assert_eq!(names, ["AR_MODE", "LANG", "PATH"], "{env:?}");
+    assert_eq!(env["AR_MODE"], "strict");
+}
+
+#[tokio::test]
+async fn scripts_run_side_by_side_up_to_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("ar-env.py", &dir.path().join("runs"));
+    c.extra_args.push("0.5".into());
+    c.concurrency = 2;
+    let ran = runs(c, 6, dir.path()).await;
+    assert_eq!(ran.len(), 6);
+    // at each start, how many were running
+    let spans: Vec<(f64, f64)> = ran
+        .iter()
+        .map(|r| (r["start"].as_f64().unwrap(), r["end"].as_f64().unwrap()))
+        .collect();
+    let most = spans
+        .iter()
+        .map(|(at, _)| spans.iter().filter(|(s, e)| s <= at && at < e).count())
+        .max()
+        .unwrap();
+    assert_eq!(most, 2, "{spans:?}");
+}
+
+#[tokio::test]
+async fn waiting_for_a_turn_does_not_count_against_a_scripts_timeout() {
+    // one at a time, each run taking most of its timeout: the last waits for three runs
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config("ar-env.py", &dir.path().join("runs"));
+    c.extra_args.push("0.6".into());
+    c.concurrency = 1;
+    c.timeout = Duration::from_secs(1);
+    assert_eq!(runs(c, 4, dir.path()).await.len(), 4);
 }

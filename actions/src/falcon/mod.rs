@@ -25,6 +25,7 @@ use crate::{
     config::{check_secret, duration, read_secret},
     holds::Holds,
     http::{self, Answer, Retry},
+    secret::Secrets,
 };
 
 /// One Falcon instance, as the config file declares it.
@@ -101,6 +102,8 @@ pub struct Falcon {
     config: Arc<FalconConfig>,
     base: Url,
     secret: Arc<String>,
+    /// The client secret and every token fetched, in every form an answer might echo them.
+    secrets: Secrets,
     client: reqwest::Client,
     token: Arc<Mutex<Option<(String, Instant)>>>,
     holds: Arc<Holds>,
@@ -119,6 +122,7 @@ impl Falcon {
             client: http::client()?,
             holds: Arc::new(Holds::open(state_dir, "falcon")?),
             token: Arc::default(),
+            secrets: Secrets::of(Some(&secret)),
             secret: Arc::new(secret),
             config: Arc::new(config),
         })
@@ -151,15 +155,17 @@ impl Falcon {
             ("client_id", self.config.client_id.as_str()),
             ("client_secret", self.secret.as_str()),
         ];
-        let answer = http::send("falcon token", self.retry(), || {
+        // the token itself comes in this answer: read it before it is redacted
+        let answer = http::send("falcon token", self.retry(), &Secrets::new(), || {
             self.client.post(url.clone()).form(&form)
         })
         .await
-        .map_err(|e| e.redacting(&self.secret))?;
+        .map_err(|e| e.redacted(&self.secrets))?;
         let access = answer.body["access_token"]
             .as_str()
             .ok_or_else(|| Error::permanent("falcon token: the answer has no access_token"))?
             .to_owned();
+        self.secrets.add(&access);
         let life = answer.body["expires_in"].as_u64().unwrap_or(1799);
         // A minute early, so a token never expires on its way.
         let until = Instant::now() + Duration::from_secs(life.saturating_sub(60));
@@ -176,11 +182,11 @@ impl Falcon {
         let mut fresh = false;
         loop {
             let token = self.token(fresh).await?;
-            let answer = http::call(what, self.retry(), || {
+            let answer = http::call(what, self.retry(), &self.secrets, || {
                 make(&self.client).bearer_auth(&token)
             })
             .await
-            .map_err(|e| e.redacting(&token).redacting(&self.secret))?;
+            .map_err(|e| e.redacted(&self.secrets))?;
             if answer.status == StatusCode::UNAUTHORIZED && !fresh {
                 fresh = true;
                 continue;
@@ -192,7 +198,7 @@ impl Falcon {
                 Some(m) => Error::permanent(format!("{what}: {}: {m}", answer.status)),
                 None => http::refused(what, &answer),
             };
-            return Err(error.redacting(&token).redacting(&self.secret));
+            return Err(error.redacted(&self.secrets));
         }
     }
 

@@ -21,6 +21,7 @@ use parapet_model::{ActionKind, Invalid, Step, intent::clip};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::secret::Secrets;
 use crate::{
     Action, Adapter, Error, Result,
     config::{check_secret, duration, read_secret},
@@ -126,6 +127,8 @@ pub struct LdapHandle {
 pub struct Ldap {
     config: Arc<LdapConfig>,
     password: Arc<String>,
+    /// The bind password in every form a server's diagnostic might echo it in.
+    secrets: Secrets,
     holds: Arc<Holds>,
 }
 
@@ -142,6 +145,7 @@ impl Ldap {
             .unwrap_or_default();
         Ok(Self {
             holds: Arc::new(Holds::open(state_dir, "ldap")?),
+            secrets: Secrets::of(Some(&password)),
             password: Arc::new(password),
             config: Arc::new(config),
         })
@@ -303,6 +307,7 @@ impl Adapter for Ldap {
         tokio::time::timeout(self.config.timeout, work)
             .await
             .unwrap_or_else(|_| Err(self.timed_out()))
+            .map_err(|e| e.redacted(&self.secrets))
     }
 
     async fn rollback(&self, handle: LdapHandle) -> Result<()> {
@@ -328,7 +333,8 @@ impl Adapter for Ldap {
             };
             tokio::time::timeout(self.config.timeout, work)
                 .await
-                .unwrap_or_else(|_| Err(self.timed_out()))?;
+                .unwrap_or_else(|_| Err(self.timed_out()))
+                .map_err(|e| e.redacted(&self.secrets))?;
         }
         self.holds
             .release(ACCOUNTS, &handle.dn, &handle.holder)

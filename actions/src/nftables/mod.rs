@@ -16,7 +16,7 @@ mod nft;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
-use parapet_model::{ActionKind, Invalid, Step};
+use parapet_model::{ActionKind, Invalid, Step, intent::Field};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -211,6 +211,10 @@ impl Adapter for Nftables {
             .chain(&self.config.isolate)
             .cloned()
             .collect()
+    }
+
+    fn addresses(&self, step: &Step) -> Vec<Field> {
+        vec![crate::address::field(step)]
     }
 
     fn validate(&self, step: &Step) -> Result<(), Invalid> {

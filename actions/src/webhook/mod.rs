@@ -16,18 +16,19 @@ use std::{
     time::Duration,
 };
 
-use parapet_model::{ActionKind, Invalid, Step};
+use parapet_model::{ActionKind, Invalid, Step, intent::Field};
 use reqwest::{Method, Url};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use template::{Place, Vars};
+use template::{Place, Unfilled, Vars};
 
 use crate::{
     Action, Adapter, Error, Result,
     config::{check_secret, duration, read_secret},
     holds::Holds,
     http::{self, Retry},
+    secret::Secrets,
 };
 
 /// One webhook instance, as the config file declares it. It names where the credential is,
@@ -169,6 +170,8 @@ struct Request {
 pub struct Webhook {
     config: Arc<WebhookConfig>,
     secret: Arc<Option<String>>,
+    /// The secret in every form a remote answer might echo it in.
+    secrets: Secrets,
     client: reqwest::Client,
     holds: Arc<Holds>,
 }
@@ -183,6 +186,7 @@ impl Webhook {
         Ok(Self {
             client: http::client()?,
             holds: Arc::new(Holds::open(state_dir, "webhook")?),
+            secrets: Secrets::of(secret.as_deref()),
             secret: Arc::new(secret),
             config: Arc::new(config),
         })
@@ -210,17 +214,20 @@ impl Webhook {
         vars
     }
 
-    /// The request a template makes with these values; the error names a missing value.
-    fn build(&self, template: &RequestTemplate, vars: &Vars) -> Result<Request, String> {
-        let missing = |name: String| format!("`{{{{{name}}}}}` has no value for this step");
-        let method = Method::from_bytes(template.method.as_bytes()).map_err(|e| e.to_string())?;
-        let url = template::fill(&template.url, vars, Place::Url).map_err(missing)?;
-        let url = Url::parse(&url).map_err(|e| format!("url: {e}"))?;
+    /// The request a template makes with these values; the error names the value at fault.
+    fn build(&self, template: &RequestTemplate, vars: &Vars) -> Result<Request, Unfilled> {
+        let other = |m: String| Unfilled::Template(m);
+        let method =
+            Method::from_bytes(template.method.as_bytes()).map_err(|e| other(e.to_string()))?;
+        let url = template::fill(&template.url, vars, Place::Url)?;
+        let url = Url::parse(&url).map_err(|e| other(format!("url: {e}")))?;
         let mut headers = BTreeMap::new();
         for (k, v) in &template.headers {
-            let value = template::fill(v, vars, Place::Header).map_err(missing)?;
+            let value = template::fill(v, vars, Place::Header)?;
             if value.chars().any(char::is_control) {
-                return Err(format!("header `{k}` would hold a control character"));
+                return Err(other(format!(
+                    "header `{k}` would hold a control character"
+                )));
             }
             headers.insert(k.clone(), value);
         }
@@ -228,8 +235,7 @@ impl Webhook {
             .body
             .as_ref()
             .map(|b| template::fill_json(b, vars))
-            .transpose()
-            .map_err(missing)?;
+            .transpose()?;
         Ok(Request {
             method,
             url,
@@ -249,7 +255,7 @@ impl Webhook {
             retries: self.config.retries,
             deadline: self.config.timeout,
         };
-        http::send(what, retry, || {
+        http::send(what, retry, &self.secrets, || {
             let mut req = self.client.request(method.clone(), url.clone());
             for (k, v) in &headers {
                 req = req.header(k, v);
@@ -260,10 +266,7 @@ impl Webhook {
             req
         })
         .await
-        .map_err(|e| match self.secret.as_deref() {
-            Some(secret) => e.redacting(secret),
-            None => e,
-        })
+        .map_err(|e| e.redacted(&self.secrets))
     }
 }
 
@@ -276,6 +279,12 @@ impl Adapter for Webhook {
 
     fn kinds(&self) -> Vec<ActionKind> {
         self.config.kinds.clone()
+    }
+
+    /// The target's address, where a script or request takes it from: the id of an `ip`
+    /// target, and the `ip` attribute.
+    fn addresses(&self, step: &Step) -> Vec<Field> {
+        crate::address::named(step)
     }
 
     /// A step that lacks what the execute template needs is refused at submission.
@@ -293,14 +302,15 @@ impl Adapter for Webhook {
         };
         self.build(&self.config.execute, &vars)
             .map(drop)
-            .map_err(|m| {
-                let field = m
-                    .strip_prefix("`{{")
-                    .and_then(|r| r.split_once("}}`"))
-                    .map_or("target".to_owned(), |(name, _)| name.to_owned());
+            .map_err(|e| {
+                let field = e.name().unwrap_or("target").to_owned();
+                let how = match e {
+                    Unfilled::Missing(_) => "needs",
+                    _ => "refuses this step:",
+                };
                 Invalid::new(
                     field,
-                    format!("the `{}` webhook needs {m}", self.config.name),
+                    format!("the `{}` webhook {how} {e}", self.config.name),
                 )
             })
     }
@@ -317,7 +327,7 @@ impl Adapter for Webhook {
         };
         let request = self
             .build(&self.config.execute, &vars)
-            .map_err(Error::permanent)?;
+            .map_err(|e| Error::permanent(e.to_string()))?;
         let key = format!("{} {}", request.method, request.url);
         let _one = self.holds.lock(SENT, &key).await;
         let response = match self.holds.get(SENT, &key) {
@@ -353,7 +363,7 @@ impl Adapter for Webhook {
             };
             let request = self
                 .build(&self.config.rollback, &vars)
-                .map_err(Error::permanent)?;
+                .map_err(|e| Error::permanent(e.to_string()))?;
             self.send("rollback", request).await?;
         }
         self.holds

@@ -73,19 +73,77 @@ pub(super) fn known(name: &str, place: Place, rollback: bool) -> Result<(), Stri
     }
 }
 
-/// Fills a text's placeholders from `vars`, or names the first that has no value.
-pub(super) fn fill(text: &str, vars: &Vars, place: Place) -> Result<String, String> {
+/// Why a placeholder cannot be filled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Unfilled {
+    /// The step has no value for it.
+    Missing(String),
+    /// In the URL, the value would not stay one path segment (`..`, a `/`, an encoded one):
+    /// the credentialed request could reach another path.
+    NotOneSegment(String, String),
+    /// The template itself is malformed.
+    Template(String),
+}
+
+impl Unfilled {
+    /// The placeholder at fault, if one is.
+    pub(super) fn name(&self) -> Option<&str> {
+        match self {
+            Self::Missing(name) | Self::NotOneSegment(name, _) => Some(name),
+            Self::Template(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Unfilled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(name) => write!(f, "`{{{{{name}}}}}` has no value for this step"),
+            Self::NotOneSegment(name, value) => write!(
+                f,
+                "`{{{{{name}}}}}` = `{}` cannot go into the URL: a value there must be one path segment (no `.` or `..`, no `/`, `\\`, `?`, `#` or `%`-escape)",
+                parapet_model::intent::clip(value)
+            ),
+            Self::Template(message) => f.write_str(message),
+        }
+    }
+}
+
+/// Whether a value stays one path segment once percent-encoded: `.` and `..` are left as is
+/// by the encoding and move up the path; the others are refused outright so that no server
+/// that decodes twice, or treats `\\` as `/`, is led elsewhere either.
+fn one_segment(value: &str) -> bool {
+    let escape = value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit());
+    !(value.is_empty()
+        || value == "."
+        || value == ".."
+        || escape
+        || value.contains(['/', '\\', '?', '#']))
+}
+
+/// Fills a text's placeholders from `vars`, or says which cannot be filled.
+pub(super) fn fill(text: &str, vars: &Vars, place: Place) -> Result<String, Unfilled> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else {
-            return Err(format!("`{text}` opens `{{{{` without closing it"));
+            return Err(Unfilled::Template(format!(
+                "`{text}` opens `{{{{` without closing it"
+            )));
         };
         let name = after[..end].trim();
-        let value = vars.get(name).ok_or_else(|| name.to_owned())?;
+        let value = vars
+            .get(name)
+            .ok_or_else(|| Unfilled::Missing(name.to_owned()))?;
         match place {
+            Place::Url if !one_segment(&value) => {
+                return Err(Unfilled::NotOneSegment(name.to_owned(), value));
+            }
             Place::Url => out.extend(utf8_percent_encode(&value, URL_VALUE)),
             Place::Header | Place::Body => out.push_str(&value),
         }
@@ -96,7 +154,7 @@ pub(super) fn fill(text: &str, vars: &Vars, place: Place) -> Result<String, Stri
 }
 
 /// Fills every string of a JSON body.
-pub(super) fn fill_json(body: &Value, vars: &Vars) -> Result<Value, String> {
+pub(super) fn fill_json(body: &Value, vars: &Vars) -> Result<Value, Unfilled> {
     Ok(match body {
         Value::String(s) => Value::String(fill(s, vars, Place::Body)?),
         Value::Array(items) => Value::Array(
@@ -108,7 +166,7 @@ pub(super) fn fill_json(body: &Value, vars: &Vars) -> Result<Value, String> {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), fill_json(v, vars)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, Unfilled>>()?,
         ),
         other => other.clone(),
     })

@@ -267,14 +267,50 @@ fn templates_are_checked_when_the_config_is_read() {
 
 #[test]
 fn values_are_encoded_for_where_they_land() {
-    let vars = Vars {
-        plain: [("target.id".to_owned(), "a/b?c=d e\"f".to_owned())].into(),
+    let vars = |id: &str| Vars {
+        plain: [("target.id".to_owned(), id.to_owned())].into(),
         ..Default::default()
     };
     assert_eq!(
-        template::fill("http://h/u/{{target.id}}", &vars, Place::Url).unwrap(),
-        "http://h/u/a%2Fb%3Fc%3Dd%20e%22f"
+        template::fill("http://h/u/{{target.id}}", &vars("c=d e\"f&ü"), Place::Url).unwrap(),
+        "http://h/u/c%3Dd%20e%22f%26%C3%BC"
     );
-    let body = template::fill_json(&json!({"user": "{{ target.id }}"}), &vars).unwrap();
+    let body =
+        template::fill_json(&json!({"user": "{{ target.id }}"}), &vars("a/b?c=d e\"f")).unwrap();
     assert_eq!(body.to_string(), r#"{"user":"a/b?c=d e\"f"}"#);
+}
+
+#[test]
+fn a_value_in_the_url_stays_one_path_segment() {
+    for id in [
+        ".", "..", "a/b", "../admin", "a?b", "a#b", "a%2fb", "a%2Fb", "..%2f", "a\\b", "",
+    ] {
+        let filled = template::fill(
+            "http://h/u/{{target.id}}/suspend",
+            &Vars {
+                plain: [("target.id".to_owned(), id.to_owned())].into(),
+                ..Default::default()
+            },
+            Place::Url,
+        );
+        assert!(
+            matches!(filled, Err(template::Unfilled::NotOneSegment(ref name, _)) if name == "target.id"),
+            "{id:?}: {filled:?}"
+        );
+    }
+    // a dot inside a name, or a percent sign that escapes nothing, is just data
+    for id in ["jane.doe", "...", "100%", "a.b.c"] {
+        assert!(
+            template::fill(
+                "http://h/u/{{target.id}}",
+                &Vars {
+                    plain: [("target.id".to_owned(), id.to_owned())].into(),
+                    ..Default::default()
+                },
+                Place::Url
+            )
+            .is_ok(),
+            "{id}"
+        );
+    }
 }

@@ -99,3 +99,46 @@ fn intent_ids_round_trip_through_text() {
     assert_eq!(id.to_string().parse::<IntentId>().unwrap(), id);
     assert!("nope".parse::<IntentId>().is_err());
 }
+
+#[test]
+fn addresses_in_a_target_are_kept_in_their_canonical_form() {
+    let attrs = BTreeMap::from([
+        ("ip".to_owned(), "::ffff:10.20.0.5".to_owned()),
+        ("gateway".to_owned(), "64:ff9b::a14:1".to_owned()),
+        ("site".to_owned(), "hq".to_owned()),
+    ]);
+    let t = Target::new("host".into(), "::FFFF:192.0.2.200".into(), attrs).unwrap();
+    assert_eq!(t.id, "192.0.2.200");
+    assert_eq!(t.attributes["ip"], "10.20.0.5");
+    assert_eq!(t.attributes["gateway"], "10.20.0.1");
+    assert_eq!(t.attributes["site"], "hq");
+    let named: Vec<String> = t
+        .addresses()
+        .map(|(field, a)| format!("{field}={a}"))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            "target.id=192.0.2.200",
+            "target.attributes.gateway=10.20.0.1",
+            "target.attributes.ip=10.20.0.5"
+        ]
+    );
+}
+
+#[test]
+fn an_ip_target_and_the_ip_attribute_must_hold_addresses() {
+    for (kind, id, ip, field) in [
+        ("ip", "10/8", None, "id"),
+        ("ip", "012.024.0.5", None, "id"),
+        ("ip", "10.20.0.5;x", None, "id"),
+        ("host", "ws-1", Some("0/0"), "attributes.ip"),
+        ("host", "ws-1", Some("10.20.0.5/16"), "attributes.ip"),
+    ] {
+        let attrs = ip
+            .map(|ip| BTreeMap::from([("ip".to_owned(), ip.to_owned())]))
+            .unwrap_or_default();
+        let err = Target::new(kind.into(), id.into(), attrs).unwrap_err();
+        assert_eq!(err.field, field, "{kind} {id} {ip:?}: {err}");
+    }
+}

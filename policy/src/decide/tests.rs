@@ -657,3 +657,267 @@ fn an_approval_satisfies_what_asked_for_one_but_not_a_denial() {
     }
     assert_eq!(input(true, &full).outcome, Outcome::Deny);
 }
+
+fn target(kind: &str, id: &str, attrs: &[(&str, &str)]) -> Step {
+    let attrs = attrs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Step::new(
+        kind.parse().unwrap(),
+        Target::new(
+            if kind == "block_ip" { "ip" } else { "host" }.into(),
+            id.into(),
+            attrs,
+        )
+        .unwrap(),
+        BTreeMap::new(),
+    )
+    .unwrap()
+}
+
+/// The guardrails that refused, with their messages.
+fn denials(d: &Decision) -> Vec<(String, String)> {
+    d.reasons
+        .iter()
+        .filter(|r| r.effect == Outcome::Deny || r.effect == Outcome::AwaitApproval)
+        .map(|r| (r.guardrail.clone(), r.message.clone()))
+        .collect()
+}
+
+#[test]
+fn every_address_a_target_names_is_judged_not_only_its_id() {
+    // the id is harmless; the attribute an adapter blocks is a /16 holding the payment network
+    let det = detection("c2", Severity::Critical, 1.0);
+    let s = target("isolate_host", "192.0.2.200", &[("ip", "10.20.0.0/16")]);
+    let d = decide(PROTECTED, &det, &[s]);
+    assert_eq!(d.outcome, Outcome::Deny, "{d:?}");
+    let found = denials(&d);
+    assert!(
+        found.contains(&(
+            guardrail::TARGET_SCOPE.into(),
+            "`10.20.0.0/16` is broader than the policy's minimum prefix /24".into()
+        )),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(g, m)| g == guardrail::PROTECTED_TARGET && m.contains("payment network")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn every_notation_of_a_protected_address_is_protected() {
+    let det = detection("c2", Severity::Critical, 1.0);
+    for id in [
+        "10.20.0.5",
+        "::ffff:10.20.0.5",
+        "::ffff:a14:5",
+        "64:ff9b::10.20.0.5",
+        "::ffff:10.20.0.0/120",
+        "2002:a14:5::1",
+        "::a14:5",
+    ] {
+        let d = decide(PROTECTED, &det, &[step("block_ip", "ip", id)]);
+        assert!(
+            denials(&d)
+                .iter()
+                .any(|(g, m)| g == guardrail::PROTECTED_TARGET && m.contains("payment network")),
+            "{id}: {d:?}"
+        );
+    }
+    // a mapped block obeys the IPv4 floor; broad IPv6 blocks over IPv4 space reach all of it
+    for (id, says) in [
+        ("::ffff:10.20.0.0/112", "`10.20.0.0/16` is broader"),
+        ("::ffff:0:0/96", "`0.0.0.0/0` is broader"),
+        ("64:ff9b::/96", "`0.0.0.0/0` is broader"),
+        ("2002::/16", "`2002::/16` is broader"),
+        (
+            "2002:a14::/32",
+            "reaches `10.20.0.0/16` (6to4), which is broader",
+        ),
+    ] {
+        let d = decide(PROTECTED, &det, &[step("block_ip", "ip", id)]);
+        assert_eq!(d.outcome, Outcome::Deny, "{id}: {d:?}");
+        assert!(
+            denials(&d)
+                .iter()
+                .any(|(g, m)| g == guardrail::TARGET_SCOPE && m.contains(says)),
+            "{id}: {:?}",
+            denials(&d)
+        );
+    }
+}
+
+#[test]
+fn special_purpose_addresses_are_refused_unless_allowed_by_name_or_block() {
+    let det = detection("c2", Severity::Critical, 1.0);
+    for (id, range, name) in [
+        ("0.0.0.0", "0.0.0.0/8", "unspecified"),
+        ("::", "::/128", "unspecified"),
+        ("127.0.0.1", "127.0.0.0/8", "loopback"),
+        ("::1", "::1/128", "loopback"),
+        ("::ffff:127.0.0.1", "127.0.0.0/8", "loopback"),
+        ("169.254.169.254", "169.254.0.0/16", "link_local"),
+        ("fe80::1", "fe80::/10", "link_local"),
+        ("224.0.0.251", "224.0.0.0/4", "multicast"),
+        ("ff02::1", "ff00::/8", "multicast"),
+        ("255.255.255.255", "255.255.255.255/32", "broadcast"),
+    ] {
+        let d = decide(POLICY, &det, &[step("block_ip", "ip", id)]);
+        assert_eq!(d.outcome, Outcome::Deny, "{id}: {d:?}");
+        let (g, m) = &denials(&d)[0];
+        assert_eq!(g, guardrail::TARGET_SCOPE);
+        assert!(
+            m.contains(&format!("is in `{range}`")) && m.ends_with(&format!("allows `{name}`")),
+            "{id}: {m}"
+        );
+    }
+    let allowing = POLICY.replace(
+        "unknown_detection = \"deny\"",
+        "unknown_detection = \"deny\"\nallow_special = [\"loopback\", \"169.254.169.254/32\"]",
+    );
+    for (id, allowed) in [
+        ("127.0.0.9", true),
+        ("::1", true),
+        ("169.254.169.254", true),
+        ("169.254.0.1", false),
+        ("224.0.0.251", false),
+    ] {
+        let d = decide(&allowing, &det, &[step("block_ip", "ip", id)]);
+        assert_eq!(d.outcome == Outcome::Execute, allowed, "{id}: {d:?}");
+    }
+    let err = Policy::from_toml("[defaults]\nallow_special = [\"loopbak\"]\n").unwrap_err();
+    assert!(err.to_string().contains("`loopbak` is neither"), "{err}");
+}
+
+#[test]
+fn parapets_own_addresses_are_never_acted_on() {
+    let det = detection("c2", Severity::Critical, 1.0);
+    let policy = Policy::from_toml(POLICY).unwrap().with_own_addresses(vec![(
+        "192.0.2.10/32".parse().unwrap(),
+        "the gRPC listener".into(),
+    )]);
+    let decide = |id: &str| {
+        policy.decide(DecisionInput {
+            detection: &det,
+            steps: &[step("block_ip", "ip", id)],
+            now: now(),
+            kill_switches: &KillSwitches::default(),
+            ledger: &Ledger::default(),
+            suppressions: &Suppressions::default(),
+            demoted: &Default::default(),
+            approved: false,
+        })
+    };
+    let d = decide("192.0.2.0/24");
+    assert_eq!(d.outcome, Outcome::Deny);
+    assert!(
+        denials(&d)[0]
+            .1
+            .contains("holds `192.0.2.10/32`, Parapet's own address (the gRPC listener)"),
+        "{d:?}"
+    );
+    assert_eq!(decide("192.0.2.11").outcome, Outcome::Execute);
+}
+
+mod notations {
+    use std::net::Ipv4Addr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// An IPv4 address written as one of the notations that mean it.
+    fn written(v4: Ipv4Addr, how: u8) -> String {
+        let [a, b, c, d] = v4.octets();
+        match how {
+            0 => v4.to_string(),
+            1 => format!("::ffff:{v4}"),
+            2 => format!(
+                "::ffff:{:x}:{:x}",
+                u16::from_be_bytes([a, b]),
+                u16::from_be_bytes([c, d])
+            ),
+            3 => format!("64:ff9b::{v4}"),
+            4 => format!("{v4}/32"),
+            5 => format!("::FFFF:{v4}/128"),
+            _ => format!(
+                "64:ff9b::{:x}:{:x}/128",
+                u16::from_be_bytes([a, b]),
+                u16::from_be_bytes([c, d])
+            ),
+        }
+    }
+
+    const POLICY: &str = r#"
+[[detections]]
+id = "c2"
+[detections.actions]
+block_ip = "auto"
+isolate_host = "auto"
+
+[[protected]]
+name = "payment network"
+cidrs = ["10.20.0.0/24", "::ffff:192.0.2.0/120"]
+effect = "approval"
+
+[[protected]]
+name = "vault"
+ids = ["::ffff:198.51.100.7"]
+effect = "deny"
+"#;
+
+    fn outcome(policy: &Policy, s: Step) -> (Outcome, Vec<(String, Outcome)>) {
+        let det = detection("c2", Severity::Critical, 1.0);
+        let d = policy.decide(DecisionInput {
+            detection: &det,
+            steps: &[s],
+            now: now(),
+            kill_switches: &KillSwitches::default(),
+            ledger: &Ledger::default(),
+            suppressions: &Suppressions::default(),
+            demoted: &Default::default(),
+            approved: false,
+        });
+        (
+            d.outcome,
+            d.reasons
+                .iter()
+                .map(|r| (r.guardrail.clone(), r.effect))
+                .collect(),
+        )
+    }
+
+    fn interesting() -> impl Strategy<Value = Ipv4Addr> {
+        prop_oneof![
+            any::<u32>().prop_map(Ipv4Addr::from),
+            (0u8..=255).prop_map(|d| Ipv4Addr::new(10, 20, 0, d)),
+            (0u8..=255).prop_map(|d| Ipv4Addr::new(192, 0, 2, d)),
+            Just(Ipv4Addr::new(198, 51, 100, 7)),
+            (0u8..=255).prop_map(|d| Ipv4Addr::new(127, 0, 0, d)),
+            (0u8..=255).prop_map(|d| Ipv4Addr::new(169, 254, 169, d)),
+        ]
+    }
+
+    proptest! {
+        /// However an address is written, as the target's id or as its `ip` attribute, the
+        /// guardrails decide exactly as for its canonical IPv4 form.
+        #[test]
+        fn a_decision_does_not_depend_on_the_notation(v4 in interesting(), how in 0u8..7, attr in any::<bool>()) {
+            let policy = Policy::from_toml(POLICY).unwrap();
+            let text = written(v4, how);
+            let (plain, other) = if attr {
+                (
+                    target("isolate_host", "ws-1", &[("ip", &v4.to_string())]),
+                    target("isolate_host", "ws-1", &[("ip", &text)]),
+                )
+            } else {
+                (target("block_ip", &v4.to_string(), &[]), target("block_ip", &text, &[]))
+            };
+            prop_assert_eq!(outcome(&policy, other), outcome(&policy, plain));
+        }
+    }
+}
