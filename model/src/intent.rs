@@ -452,23 +452,49 @@ fn check_id(s: &str) -> Result<(), Invalid> {
             format!("is longer than {} bytes", limits::MAX_ID_LEN),
         ));
     }
-    if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    if s.chars()
+        .any(|c| c.is_control() || c.is_whitespace() || invisible(c))
+    {
         return Err(Invalid::new(
             "",
-            format!("`{}` contains whitespace or control characters", clip(s)),
+            "contains whitespace, control or invisible formatting characters",
         ));
     }
     Ok(())
 }
 
-fn check_text(s: &str, max: usize) -> Result<(), Invalid> {
+/// Checks free text a person wrote (a reason, a title, a note): at most `max` bytes, no
+/// control characters but newline and tab, no bidirectional overrides (which make a journal
+/// line read differently from what it says).
+pub fn check_text(s: &str, max: usize) -> Result<(), Invalid> {
     if s.len() > max {
         return Err(Invalid::new("", format!("is longer than {max} bytes")));
     }
     if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(Invalid::new("", "contains control characters"));
     }
+    if let Some(c) = s.chars().find(|c| bidi(*c)) {
+        return Err(Invalid::new(
+            "",
+            format!(
+                "contains the bidirectional control character U+{:04X}",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Bidirectional formatting characters (Unicode's `Bidi_Control`).
+fn bidi(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that change how an identifier shows without showing themselves: bidirectional
+/// controls, zero-width characters, the byte-order mark, soft hyphen.
+fn invisible(c: char) -> bool {
+    bidi(c)
+        || matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200D}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 fn check_map(map: &BTreeMap<String, String>) -> Result<(), Invalid> {

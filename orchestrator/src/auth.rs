@@ -135,6 +135,15 @@ impl Caller {
         }
     }
 
+    /// The one source whose intents this caller may read, when it is held to one (a
+    /// detector); `None` for a caller who reads every source.
+    pub fn own_source(&self) -> Option<&str> {
+        self.identity
+            .as_ref()
+            .filter(|id| id.roles.iter().all(|r| *r == Role::Detector))
+            .map(|id| id.name.as_str())
+    }
+
     /// Whether intents from `source` are this caller's to read: a detector reads its own only.
     pub fn reads(&self, source: &str) -> bool {
         match &self.identity {
@@ -377,6 +386,9 @@ impl AuthLayer {
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::warn!(identity, %peer, method, code = ?status.code(), "call refused: {}", status.message());
+        self.engine
+            .metrics()
+            .refused_call(&format!("{:?}", status.code()), "auth");
         if self.journaled.check().is_err() {
             return;
         }

@@ -43,6 +43,32 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub auth: AuthConfig,
     pub telemetry: TelemetryConfig,
+    /// What one caller may hold open or have journaled.
+    pub limits: crate::engine::RequestLimits,
+    pub http: HttpConfig,
+    /// Who may read the lists; open to anyone who can reach the listener when unset.
+    pub edl_access: EdlAccess,
+}
+
+/// The HTTP listener's limits, and where and to whom `/metrics` is served.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpConfig {
+    pub limits: crate::http::serve::Limits,
+    /// `/metrics` on this address only, not on the main listener.
+    pub metrics_addr: Option<SocketAddr>,
+    /// A file holding the bearer token `/metrics` asks for.
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+/// What the EDL lists ask of a firewall: a bearer token, or Basic credentials (either).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdlAccess {
+    /// A file holding the bearer token.
+    pub token_file: Option<PathBuf>,
+    /// The Basic user name, with `password_file`.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 /// Where traces and metrics go besides `/metrics`. OTLP is off unless an endpoint is given.
@@ -102,6 +128,9 @@ impl Default for Config {
             tls: None,
             auth: AuthConfig::default(),
             telemetry: TelemetryConfig::default(),
+            limits: crate::engine::RequestLimits::default(),
+            http: HttpConfig::default(),
+            edl_access: EdlAccess::default(),
         }
     }
 }
@@ -123,6 +152,31 @@ struct File {
     tls: Option<TlsConfig>,
     auth: Option<AuthConfig>,
     telemetry: Option<TelemetryConfig>,
+    limits: Option<LimitsFile>,
+    http: Option<HttpFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFile {
+    #[serde(default, with = "humantime_opt")]
+    header_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    request_timeout: Option<Duration>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    max_body_bytes: Option<usize>,
+    metrics_addr: Option<SocketAddr>,
+    metrics_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    watches_per_caller: Option<usize>,
+    watches: Option<usize>,
+    denials_per_minute: Option<std::num::NonZeroU32>,
+    denial_burst: Option<std::num::NonZeroU32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -143,6 +197,9 @@ struct EdlFile {
     lists: Option<BTreeMap<String, String>>,
     min_prefix_v4: Option<u8>,
     min_prefix_v6: Option<u8>,
+    token_file: Option<PathBuf>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
 }
 
 mod humantime_opt {
@@ -232,7 +289,84 @@ impl Config {
                 self.compact_every = every;
             }
         }
+        if let Some(l) = file.limits {
+            let limits = &mut self.limits;
+            limits.watches_per_caller = l.watches_per_caller.unwrap_or(limits.watches_per_caller);
+            limits.watches = l.watches.unwrap_or(limits.watches);
+            limits.denials_per_minute = l.denials_per_minute.unwrap_or(limits.denials_per_minute);
+            limits.denial_burst = l.denial_burst.unwrap_or(limits.denial_burst);
+        }
+        if let Some(h) = file.http {
+            let limits = &mut self.http.limits;
+            for (value, slot, name) in [
+                (
+                    h.header_timeout,
+                    &mut limits.header_timeout,
+                    "header_timeout",
+                ),
+                (
+                    h.request_timeout,
+                    &mut limits.request_timeout,
+                    "request_timeout",
+                ),
+            ] {
+                if let Some(v) = value {
+                    anyhow::ensure!(
+                        !v.is_zero(),
+                        "config `{}`: http.{name} must be positive",
+                        path.display()
+                    );
+                    *slot = v;
+                }
+            }
+            for (value, slot, name) in [
+                (
+                    h.max_connections,
+                    &mut limits.max_connections,
+                    "max_connections",
+                ),
+                (
+                    h.max_connections_per_ip,
+                    &mut limits.max_connections_per_ip,
+                    "max_connections_per_ip",
+                ),
+                (
+                    h.max_body_bytes,
+                    &mut limits.max_body_bytes,
+                    "max_body_bytes",
+                ),
+            ] {
+                if let Some(v) = value {
+                    anyhow::ensure!(
+                        v > 0,
+                        "config `{}`: http.{name} must be positive",
+                        path.display()
+                    );
+                    *slot = v;
+                }
+            }
+            if let Some(a) = h.metrics_addr {
+                self.http.metrics_addr = Some(a);
+            }
+            if let Some(f) = h.metrics_token_file {
+                self.http.metrics_token_file = Some(relative(f));
+            }
+        }
         if let Some(edl) = file.edl {
+            if let Some(f) = edl.token_file {
+                self.edl_access.token_file = Some(relative(f));
+            }
+            if let Some(u) = edl.username {
+                self.edl_access.username = Some(u);
+            }
+            if let Some(f) = edl.password_file {
+                self.edl_access.password_file = Some(relative(f));
+            }
+            anyhow::ensure!(
+                self.edl_access.username.is_some() == self.edl_access.password_file.is_some(),
+                "config `{}`: edl.username and edl.password_file go together",
+                path.display()
+            );
             if let Some(lists) = edl.lists {
                 self.edl_lists = lists;
             }

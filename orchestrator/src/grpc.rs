@@ -2,7 +2,10 @@
 
 use std::{pin::Pin, time::SystemTime};
 
-use parapet_model::{IntentId, Invalid};
+use parapet_model::{
+    IntentId, Invalid,
+    intent::{check_text, limits},
+};
 use parapet_proto::v1::{
     self as pb, admin_server, approvals_server, intents_server, journal_server, rollbacks_server,
     verdicts_server,
@@ -30,6 +33,7 @@ impl From<Error> for Status {
             }
             Error::Forbidden(_) => Status::permission_denied(e.to_string()),
             Error::ShuttingDown => Status::unavailable(e.to_string()),
+            Error::Exhausted(_) => Status::resource_exhausted(e.to_string()),
             Error::Journal(_) | Error::Storage(_) => {
                 tracing::error!(error = %e, "request failed");
                 Status::unavailable(e.to_string())
@@ -42,14 +46,27 @@ fn invalid(field: &str) -> impl FnOnce(Invalid) -> Status + '_ {
     move |e| Status::invalid_argument(e.under(field).to_string())
 }
 
-/// A reason is kept in the journal with what it caused, so changes must give one.
+/// A reason is kept in the journal with what it caused, so changes must give one, and it is
+/// free text within the limits of any other.
 fn required_reason(reason: &str) -> Result<(), Status> {
     if reason.trim().is_empty() {
         return Err(Status::invalid_argument(
             "reason: is required; it is kept in the journal",
         ));
     }
-    Ok(())
+    text(reason, limits::MAX_TEXT_LEN, "reason")
+}
+
+/// Free text a person gave: bounded, without control or bidirectional characters.
+fn text(value: &str, max: usize, field: &str) -> Result<(), Status> {
+    check_text(value, max).map_err(invalid(field))
+}
+
+/// Who the journal records: the caller's identity, or (without authentication) the name it
+/// gives, which is then bounded text like any other.
+fn actor<'a>(caller: &'a Caller, requested_by: &'a str) -> Result<&'a str, Status> {
+    text(requested_by, limits::MAX_ID_LEN, "requested_by")?;
+    Ok(caller.actor(requested_by))
 }
 
 /// A count a client may set: `default` when unset, refused above `max`.
@@ -181,6 +198,13 @@ impl intents_server::Intents for Intents {
         request: Request<pb::WatchIntentsRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let caller = Caller::of(&request);
+        // the streams one caller holds are counted: by identity, else by address
+        let who = match (&caller.identity, request.remote_addr()) {
+            (Some(id), _) => id.name.clone(),
+            (None, Some(peer)) => peer.ip().to_string(),
+            (None, None) => "anonymous".to_owned(),
+        };
+        let permit = self.0.watch_permit(&who)?;
         let req = request.into_inner();
         let only = if req.intent_id.is_empty() {
             None
@@ -199,6 +223,7 @@ impl intents_server::Intents for Intents {
         let (tx, rx) = mpsc::channel(64);
         let stop = engine.shutdown_token();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut last_seq = 0;
             if let Some(record) = current {
                 last_seq = record.last_seq;
@@ -279,7 +304,7 @@ impl rollbacks_server::Rollbacks for Rollbacks {
         let selector = Self::selector(&req)?;
         required_reason(&req.reason)?;
         let concurrency = bounded(req.concurrency, 8, 64, "concurrency")?;
-        let by = caller.actor(&req.requested_by);
+        let by = actor(&caller, &req.requested_by)?;
         let bulk = self
             .0
             .bulk_rollback(&selector, by, &req.reason, concurrency)
@@ -314,7 +339,7 @@ impl rollbacks_server::Rollbacks for Rollbacks {
         let req = request.into_inner();
         let id = intent_id(&req.intent_id, "intent_id")?;
         required_reason(&req.reason)?;
-        let actor = caller.actor(&req.requested_by);
+        let actor = actor(&caller, &req.requested_by)?;
         let done = self.0.rollback(id, actor, &req.reason, req.wait).await?;
         Ok(Response::new(pb::RollbackResponse {
             intent_id: id.to_string(),
@@ -546,7 +571,7 @@ impl admin_server::Admin for Admin {
             Some(kind)
         };
         required_reason(&req.reason)?;
-        let actor = caller.actor(&req.requested_by);
+        let actor = actor(&caller, &req.requested_by)?;
         let engaged = self
             .0
             .set_kill_switch(kind, req.engaged, actor, &req.reason)
@@ -562,7 +587,7 @@ impl admin_server::Admin for Admin {
     ) -> Result<Response<pb::ReloadPolicyResponse>, Status> {
         let caller = Caller::of(&request);
         let req = request.into_inner();
-        let actor = caller.actor(&req.requested_by);
+        let actor = actor(&caller, &req.requested_by)?;
         let (previous_digest, policy_digest) = self.0.reload_policy(actor).await?;
         Ok(Response::new(pb::ReloadPolicyResponse {
             previous_digest,
@@ -572,8 +597,23 @@ impl admin_server::Admin for Admin {
 
     async fn get_status(
         &self,
-        _request: Request<pb::GetStatusRequest>,
+        request: Request<pb::GetStatusRequest>,
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        let caller = Caller::of(&request);
+        // a detector sees what concerns its own intents: their errors, their counts
+        let own = caller.own_source().map(str::to_owned);
+        let index = self.0.journal().index().clone();
+        let mine = |id: Option<IntentId>| -> bool {
+            match (&own, id) {
+                (None, _) => true,
+                (Some(source), Some(id)) => index
+                    .record(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| r.intent.source == *source),
+                (Some(_), None) => false,
+            }
+        };
         let status = self.0.status()?;
         let budgets = status
             .budgets
@@ -591,7 +631,13 @@ impl admin_server::Admin for Admin {
                 utilisation: crate::telemetry::utilisation(row),
             })
             .collect();
-        let (pending, since) = self.0.pending_summary()?;
+        let (pending, since, active_by_kind) = match &own {
+            None => {
+                let (pending, since) = self.0.pending_summary()?;
+                (pending, since, self.0.active_by_kind()?)
+            }
+            Some(source) => self.0.summary_of(source)?,
+        };
         let now = self.0.clock_now();
         let oldest = since.and_then(|t| now.duration_since(t).ok());
         let errors = crate::journal::Query {
@@ -612,6 +658,9 @@ impl admin_server::Admin for Admin {
             .journal()
             .index()
             .each_match(&errors, &mut |e| {
+                if !mine(e.intent_id) {
+                    return true;
+                }
                 if recent.len() == 5 {
                     recent.pop_front();
                 }
@@ -643,7 +692,7 @@ impl admin_server::Admin for Admin {
             rate_limits,
             shadow: status.policy.shadow,
             demoted_detections: self.0.demoted(),
-            active_by_kind: self.0.active_by_kind()?.into_iter().collect(),
+            active_by_kind: active_by_kind.into_iter().collect(),
             pending_approvals: pending as u32,
             oldest_pending: oldest.map(conv::pb_duration),
             recent_errors: recent.into_iter().rev().collect(),
@@ -674,7 +723,7 @@ impl admin_server::Admin for Admin {
             .set_demoted(
                 &req.detection,
                 req.demoted,
-                caller.actor(&req.requested_by),
+                actor(&caller, &req.requested_by)?,
                 &req.reason,
             )
             .await?;
@@ -687,9 +736,8 @@ impl admin_server::Admin for Admin {
         &self,
         request: Request<pb::CompactJournalRequest>,
     ) -> Result<Response<pb::CompactJournalResponse>, Status> {
-        let by = Caller::of(&request)
-            .actor(&request.get_ref().requested_by)
-            .to_owned();
+        let caller = Caller::of(&request);
+        let by = actor(&caller, &request.get_ref().requested_by)?.to_owned();
         let done = self.0.compact_journal(&by).await?;
         Ok(Response::new(match done {
             None => pb::CompactJournalResponse::default(),
@@ -714,7 +762,7 @@ fn answer<'a>(
 ) -> Result<(IntentId, &'a str), Status> {
     let id = intent_id(&req.intent_id, "intent_id")?;
     required_reason(&req.reason)?;
-    Ok((id, caller.actor(&req.requested_by)))
+    Ok((id, actor(caller, &req.requested_by)?))
 }
 
 /// Serves `parapet.v1.Approvals`.
@@ -776,7 +824,8 @@ impl verdicts_server::Verdicts for Verdicts {
                 ));
             }
         };
-        let by = caller.actor(&req.requested_by);
+        let by = actor(&caller, &req.requested_by)?;
+        text(&req.note, limits::MAX_TEXT_LEN, "note")?;
         Ok(Response::new(conv::intent(
             &self.0.judge(id, by, verdict, &req.note).await?,
         )))

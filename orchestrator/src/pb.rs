@@ -75,8 +75,17 @@ fn step(s: pb::Step) -> Result<Step, Invalid> {
     Step::new(kind, target, s.params.into_iter().collect())
 }
 
+/// A duration as protobuf defines it: `nanos` within a second, no negative part.
 fn duration(d: prost_types::Duration) -> Result<Duration, Invalid> {
-    Duration::try_from(d).map_err(|_| Invalid::new("", "must be a positive duration"))
+    if !(0..1_000_000_000).contains(&d.nanos) {
+        return Err(Invalid::new(
+            "nanos",
+            format!("{} is not within 0..999999999", d.nanos),
+        ));
+    }
+    let seconds =
+        u64::try_from(d.seconds).map_err(|_| Invalid::new("seconds", "must not be negative"))?;
+    Ok(Duration::new(seconds, d.nanos as u32))
 }
 
 pub fn pb_duration(d: Duration) -> prost_types::Duration {
@@ -90,7 +99,24 @@ pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
     prost_types::Timestamp::from(t)
 }
 
+/// The last second protobuf's `Timestamp` may name: 9999-12-31T23:59:59Z.
+const LAST_SECOND: i64 = 253_402_300_799;
+
+/// A time as protobuf defines it (`nanos` within a second, 1970 to 9999 here: Parapet has
+/// nothing from before), so that no time computation on it can overflow.
 pub fn system_time(t: prost_types::Timestamp) -> Result<SystemTime, Invalid> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Invalid::new(
+            "nanos",
+            format!("{} is not within 0..999999999", t.nanos),
+        ));
+    }
+    if !(0..=LAST_SECOND).contains(&t.seconds) {
+        return Err(Invalid::new(
+            "seconds",
+            format!("{} is not between 1970 and 9999", t.seconds),
+        ));
+    }
     SystemTime::try_from(t).map_err(|_| Invalid::new("", "is not a valid timestamp"))
 }
 

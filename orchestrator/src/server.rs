@@ -40,6 +40,8 @@ const MAX_MESSAGE: usize = 1 << 20;
 pub struct Running {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is served on its own, if it is.
+    pub metrics_addr: Option<SocketAddr>,
     engine: Engine,
     health: tonic_health::server::HealthReporter,
     stop: CancellationToken,
@@ -97,6 +99,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let mut registry = Registry::new();
     registry.register(Arc::new(edl.clone()))?;
     config.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    let access = Arc::new(http_access(config)?);
     for adapter in &config.adapters {
         let dir = config.data_dir.join("adapters").join(adapter.name());
         let built = adapter
@@ -168,6 +171,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         replay_ms = (opening.elapsed() - log_opened - index_opened).as_millis() as u64,
         "journal opened"
     );
+    let policy = policy.with_own_addresses(own_addresses(config));
     let engine = Engine::start(
         journal,
         Arc::new(policy),
@@ -180,6 +184,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             retention: config.retention,
             compact_every: config.compact_every,
             meter: Some(telemetry.meter()),
+            limits: config.limits,
         },
     )
     .await?;
@@ -239,9 +244,17 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             JournalServer::new(grpc::Journal(engine.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
-        .add_service(AdminServer::new(grpc::Admin(engine.clone())))
-        .add_service(ApprovalsServer::new(grpc::Approvals(engine.clone())))
-        .add_service(VerdictsServer::new(grpc::Verdicts(engine.clone())))
+        .add_service(
+            AdminServer::new(grpc::Admin(engine.clone())).max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            ApprovalsServer::new(grpc::Approvals(engine.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(
+            VerdictsServer::new(grpc::Verdicts(engine.clone()))
+                .max_decoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small answers back for the peer's delayed ACK.
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
@@ -249,13 +262,56 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         );
     crate::telemetry::Metrics::observe_engine(&telemetry.meter(), &engine);
     tokio::spawn(watch_journal(engine.clone(), health.clone()));
-    let http = axum::serve(http_listener, crate::http::router(edl, telemetry))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
+    let metrics_listener = match config.http.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    let router = crate::http::router(
+        edl,
+        telemetry.clone(),
+        access.clone(),
+        metrics_listener.is_none(),
+    );
+    let counted = |engine: &Engine| {
+        let metrics = engine.metrics().clone();
+        move |cause| metrics.refused_call("Unavailable", cause)
+    };
+    let limits = config.http.limits;
+    let main = crate::http::serve::serve(
+        http_listener,
+        router,
+        limits,
+        stop.clone(),
+        counted(&engine),
+    );
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
+    let metrics_only = metrics_listener.map(|listener| {
+        crate::http::serve::serve(
+            listener,
+            crate::http::metrics_router(telemetry, access),
+            limits,
+            stop.clone(),
+            counted(&engine),
+        )
+    });
+    let http = async move {
+        match metrics_only {
+            Some(m) => futures::future::try_join(main, m).await.map(drop),
+            None => main.await,
+        }
+    };
 
     Ok(Running {
         grpc_addr,
         http_addr,
+        metrics_addr,
         engine,
         health,
         stop,
@@ -325,6 +381,59 @@ impl Running {
         drop(lock);
         Ok(())
     }
+}
+
+/// The credentials the HTTP listener asks for, read from their files.
+fn http_access(config: &Config) -> anyhow::Result<crate::http::Access> {
+    use crate::http::Digest256;
+    let read = |p: &std::path::Path| -> anyhow::Result<Digest256> {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("cannot read `{}`", p.display()))?;
+        let secret = text.trim();
+        anyhow::ensure!(!secret.is_empty(), "`{}` is empty", p.display());
+        Ok(Digest256::of(secret))
+    };
+    let edl = &config.edl_access;
+    Ok(crate::http::Access {
+        metrics_token: config
+            .http
+            .metrics_token_file
+            .as_deref()
+            .map(read)
+            .transpose()?,
+        edl_token: edl.token_file.as_deref().map(read).transpose()?,
+        edl_basic: match (&edl.username, &edl.password_file) {
+            (Some(user), Some(file)) => Some((user.clone(), read(file)?)),
+            _ => None,
+        },
+    })
+}
+
+/// Where Parapet listens, never to be blocked or isolated by it: the listeners' addresses, or
+/// every interface's when a listener takes all of them.
+fn own_addresses(config: &Config) -> Vec<(ipnet::IpNet, String)> {
+    let mut own = Vec::new();
+    for (addr, what) in [
+        (config.grpc_addr.ip(), "the gRPC listener"),
+        (config.http_addr.ip(), "the HTTP listener"),
+    ] {
+        if !addr.is_unspecified() {
+            own.push((ipnet::IpNet::from(addr), what.to_owned()));
+            continue;
+        }
+        match if_addrs::get_if_addrs() {
+            Ok(interfaces) => own.extend(interfaces.into_iter().map(|i| {
+                (
+                    ipnet::IpNet::from(i.ip()),
+                    format!("{what}, on interface {}", i.name),
+                )
+            })),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list this host's addresses; the guardrails know only the listeners'")
+            }
+        }
+    }
+    own
 }
 
 /// Health follows the journal: NOT_SERVING while it cannot take new intents (a disk almost

@@ -86,6 +86,18 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// One call refused before it was served. Counted here, not from the journal, which
+    /// records refusals only up to a rate.
+    pub fn refused_call(&self, code: &str, cause: &'static str) {
+        self.refused_calls.add(
+            1,
+            &[
+                KeyValue::new("code", code.to_owned()),
+                KeyValue::new("cause", cause),
+            ],
+        );
+    }
+
     pub fn new(meter: &Meter) -> Self {
         let latency = [
             0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -122,7 +134,7 @@ impl Metrics {
                 .build(),
             refused_calls: meter
                 .u64_counter("parapet_calls_refused")
-                .with_description("gRPC calls refused, by code (Unauthenticated, PermissionDenied)")
+                .with_description("Calls refused before they were served, by code (Unauthenticated, PermissionDenied, ResourceExhausted) and cause (auth, watch_limit, denial_quota)")
                 .build(),
             entries: meter
                 .u64_counter("parapet_journal_entries")
@@ -355,10 +367,6 @@ impl Observer for Metrics {
                             ],
                         );
                     }
-                }
-                Event::AccessDenied { code, .. } => {
-                    self.refused_calls
-                        .add(1, &[KeyValue::new("code", code.clone())]);
                 }
                 _ => {}
             }

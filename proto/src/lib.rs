@@ -1,6 +1,6 @@
 //! Generated protobuf and gRPC code for Parapet's API, package `parapet.v1`.
 //!
-//! This crate holds only generated code. Domain types live in `parapet-model`; the mapping between
+//! This crate holds generated code, and the codec it uses ([`codec`]). Domain types live in `parapet-model`; the mapping between
 //! the two sits in the orchestrator's `pb` module.
 
 #![allow(
@@ -9,6 +9,8 @@
     clippy::unwrap_used,
     clippy::expect_used
 )]
+
+pub mod codec;
 
 pub mod v1 {
     tonic::include_proto!("parapet.v1");

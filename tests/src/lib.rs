@@ -53,6 +53,8 @@ pub struct Parapet {
     pub clock: ManualClock,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where `/metrics` is served on its own, if configured so.
+    pub metrics_addr: Option<SocketAddr>,
     pub channel: Channel,
     data_dir: PathBuf,
     policy: Option<PathBuf>,
@@ -98,6 +100,19 @@ impl Parapet {
         Self::boot(tmp.path().join("data"), policy, clock, tmp, None, adapters).await
     }
 
+    /// A fresh server on the given policy text (the example's when `None`), with its
+    /// configuration changed by `configure` (limits, listeners); the error of a start that fails.
+    pub async fn start_configured(
+        policy: Option<&str>,
+        configure: impl FnOnce(&mut Config, &Path),
+    ) -> anyhow::Result<Self> {
+        let (tmp, policy) = Self::prepare(policy);
+        let clock = ManualClock::new(epoch());
+        let mut config = Self::config(tmp.path().join("data"), policy, None, Vec::new());
+        configure(&mut config, tmp.path());
+        Self::boot_with(config, clock, tmp).await
+    }
+
     fn prepare(policy: Option<&str>) -> (Arc<tempfile::TempDir>, Option<PathBuf>) {
         let tmp = Arc::new(tempfile::tempdir().unwrap());
         let policy = policy.map(|text| {
@@ -116,19 +131,41 @@ impl Parapet {
         approvals_webhook: Option<String>,
         adapters: Vec<AdapterConfig>,
     ) -> anyhow::Result<Self> {
-        let config = Config {
+        let config = Self::config(data_dir, policy, approvals_webhook, adapters);
+        Self::boot_with(config, clock, tmp).await
+    }
+
+    fn config(
+        data_dir: PathBuf,
+        policy: Option<PathBuf>,
+        approvals_webhook: Option<String>,
+        adapters: Vec<AdapterConfig>,
+    ) -> Config {
+        Config {
             approvals_webhook,
             grpc_addr: "127.0.0.1:0".parse().unwrap(),
             http_addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data_dir.clone(),
-            policy: policy.clone(),
-            adapters: adapters.clone(),
+            data_dir,
+            policy,
+            adapters,
             auth: parapet_orchestrator::config::AuthConfig {
                 insecure: true,
                 ..Default::default()
             },
             ..Config::default()
-        };
+        }
+    }
+
+    async fn boot_with(
+        config: Config,
+        clock: ManualClock,
+        tmp: Arc<tempfile::TempDir>,
+    ) -> anyhow::Result<Self> {
+        let (data_dir, policy, adapters) = (
+            config.data_dir.clone(),
+            config.policy.clone(),
+            config.adapters.clone(),
+        );
         let running = server::start(&config, Arc::new(clock.clone())).await?;
         let channel = Channel::from_shared(format!("http://{}", running.grpc_addr))
             .unwrap()
@@ -138,6 +175,7 @@ impl Parapet {
         Ok(Self {
             grpc_addr: running.grpc_addr,
             http_addr: running.http_addr,
+            metrics_addr: running.metrics_addr,
             running: Some(running),
             clock,
             channel,
@@ -174,6 +212,14 @@ impl Parapet {
 
     pub fn journal(&self) -> JournalClient<Channel> {
         JournalClient::new(self.channel.clone())
+    }
+
+    pub fn approvals(&self) -> pb::approvals_client::ApprovalsClient<Channel> {
+        pb::approvals_client::ApprovalsClient::new(self.channel.clone())
+    }
+
+    pub fn verdicts(&self) -> pb::verdicts_client::VerdictsClient<Channel> {
+        pb::verdicts_client::VerdictsClient::new(self.channel.clone())
     }
 
     pub fn admin(&self) -> AdminClient<Channel> {

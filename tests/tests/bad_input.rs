@@ -125,7 +125,7 @@ async fn each_bad_submission_names_its_field_and_leaves_no_trace() {
                     nanos: 0,
                 })
             },
-            "ttl: must be a positive duration",
+            "ttl.seconds: must not be negative",
         ),
         (
             "zero ttl",
@@ -155,7 +155,7 @@ async fn each_bad_submission_names_its_field_and_leaves_no_trace() {
         (
             "control characters",
             |r| r.idempotency_key = "a\u{0}b".into(),
-            "idempotency_key: `a\u{0}b` contains whitespace or control characters",
+            "idempotency_key: contains whitespace, control or invisible formatting characters",
         ),
     ];
     let p = Parapet::start().await;

@@ -55,9 +55,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let running = server::start(&config, Arc::new(SystemClock)).await?;
     let policy = running.engine().policy();
     eprintln!(
-        "parapet: listening: grpc={} http={} policy={} ({}) data={}",
+        "parapet: listening: grpc={} http={}{} policy={} ({}) data={}",
         running.grpc_addr,
         running.http_addr,
+        running
+            .metrics_addr
+            .map(|a| format!(" metrics={a}"))
+            .unwrap_or_default(),
         config
             .policy
             .as_ref()

@@ -83,6 +83,19 @@ impl Engine {
         reason: &str,
     ) -> Result<()> {
         let _admin = self.inner.admin.lock().await;
+        // a detection the policy does not know can only be let go of (it may have left the
+        // inventory while demoted), never demoted: that would journal a name nobody uses
+        let known = self.policy().detections.contains_key(rule)
+            || self.inner.guards.lock().demoted.contains(rule);
+        if !known {
+            return Err(Error::Invalid(parapet_model::Invalid::new(
+                "detection",
+                format!(
+                    "`{}` is not a detection of the policy's inventory, nor demoted",
+                    parapet_model::intent::clip(rule)
+                ),
+            )));
+        }
         let event = Event::DetectionDemoted {
             rule: rule.to_owned(),
             demoted,
@@ -186,6 +199,7 @@ impl Engine {
             }
         };
         let previous = self.policy().digest().to_owned();
+        let policy = policy.with_own_addresses(self.policy().own.clone());
         let event = Event::PolicyLoaded {
             digest: policy.digest().to_owned(),
             origin,

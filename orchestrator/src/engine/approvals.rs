@@ -34,6 +34,40 @@ impl Engine {
         Ok((count, oldest))
     }
 
+    /// The counts of one source's intents alone: waiting, since when the oldest has, and
+    /// active by action kind. Reads every live record (for a detector's status only).
+    pub fn summary_of(
+        &self,
+        source: &str,
+    ) -> Result<(
+        u64,
+        Option<std::time::SystemTime>,
+        std::collections::BTreeMap<String, u64>,
+    )> {
+        let (mut waiting, mut oldest) = (0, None::<std::time::SystemTime>);
+        let mut active = std::collections::BTreeMap::new();
+        for record in self.inner.journal.index().live_records() {
+            let record = record?;
+            if record.intent.source != source {
+                continue;
+            }
+            match record.state {
+                State::AwaitingApproval => {
+                    waiting += 1;
+                    let at = record.intent.received_at;
+                    oldest = Some(oldest.map_or(at, |o| o.min(at)));
+                }
+                State::Active => {
+                    if let Some(step) = record.intent.steps.first() {
+                        *active.entry(step.kind.to_string()).or_insert(0) += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok((waiting, oldest, active))
+    }
+
     /// Approves a waiting intent. The guardrails are checked again now, with the approval
     /// satisfying whatever asked for one; if something now refuses (a budget filled, the kill
     /// switch), the intent keeps waiting and the refusal is returned.

@@ -21,6 +21,7 @@ mod approvals;
 mod bulk;
 mod execute;
 mod guards;
+mod limits;
 mod recover;
 pub mod replay;
 mod rollback;
@@ -46,6 +47,7 @@ use crate::{
 pub use admin::{BudgetRow, KillSwitch, Status};
 pub use approvals::{Precision, refusal};
 pub use bulk::{BulkRollback, Progress, Selector};
+pub use limits::{RequestLimits, WatchPermit};
 pub use rollback::RolledBack;
 pub use submit::Submitted;
 
@@ -73,6 +75,9 @@ pub enum Error {
     Storage(#[from] io::Error),
     #[error("parapet is shutting down")]
     ShuttingDown,
+    /// A caller's limit is reached (streams open, denied intents journaled).
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -91,6 +96,8 @@ pub struct EngineConfig {
     pub compact_every: Duration,
     /// Where metrics go; nowhere when unset.
     pub meter: Option<opentelemetry::metrics::Meter>,
+    /// What one caller may hold or have journaled.
+    pub limits: RequestLimits,
 }
 
 impl Default for EngineConfig {
@@ -102,6 +109,7 @@ impl Default for EngineConfig {
             retention: Retention::default(),
             compact_every: Duration::from_secs(3600),
             meter: None,
+            limits: RequestLimits::default(),
         }
     }
 }
@@ -118,6 +126,7 @@ pub struct Inner {
     /// Swapped whole on reload; a decision uses the one it started with.
     policy: parking_lot::RwLock<Arc<Policy>>,
     guards: parking_lot::Mutex<guards::Guards>,
+    limits: limits::Limits,
     /// Serialises kill-switch changes and reloads, so journal order and memory agree.
     admin: tokio::sync::Mutex<()>,
     registry: Registry,
@@ -154,6 +163,7 @@ impl Engine {
                 journal,
                 policy: parking_lot::RwLock::new(policy),
                 guards: parking_lot::Mutex::default(),
+                limits: limits::Limits::new(config.limits, clock.clone()),
                 admin: tokio::sync::Mutex::new(()),
                 registry,
                 clock,
@@ -237,6 +247,16 @@ impl Engine {
 
     pub fn metrics(&self) -> &crate::telemetry::Metrics {
         &self.inner.metrics
+    }
+
+    /// A place for one more `Watch` stream of `who` (an identity, or a peer), counted as a
+    /// refused call when there is none.
+    pub fn watch_permit(&self, who: &str) -> Result<WatchPermit> {
+        self.inner.limits.watch(who).inspect_err(|_| {
+            self.inner
+                .metrics
+                .refused_call("ResourceExhausted", "watch_limit");
+        })
     }
 
     /// The engine's state, for observers that must not keep it alive.

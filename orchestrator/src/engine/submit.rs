@@ -49,6 +49,14 @@ impl Engine {
             let _span = tracing::info_span!("intent.decide", intent_id = %id).entered();
             self.decide(&intent, intent.received_at, false)
         };
+        if decision.outcome == Outcome::Deny
+            && let Err(e) = self.inner.limits.denial(&intent.source)
+        {
+            self.inner
+                .metrics
+                .refused_call("ResourceExhausted", "denial_quota");
+            return Err(e);
+        }
         let execute = decision.outcome == Outcome::Execute;
         let waits = decision.outcome == Outcome::AwaitApproval;
         let source = intent.source.clone();
