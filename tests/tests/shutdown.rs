@@ -78,3 +78,44 @@ async fn a_stop_drains_and_leaves_actions_in_force() {
         .into_inner();
     assert_eq!(health.status, 1, "SERVING once started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_gives_a_hung_adapter_its_timeout_once_and_leaves_the_step_in_flight() {
+    // an accounts API that accepts the connection and never answers
+    let hole = parapet_tests::black_hole().await;
+    let webhook: parapet_actions::config::AdapterConfig =
+        serde_json::from_value(serde_json::json!({
+            "type": "webhook", "name": "accounts", "kinds": ["suspend_user"],
+            "execute": {"url": format!("http://{hole}/{{{{target.id}}}}/suspend")},
+            "rollback": {"url": format!("http://{hole}/{{{{target.id}}}}/unsuspend")},
+            "timeout": "60s", "retries": 0,
+        }))
+        .unwrap();
+    let p = Parapet::start_configured(Some(POLICY), |c, _| {
+        c.adapter_timeout = Duration::from_secs(2);
+        c.adapters = vec![webhook];
+    })
+    .await
+    .unwrap();
+    let mut req = block("hung", "198.51.100.1");
+    req.steps = vec![step("suspend_user", "user", "mallory", &[])];
+    req.wait = false;
+    let id = p.submit(req).await.unwrap().intent_id;
+    p.wait_for(&id, pb::IntentState::Executing).await;
+
+    // each attempt would time out after 2 s and be tried again three times (more than 8 s in
+    // all); a stop gives the call in flight its 2 s once, and does not retry
+    let started = std::time::Instant::now();
+    let stopped = p.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(6), "the stop took {took:?}");
+
+    // not failed, not compensated: the step was left in flight, and the next start repeats it
+    let p = stopped.start().await;
+    let story = p.story(&id).await;
+    assert!(
+        !story.iter().any(|e| e == "step_failed" || e == "failed"),
+        "{story:?}"
+    );
+    assert_eq!(p.get(&id).await.state, pb::IntentState::Executing as i32);
+}

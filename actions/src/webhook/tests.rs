@@ -58,7 +58,35 @@ async fn suspend(
             Json(json!({"error": "slow down"})),
         );
     }
+    let echoed = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     match user.as_str() {
+        // an API that repeats what it was sent, in the forms such APIs do
+        "echo" => {
+            use base64::Engine as _;
+            return (
+                StatusCode::OK,
+                HeaderMap::new(),
+                Json(json!({
+                    "ticket": "T-echo",
+                    "request": {"headers": {"AUTHORIZATION": echoed.to_uppercase()}},
+                    "debug": base64::engine::general_purpose::STANDARD.encode(format!("x-{echoed}")),
+                    "trace": format!("{}{echoed}", "·".repeat(300)),
+                })),
+            );
+        }
+        "echo-error" => {
+            return (
+                StatusCode::BAD_REQUEST,
+                HeaderMap::new(),
+                Json(json!({
+                    "error": format!("{} rejected {}", "x".repeat(280), percent_encoding::utf8_percent_encode(&echoed, percent_encoding::NON_ALPHANUMERIC)),
+                })),
+            );
+        }
         "slow" => {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
@@ -215,6 +243,40 @@ async fn busy_answers_are_retried_after_their_retry_after_and_the_rollback_uses_
         "{message}"
     );
     assert!(!message.contains(SECRET));
+}
+
+/// Whether `text` holds the secret in any form an echo could take.
+fn leaks(text: &str) -> bool {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forms = [
+        SECRET.to_owned(),
+        SECRET.to_uppercase(),
+        percent_encoding::utf8_percent_encode(SECRET, percent_encoding::NON_ALPHANUMERIC)
+            .to_string(),
+        // a stretch of the base64 of `x-Bearer <secret>` that only the secret makes
+        b64.encode(format!("x-Bearer {SECRET}"))[16..28].to_owned(),
+        SECRET[..SECRET.len() / 2].to_owned(),
+    ];
+    let folded = text.to_lowercase();
+    forms
+        .iter()
+        .any(|f| text.contains(f.as_str()) || folded.contains(&f.to_lowercase()))
+}
+
+#[tokio::test]
+async fn an_answer_that_echoes_the_credential_is_kept_without_it() {
+    let s = Subject::new().await;
+    let w = s.webhook();
+    let handle = Adapter::execute(&w, action(&step("echo"))).await.unwrap();
+    let kept = serde_json::to_string(&handle).unwrap();
+    assert!(!leaks(&kept), "the handle keeps the secret: {kept}");
+    assert_eq!(handle.response["ticket"], "T-echo");
+    assert!(kept.contains(crate::secret::REDACTED), "{kept}");
+    // an error whose echo starts past the cut of an excerpt is redacted before the cut
+    let message = conformance::permanent(&w, &step("echo-error")).await;
+    assert!(!leaks(&message), "{message}");
+    assert!(message.contains("400 Bad Request"), "{message}");
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@ use parapet_actions::{Action, Error as ActionError};
 use parapet_model::IntentId;
 use tracing::Instrument as _;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{Engine, SYSTEM_ACTOR, guards};
 use crate::{
     journal::AppendError,
@@ -85,6 +87,12 @@ impl Engine {
             record = self.append(id, Event::StepStarted { step }).await?;
             let mut events = vec![match self.act(&record, step).await {
                 Ok(handle) => Event::StepSucceeded { step, handle },
+                // Stopping: a failure a retry could mend is no failure yet; the step stays
+                // started, and the next start repeats it.
+                Err(e) if e.retryable() && self.inner.shutdown.is_cancelled() => {
+                    tracing::warn!(intent = %id, step, error = %e, "stopping: the step is left in flight");
+                    return Ok(());
+                }
                 Err(e) => Event::StepFailed {
                     step,
                     retryable: e.retryable(),
@@ -140,7 +148,7 @@ impl Engine {
             step,
             result = tracing::field::Empty,
         );
-        let result = with_retries(|| async {
+        let result = with_retries(&self.inner.shutdown, || async {
             tokio::time::timeout(timeout, adapter.execute(action))
                 .await
                 .unwrap_or_else(|_| Err(timed_out(timeout)))
@@ -238,7 +246,7 @@ impl Engine {
                 step,
                 result = tracing::field::Empty,
             );
-            let result = with_retries(|| async {
+            let result = with_retries(&self.inner.shutdown, || async {
                 tokio::time::timeout(timeout, self.inner.registry.rollback(&handle))
                     .await
                     .unwrap_or_else(|_| Err(timed_out(timeout)))
@@ -255,6 +263,10 @@ impl Engine {
             );
             let event = match result {
                 Ok(()) => Event::StepRolledBack { step },
+                Err(e) if e.retryable() && self.inner.shutdown.is_cancelled() => {
+                    tracing::warn!(intent = %id, step, error = %e, "stopping: the undo is left in flight");
+                    return Ok(record);
+                }
                 Err(e) => Event::StepRollbackFailed {
                     step,
                     error: e.message,
@@ -303,7 +315,9 @@ impl Engine {
 
 /// Calls an adapter again, with growing pauses, while it fails in a way a retry can help
 /// (unreachable, busy, slow); a permanent error fails at once.
-async fn with_retries<T, F, Fut>(call: F) -> Result<T, ActionError>
+/// Calls again while the error says a retry may help, a few times with backoff; not once a
+/// stop has begun.
+async fn with_retries<T, F, Fut>(stopping: &CancellationToken, call: F) -> Result<T, ActionError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ActionError>>,
@@ -314,7 +328,9 @@ where
         .with_max_delay(std::time::Duration::from_secs(5))
         .with_max_times(3)
         .with_jitter();
-    call.retry(backoff).when(ActionError::retryable).await
+    call.retry(backoff)
+        .when(|e| e.retryable() && !stopping.is_cancelled())
+        .await
 }
 
 fn timed_out(after: std::time::Duration) -> ActionError {

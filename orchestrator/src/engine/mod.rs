@@ -137,6 +137,9 @@ pub struct Inner {
     timers: mpsc::UnboundedSender<(std::time::SystemTime, IntentId)>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    /// Cancelled when a stop has waited long enough: work still in flight is dropped where it
+    /// stands (the journal shows it in flight; the next start resumes it).
+    abandon: CancellationToken,
 }
 
 impl Engine {
@@ -172,6 +175,7 @@ impl Engine {
                 timers,
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
+                abandon: CancellationToken::new(),
             }),
         };
         let timer = engine.clone();
@@ -308,10 +312,25 @@ impl Engine {
 
     /// Stops the timer and waits for executions and rollbacks in progress to finish. Nothing is
     /// rolled back because of the shutdown.
+    /// Stops: new work is refused, adapter calls are not retried, and what is in flight gets
+    /// the adapter timeout, once, in all, to finish; what has not by then is dropped where it
+    /// stands, for the next start to resume from the journal.
     pub async fn stop(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
-        self.inner.tasks.wait().await;
+        let grace = self.inner.config.adapter_timeout;
+        if tokio::time::timeout(grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.inner.tasks.len(),
+                "work still in flight after {}; it resumes on the next start",
+                humantime::format_duration(grace)
+            );
+            self.inner.abandon.cancel();
+            self.inner.tasks.wait().await;
+        }
     }
 
     /// Waits until the intent is not in the middle of something (executing, rolling back).
@@ -341,7 +360,13 @@ impl Engine {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.inner.tasks.spawn(work)
+        let abandon = self.inner.abandon.clone();
+        self.inner.tasks.spawn(async move {
+            tokio::select! {
+                () = work => {}
+                () = abandon.cancelled() => {}
+            }
+        })
     }
 }
 
