@@ -411,3 +411,63 @@ async fn an_unanswered_intent_escalates_group_by_group_and_the_webhook_hears_of_
         .count();
     assert_eq!(escalations, 2);
 }
+
+#[tokio::test]
+async fn a_true_positive_that_reaches_the_minimum_demotes_too_and_old_verdicts_do_not_count_twice()
+{
+    // the reported case: FP, FP, TP with a minimum of three and a limit of one half
+    let policy = POLICY
+        .replace(
+            "suppress_for = \"12h\"",
+            "suppress_for = \"1m\"\ndemote_above = 0.5\ndemote_window = \"7d\"\ndemote_min_verdicts = 3",
+        )
+        .replace("max_active = 1", "max_active = 10");
+    let p = Parapet::start_with_policy(Some(&policy)).await;
+    let mut verdicts = VerdictsClient::new(p.channel.clone());
+    let mut judge = async |n: usize, kind: pb::VerdictKind| {
+        let id = p
+            .submit(block(&format!("v{n}"), &format!("198.51.100.{n}")))
+            .await
+            .unwrap()
+            .intent_id;
+        verdicts
+            .judge(pb::VerdictRequest {
+                intent_id: id,
+                verdict: kind.into(),
+                note: String::new(),
+                requested_by: "alice".into(),
+            })
+            .await
+            .unwrap();
+    };
+    judge(1, pb::VerdictKind::FalsePositive).await;
+    judge(2, pb::VerdictKind::FalsePositive).await;
+    let status = || async {
+        p.admin()
+            .get_status(pb::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .demoted_detections
+    };
+    assert!(
+        status().await.is_empty(),
+        "two verdicts are below the minimum"
+    );
+    judge(3, pb::VerdictKind::TruePositive).await;
+    assert_eq!(status().await, ["edr.c2_beacon"], "2 of 3 false");
+
+    // restored: the verdicts before the restoration are not held against it again
+    p.admin()
+        .set_demotion(pb::SetDemotionRequest {
+            detection: "edr.c2_beacon".into(),
+            demoted: false,
+            reason: "rule fixed".into(),
+            requested_by: "carol".into(),
+        })
+        .await
+        .unwrap();
+    p.clock.advance(std::time::Duration::from_secs(1));
+    judge(4, pb::VerdictKind::TruePositive).await;
+    assert!(status().await.is_empty());
+}

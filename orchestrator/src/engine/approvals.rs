@@ -1,6 +1,6 @@
 //! People in the loop: approving and rejecting waiting intents, and judging detections.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::SystemTime};
 
 use parapet_model::{Decision, IntentId, Outcome};
 use parapet_policy::rules::Suppression;
@@ -171,10 +171,9 @@ impl Engine {
                 );
             }
         }
-        if verdict == Verdict::FalsePositive {
-            self.consider_demotion(&record.intent.detection.rule_id)
-                .await?;
-        }
+        // every verdict changes the share, a true positive as much as a false one
+        self.consider_demotion(&record.intent.detection.rule_id, self.now())
+            .await?;
         if verdict == Verdict::FalsePositive
             && matches!(
                 record.state,
@@ -196,8 +195,11 @@ impl Engine {
     }
 
     /// Demotes a detection whose false positives passed the policy's share of its verdicts in
-    /// the window, unless it is demoted already.
-    async fn consider_demotion(&self, rule: &str) -> Result<()> {
+    /// the window (the last `demote_window` up to `as_of`, and only verdicts after its last
+    /// restoration), unless it is demoted already. If the rule does not hold, it can come to
+    /// hold by time alone only when a true positive leaves the window: the timer checks again
+    /// then, as of that moment.
+    pub(super) async fn consider_demotion(&self, rule: &str, as_of: SystemTime) -> Result<()> {
         let policy = self.policy();
         let v = &policy.verdicts;
         let Some(limit) = v.demote_above else {
@@ -206,25 +208,42 @@ impl Engine {
         if self.inner.guards.lock().demoted.contains(rule) {
             return Ok(());
         }
-        let since = self
-            .now()
+        let index = self.inner.journal.index();
+        let window_start = as_of
             .checked_sub(v.demote_window.0)
             .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
-        let (mut all, mut false_positives) = (0u32, 0u32);
-        for (r, judged) in self.inner.journal.index().judgements()? {
-            if r == rule && judged.at >= since {
-                all += 1;
-                false_positives += u32::from(judged.verdict == Verdict::FalsePositive);
-            }
-        }
-        if all >= v.demote_min_verdicts && f64::from(false_positives) / f64::from(all) > limit {
+        let since = match index.restored_at(rule)? {
+            Some(restored) => restored.max(window_start),
+            None => window_start,
+        };
+        let counted: Vec<_> = index
+            .judgements_of(rule)?
+            .into_iter()
+            .filter(|j| j.at > since && j.at <= as_of)
+            .collect();
+        let all = counted.len() as u32;
+        let false_positives = counted
+            .iter()
+            .filter(|j| j.verdict == Verdict::FalsePositive)
+            .count() as u32;
+        if demotes(all, false_positives, limit, v.demote_min_verdicts) {
             let reason = format!(
                 "{false_positives} of {all} verdicts in the last {} were false positives",
                 v.demote_window.1
             );
             tracing::warn!(%rule, %reason, "demoting a detection to approval");
-            self.set_demoted(rule, true, super::SYSTEM_ACTOR, &reason)
-                .await?;
+            return self
+                .set_demoted(rule, true, super::SYSTEM_ACTOR, &reason)
+                .await;
+        }
+        // the first true positive to leave may tip the share
+        if let Some(leaves) = counted
+            .iter()
+            .filter(|j| j.verdict == Verdict::TruePositive && j.at > window_start)
+            .map(|j| j.at + v.demote_window.0)
+            .min()
+        {
+            self.schedule_demotion_check(leaves, rule);
         }
         Ok(())
     }
@@ -244,6 +263,11 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// The demotion rule: at least `min` verdicts, and more than `limit` of them false positives.
+pub fn demotes(all: u32, false_positives: u32, limit: f64, min: u32) -> bool {
+    all >= min && all > 0 && f64::from(false_positives) / f64::from(all) > limit
 }
 
 /// A refusal's reasons in one line, for an error message.

@@ -133,8 +133,8 @@ pub struct Inner {
     clock: SharedClock,
     config: EngineConfig,
     locks: Arc<parapet_actions::locks::KeyedLocks<IntentId>>,
-    /// Deadlines for the TTL timer task.
-    timers: mpsc::UnboundedSender<(std::time::SystemTime, IntentId)>,
+    /// Deadlines for the timer task.
+    timers: mpsc::UnboundedSender<(std::time::SystemTime, rollback::Deadline)>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
     /// Cancelled when a stop has waited long enough: work still in flight is dropped where it
@@ -210,6 +210,19 @@ impl Engine {
         );
         engine.resume_all(found);
         engine.resume_bulk()?;
+        // demotion as the rule stands now, and its timers again
+        let judged: std::collections::BTreeSet<String> = engine
+            .inner
+            .journal
+            .index()
+            .judgements()?
+            .into_iter()
+            .map(|(rule, _)| rule)
+            .collect();
+        let now = engine.now();
+        for rule in judged {
+            engine.consider_demotion(&rule, now).await?;
+        }
         if !engine.inner.config.retention.keeps_everything() {
             let compactor = engine.clone();
             engine

@@ -8,6 +8,15 @@ use tokio::sync::mpsc;
 use super::{Engine, Error, Result, SYSTEM_ACTOR};
 use crate::lifecycle::{Event, IntentRecord, RollbackCause, State};
 
+/// What the timer wakes for.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Deadline {
+    /// An intent's TTL, or a waiting intent's escalation or timeout.
+    Intent(IntentId),
+    /// A verdict leaves a detection's demotion window.
+    Demotion(String),
+}
+
 /// How soon an expiry the journal could not take is tried again.
 const EXPIRY_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -215,11 +224,20 @@ impl Engine {
     /// Asks the timer to expire `id` at `at`. Deadlines are not stored here: they live in the
     /// intent's record, so a restart finds them again.
     pub(super) fn schedule(&self, at: SystemTime, id: IntentId) {
-        let _ = self.inner.timers.send((at, id));
+        let _ = self.inner.timers.send((at, Deadline::Intent(id)));
+    }
+
+    /// Asks the timer to evaluate `rule`'s demotion again at `at`, when a verdict leaves the
+    /// window.
+    pub(super) fn schedule_demotion_check(&self, at: SystemTime, rule: &str) {
+        let _ = self
+            .inner
+            .timers
+            .send((at, Deadline::Demotion(rule.to_owned())));
     }
 
     /// The timer: one task for all deadlines, woken by the clock or a new deadline.
-    pub(super) async fn run_timers(&self, mut rx: mpsc::UnboundedReceiver<(SystemTime, IntentId)>) {
+    pub(super) async fn run_timers(&self, mut rx: mpsc::UnboundedReceiver<(SystemTime, Deadline)>) {
         let mut due = BTreeSet::new();
         loop {
             let next = due.first().map(|(at, _)| *at);
@@ -237,13 +255,21 @@ impl Engine {
                 },
                 () = sleep => {
                     let now = self.now();
-                    while let Some(&(at, id)) = due.first() {
-                        if at > now {
-                            break;
-                        }
-                        due.pop_first();
+                    while due.first().is_some_and(|(at, _)| *at <= now) {
+                        let Some((at, deadline)) = due.pop_first() else { break };
                         let engine = self.clone();
-                        self.spawn(async move { engine.expire(id).await });
+                        match deadline {
+                            Deadline::Intent(id) => {
+                                self.spawn(async move { engine.expire(id).await });
+                            }
+                            Deadline::Demotion(rule) => {
+                                self.spawn(async move {
+                                    if let Err(e) = engine.consider_demotion(&rule, at).await {
+                                        tracing::error!(%rule, error = %e, "could not evaluate a detection's demotion");
+                                    }
+                                });
+                            }
+                        }
                     }
                 }
             }

@@ -22,6 +22,7 @@
 //! | `w` intent                              | (intents awaiting approval) |
 //! | `s` `k` action kind, or `*`             | seq of the engaging entry (engaged kill switches) |
 //! | `s` `d` rule id                         | (demoted detections)     |
+//! | `s` `r` rule id                         | when it was last restored (ms, BE) |
 //! | `j` rule id `\0` intent                 | its latest verdict and action kinds |
 //! | `b` operation id                        | an unfinished bulk rollback: members, reason, actor |
 //! | `x` rule `\0` target kind `\0` target id | suppressed until, and by whom |
@@ -175,6 +176,12 @@ pub type Tally = std::collections::BTreeMap<(State, String), u64>;
 fn tallied(r: &IntentRecord) -> Option<(State, String)> {
     let kind = r.intent.steps.first().map(|s| s.kind.to_string());
     (!r.state.is_final()).then(|| (r.state, kind.unwrap_or_default()))
+}
+
+/// A time as milliseconds since the epoch, for keys and values.
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Read access to the derived state.
@@ -341,6 +348,23 @@ impl Index {
             });
         }
         Ok(out)
+    }
+
+    /// The latest verdict on each intent of one detection.
+    pub fn judgements_of(&self, rule: &str) -> io::Result<Vec<Judgement>> {
+        let prefix = [b"j", rule.as_bytes(), b"\0"].concat();
+        self.kv
+            .scan(&prefix, None, false)
+            .map(|pair| decode(&pair?.1))
+            .collect()
+    }
+
+    /// When a detection was last restored after a demotion, if it ever was.
+    pub fn restored_at(&self, rule: &str) -> io::Result<Option<SystemTime>> {
+        let k = [b"sr", rule.as_bytes()].concat();
+        Ok(self.kv.get(&k)?.and_then(|v| v.try_into().ok()).map(|b| {
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(u64::from_be_bytes(b))
+        }))
     }
 
     /// Detections demoted to approval and not restored.
@@ -531,6 +555,11 @@ impl<'a> Stager<'a> {
             Event::DetectionDemoted { rule, demoted, .. } => {
                 let k = [b"sd", rule.as_bytes()].concat();
                 self.batch.push((k, demoted.then(Vec::new)));
+                if !demoted {
+                    let k = [b"sr", rule.as_bytes()].concat();
+                    let ms = millis(entry.time);
+                    self.batch.push((k, Some(ms.to_be_bytes().to_vec())));
+                }
             }
             _ => {}
         }

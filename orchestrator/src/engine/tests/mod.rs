@@ -341,3 +341,5 @@ async fn transient_adapter_errors_are_retried_and_permanent_ones_fail_fast() {
     assert_eq!(flaky_outcome(10, false).await, (State::Failed, 4));
     assert_eq!(flaky_outcome(0, true).await, (State::Failed, 1));
 }
+
+mod demotion;
