@@ -62,6 +62,24 @@ impl AdapterConfig {
         .map_err(|e| format!("adapter `{name}`: {e}"))
     }
 
+    /// What building this instance would refuse, found without building it or changing
+    /// anything: its settings, its credential (read), its script (executable), its firewall
+    /// table (checked by the kernel). `parapet policy check` and `serve` both ask this.
+    pub async fn preflight(&self) -> Result<(), String> {
+        self.check()?;
+        let name = self.name();
+        let secret =
+            |file: &Option<PathBuf>, env: &Option<String>| read_secret(file, env).map(drop);
+        match self {
+            Self::Nftables(c) => nftables::Nftables::preflight(c).await,
+            Self::Exec(_) => Ok(()),
+            Self::Webhook(c) => secret(&c.secret_file, &c.secret_env),
+            Self::Falcon(c) => secret(&c.secret_file, &c.secret_env),
+            Self::Ldap(c) => secret(&c.secret_file, &c.secret_env),
+        }
+        .map_err(|e| format!("adapter `{name}`: {e}"))
+    }
+
     /// Makes relative paths in the settings relative to `base` (the config file's directory).
     pub fn rebase(&mut self, base: &Path) {
         let rebase = |p: &mut std::path::PathBuf| {

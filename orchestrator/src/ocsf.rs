@@ -152,12 +152,41 @@ pub fn remediation(e: &Entry, record: &IntentRecord) -> Option<Value> {
         event["connection_info"] = json!({"direction_id": 0, "protocol_ver_id": version});
     }
     if class_uid == 7002 {
-        event["file"] = json!({"name": s.target.id, "type_id": 1});
+        event["file"] = file(s);
     }
     if class_uid == 7003 {
-        event["process"] = json!({"name": s.target.id});
+        event["process"] = process(s);
     }
     Some(event)
+}
+
+/// OCSF's `file`: the bare name in `name`, the whole path (when the id is one) in `path`.
+fn file(s: &Step) -> Value {
+    let id = s.target.id.as_str();
+    let name = id
+        .rsplit(['/', '\\'])
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(id);
+    let mut file = json!({"name": name, "type_id": 1, "type": "Regular File"});
+    if name != id {
+        file["path"] = id.into();
+    }
+    file
+}
+
+/// OCSF's `process`, which needs a `pid` or a `uid`: a numeric id is the pid, any other the
+/// uid; a name only where the target says one (attribute `name`).
+fn process(s: &Step) -> Value {
+    let id = s.target.id.as_str();
+    let mut process = match id.parse::<i32>() {
+        Ok(pid) if pid >= 0 => json!({"pid": pid}),
+        _ => json!({"uid": id}),
+    };
+    if let Some(name) = s.target.attributes.get("name") {
+        process["name"] = name.as_str().into();
+    }
+    process
 }
 
 #[cfg(test)]

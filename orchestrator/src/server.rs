@@ -67,11 +67,52 @@ pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
     Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))
 }
 
+/// Every mistake of a configuration and a policy that can be found without starting anything
+/// or changing anything: the adapters' settings, credentials, scripts and firewall tables;
+/// the policy's routes and grants against the adapters; the listeners' TLS files, token files
+/// and authentication. `parapet policy check --config` and `serve` both ask this one function,
+/// so what one refuses the other does, in the same words.
+pub async fn preflight(config: &Config, policy: &Policy, policy_name: &str) -> anyhow::Result<()> {
+    config.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    for adapter in &config.adapters {
+        adapter
+            .preflight()
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let instances = config.adapter_kinds();
+    policy
+        .check_adapters(|kind, route| {
+            parapet_actions::registry::resolve_names(&instances, kind, route).map(drop)
+        })
+        .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
+    // whether plaintext is allowed is `serve --insecure`'s to say; the files are checked here
+    if let Some(tls) = &config.tls {
+        authenticator(config)?;
+        server_tls(tls)?;
+    } else if config.auth.tokens.is_some() || !config.auth.identities.is_empty() {
+        auth::Authenticator::new(&config.auth.identities, config.auth.tokens.as_deref())?;
+    }
+    crate::http::Access::from_config(config)?;
+    Ok(())
+}
+
+/// The policy's name in messages: its file, or the built-in example.
+pub fn policy_name(config: &Config) -> String {
+    config
+        .policy
+        .as_ref()
+        .map_or("built-in example policy".into(), |p| {
+            p.display().to_string()
+        })
+}
+
 /// Starts Parapet: opens the journal and replays it, resumes what was in flight, then listens.
 pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Running> {
     // One TLS provider for every client Parapet makes (webhooks); already set is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let policy = load_policy(config)?;
+    preflight(config, &policy, &policy_name(config)).await?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create data directory `{}`",
@@ -98,8 +139,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let edl = Edl::open(edl_config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut registry = Registry::new();
     registry.register(Arc::new(edl.clone()))?;
-    config.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
-    let access = Arc::new(http_access(config)?);
+    let access = Arc::new(crate::http::Access::from_config(config)?);
     for adapter in &config.adapters {
         let dir = config.data_dir.join("adapters").join(adapter.name());
         let built = adapter
@@ -108,15 +148,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             .map_err(|e| anyhow::anyhow!("adapter `{}`: {e}", adapter.name()))?;
         registry.register(built)?;
     }
-    let policy_name = config
-        .policy
-        .as_ref()
-        .map_or("built-in example policy".into(), |p| {
-            p.display().to_string()
-        });
     policy
         .check_adapters(|k, route| registry.resolve(k, route).map(drop))
-        .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_name(config)))?;
 
     let auth = Arc::new(authenticator(config)?);
     let telemetry = Arc::new(
@@ -381,32 +415,6 @@ impl Running {
         drop(lock);
         Ok(())
     }
-}
-
-/// The credentials the HTTP listener asks for, read from their files.
-fn http_access(config: &Config) -> anyhow::Result<crate::http::Access> {
-    use crate::http::Digest256;
-    let read = |p: &std::path::Path| -> anyhow::Result<Digest256> {
-        let text =
-            std::fs::read_to_string(p).with_context(|| format!("cannot read `{}`", p.display()))?;
-        let secret = text.trim();
-        anyhow::ensure!(!secret.is_empty(), "`{}` is empty", p.display());
-        Ok(Digest256::of(secret))
-    };
-    let edl = &config.edl_access;
-    Ok(crate::http::Access {
-        metrics_token: config
-            .http
-            .metrics_token_file
-            .as_deref()
-            .map(read)
-            .transpose()?,
-        edl_token: edl.token_file.as_deref().map(read).transpose()?,
-        edl_basic: match (&edl.username, &edl.password_file) {
-            (Some(user), Some(file)) => Some((user.clone(), read(file)?)),
-            _ => None,
-        },
-    })
 }
 
 /// Where Parapet listens, never to be blocked or isolated by it: the listeners' addresses, or

@@ -9,7 +9,7 @@ mod common;
 use std::{
     collections::BTreeSet,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     sync::Arc,
 };
 
@@ -63,12 +63,15 @@ headers = {{ Authorization = "Bearer {{{{secret}}}}" }}
     )
 }
 
-fn check(policy: &Path, config: &Path) -> (bool, String) {
+const TOKEN_ENV: (&str, &str) = ("PARAPET_TEST_ACCOUNTS_TOKEN", "t0ken-value");
+
+fn check(policy: &Path, config: &Path, env: &[(&str, &str)]) -> (bool, String) {
     let out = Command::new(BIN)
         .args(["policy", "check"])
         .arg(policy)
         .arg("--config")
         .arg(config)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -77,66 +80,125 @@ fn check(policy: &Path, config: &Path) -> (bool, String) {
     )
 }
 
+type Edit = fn(&str) -> String;
+
+/// Every mistake the README says both refuse: `policy check --config` and `serve` answer it
+/// from one function, so each row must be refused by both, in the same words.
 #[test]
-fn policy_check_catches_a_misconfigured_adapter_or_route() {
+fn policy_check_and_serve_refuse_the_same_mistakes_in_the_same_words() {
     let dir = tempfile::tempdir().unwrap();
     let (policy, conf) = (
         dir.path().join("policy.toml"),
         dir.path().join("parapet.toml"),
     );
+    let good = config(dir.path(), "http://127.0.0.1:9");
     std::fs::write(&policy, POLICY).unwrap();
-    std::fs::write(&conf, config(dir.path(), "http://127.0.0.1:9")).unwrap();
-    let (ok, stderr) = check(&policy, &conf);
+    std::fs::write(&conf, &good).unwrap();
+    let (ok, stderr) = check(&policy, &conf, &[TOKEN_ENV]);
     assert!(ok, "{stderr}");
 
-    std::fs::write(&policy, POLICY.replace("\"firewall-drop\"", "\"fw-drop\"")).unwrap();
-    let (ok, stderr) = check(&policy, &conf);
-    assert!(!ok);
-    assert!(
-        stderr.contains("line 10") && stderr.contains("adapter `fw-drop`, which is not configured"),
-        "{stderr}"
-    );
-
-    // Without a route, two adapters doing `block_ip` (the EDL and the script) is ambiguous.
-    std::fs::write(&policy, POLICY.replace("block_ip = \"firewall-drop\"", "")).unwrap();
-    let (ok, stderr) = check(&policy, &conf);
-    assert!(!ok);
-    assert!(
-        stderr.contains("`edl`, `firewall-drop` all perform `block_ip`"),
-        "{stderr}"
-    );
-
-    std::fs::write(&policy, POLICY).unwrap();
-    let broken = config(dir.path(), "http://127.0.0.1:9").replace("ar-stateful.py", "missing.py");
-    std::fs::write(&conf, broken).unwrap();
-    let (ok, stderr) = check(&policy, &conf);
-    assert!(!ok);
-    assert!(
-        stderr.contains("adapter `firewall-drop`") && stderr.contains("missing.py"),
-        "{stderr}"
-    );
-
-    // `serve` refuses the same config before listening.
-    let out = Command::new(BIN)
-        .args([
-            "serve",
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--policy")
-        .arg(&policy)
-        .arg("--config")
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("adapter `firewall-drop`"), "{stderr}");
+    let same: Edit = |t| t.to_owned();
+    // (case, config edit, policy edit, environment, what both must say)
+    let rows: Vec<(&str, Edit, Edit, bool, &str)> = vec![
+        (
+            "a route to an instance that is not configured",
+            same,
+            |p| p.replace("\"firewall-drop\"", "\"fw-drop\""),
+            true,
+            "line 10, column 1: the route for `block_ip` names adapter `fw-drop`, which is not configured",
+        ),
+        (
+            "two instances for a kind and no route",
+            same,
+            |p| p.replace("block_ip = \"firewall-drop\"", ""),
+            true,
+            "`edl`, `firewall-drop` all perform `block_ip`: say which in the policy's [routes]",
+        ),
+        (
+            "a missing script",
+            |c| c.replace("ar-stateful.py", "missing.py"),
+            same,
+            true,
+            "adapter `firewall-drop`: `",
+        ),
+        (
+            "an unreadable secret file",
+            |c| {
+                c.replace(
+                    "secret_env = \"PARAPET_TEST_ACCOUNTS_TOKEN\"",
+                    "secret_file = \"/nonexistent/accounts-token\"",
+                )
+            },
+            same,
+            true,
+            "adapter `accounts`: secret_file `/nonexistent/accounts-token`: No such file or directory",
+        ),
+        (
+            "a secret variable that is not set",
+            same,
+            same,
+            false,
+            "adapter `accounts`: secret_env `PARAPET_TEST_ACCOUNTS_TOKEN` is not set",
+        ),
+        (
+            "an nft that cannot install its table",
+            |c| {
+                format!(
+                    "{c}{}",
+                    r#"
+[[adapters]]
+type = "nftables"
+name = "gw"
+nft = "/nonexistent/nft"
+"#
+                )
+            },
+            same,
+            true,
+            "adapter `gw`: cannot install table `parapet`: cannot run `/nonexistent/nft`",
+        ),
+        (
+            "an unreadable token for the lists",
+            |c| format!("[edl]\ntoken_file = \"/nonexistent/edl-token\"\n{c}"),
+            same,
+            true,
+            "cannot read `/nonexistent/edl-token`",
+        ),
+        (
+            "an unreadable TLS certificate",
+            |c| {
+                format!(
+                    "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n[auth]\ntokens = \"/nonexistent/tokens.toml\"\n{c}"
+                )
+            },
+            same,
+            true,
+            "cannot read",
+        ),
+    ];
+    for (case, edit_config, edit_policy, with_env, says) in rows {
+        std::fs::write(&conf, edit_config(&good)).unwrap();
+        std::fs::write(&policy, edit_policy(POLICY)).unwrap();
+        let env: &[(&str, &str)] = if with_env { &[TOKEN_ENV] } else { &[] };
+        let (ok, checked) = check(&policy, &conf, env);
+        assert!(!ok, "{case}: policy check passed");
+        assert!(
+            checked.contains(says),
+            "{case}: policy check said {checked}"
+        );
+        let (policy_arg, conf_arg) = (policy.display().to_string(), conf.display().to_string());
+        let mut args = vec![
+            "--policy",
+            policy_arg.as_str(),
+            "--config",
+            conf_arg.as_str(),
+        ];
+        if case.contains("TLS") {
+            args.push("--secure");
+        }
+        let served = common::refused_start_with(&dir.path().join("data"), &args, env);
+        assert!(served.contains(says), "{case}: serve said {served}");
+    }
 }
 
 type Suspended = Arc<Mutex<BTreeSet<String>>>;

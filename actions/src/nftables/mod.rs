@@ -154,11 +154,7 @@ impl Nftables {
     /// not at the first intent.
     pub async fn open(config: NftablesConfig, state_dir: &Path) -> Result<Self> {
         config.check().map_err(Error::permanent)?;
-        let nft = nft::Nft {
-            program: config.nft.clone(),
-            netns: config.netns.clone(),
-            timeout: config.timeout,
-        };
+        let nft = Self::nft(&config);
         nft.script(&nft::ruleset(&config.table, &config.management))
             .await
             .map_err(|e| {
@@ -179,6 +175,24 @@ impl Nftables {
             queue,
             stats,
         })
+    }
+
+    /// What `open` would refuse, found without changing anything: the table is checked by
+    /// the kernel (`nft -c`), not installed.
+    pub async fn preflight(config: &NftablesConfig) -> Result<(), String> {
+        config.check()?;
+        Self::nft(config)
+            .check(&nft::ruleset(&config.table, &config.management))
+            .await
+            .map_err(|e| format!("cannot install table `{}`: {e}", config.table))
+    }
+
+    fn nft(config: &NftablesConfig) -> nft::Nft {
+        nft::Nft {
+            program: config.nft.clone(),
+            netns: config.netns.clone(),
+            timeout: config.timeout,
+        }
     }
 
     /// How many transactions carried how many changes so far.

@@ -83,6 +83,13 @@ impl Nft {
         self.run(&["-f", "-"], text.as_bytes()).await.map(drop)
     }
 
+    /// Whether the kernel would take `text`, without applying it (`nft -c`).
+    pub async fn check(&self, text: &str) -> Result<()> {
+        self.run(&["-c", "-f", "-"], text.as_bytes())
+            .await
+            .map(drop)
+    }
+
     /// The elements of one set, with the seconds each has left (`None`: no timeout).
     pub async fn elements(&self, table: &str, set: &str) -> Result<BTreeMap<IpNet, Option<u64>>> {
         let out = self

@@ -180,7 +180,7 @@ pub fn main() -> ExitCode {
             Command::Policy(policy::Command::Replay(args)) => {
                 policy::replay(&connect(&cli.server, &cli.credentials).await?, args, out).await
             }
-            Command::Policy(cmd) => policy::run(cmd, out),
+            Command::Policy(cmd) => policy::run(cmd, out).await,
             Command::Token(cmd) => token::run(cmd),
             Command::KillSwitch(cmd) => {
                 admin::kill_switch(&connect(&cli.server, &cli.credentials).await?, cmd, out).await

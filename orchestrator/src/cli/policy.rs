@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use parapet_actions::registry::resolve_names;
 use parapet_orchestrator::config::Config;
 use parapet_policy::Policy;
 use serde_json::json;
@@ -147,11 +146,11 @@ pub async fn replay(channel: &Conn, args: ReplayArgs, out: Output) -> anyhow::Re
     Ok(())
 }
 
-pub fn run(cmd: Command, out: Output) -> anyhow::Result<()> {
+pub async fn run(cmd: Command, out: Output) -> anyhow::Result<()> {
     let Command::Check { file, config } = cmd else {
         anyhow::bail!("`policy reload` and `policy replay` talk to the server");
     };
-    let config = match &config {
+    let mut config = match &config {
         Some(path) => Config::default().merge_file(path)?,
         None => Config::default(),
     };
@@ -159,10 +158,9 @@ pub fn run(cmd: Command, out: Output) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot read `{}`: {e}", file.display()))?;
     let policy =
         Policy::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-    let instances = config.adapter_kinds();
-    policy
-        .check_adapters(|kind, route| resolve_names(&instances, kind, route).map(drop))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    // what `serve` refuses, found by the very function `serve` asks
+    config.policy = Some(file.clone());
+    parapet_orchestrator::server::preflight(&config, &policy, &file.display().to_string()).await?;
     if out.json {
         for d in policy.detections.values() {
             let tiers: serde_json::Map<_, _> = d

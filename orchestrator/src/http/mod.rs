@@ -51,6 +51,32 @@ pub struct Access {
 }
 
 impl Access {
+    /// The credentials the configuration names, read from their files.
+    pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Self> {
+        use anyhow::Context as _;
+        let read = |p: &std::path::Path| -> anyhow::Result<Digest256> {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read `{}`", p.display()))?;
+            let secret = text.trim();
+            anyhow::ensure!(!secret.is_empty(), "`{}` is empty", p.display());
+            Ok(Digest256::of(secret))
+        };
+        let edl = &config.edl_access;
+        Ok(Self {
+            metrics_token: config
+                .http
+                .metrics_token_file
+                .as_deref()
+                .map(read)
+                .transpose()?,
+            edl_token: edl.token_file.as_deref().map(read).transpose()?,
+            edl_basic: match (&edl.username, &edl.password_file) {
+                (Some(user), Some(file)) => Some((user.clone(), read(file)?)),
+                _ => None,
+            },
+        })
+    }
+
     fn edl_open(&self) -> bool {
         self.edl_token.is_none() && self.edl_basic.is_none()
     }

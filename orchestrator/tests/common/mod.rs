@@ -159,10 +159,17 @@ impl Server {
 /// Runs `parapet serve` on `data` expecting it to refuse to start; returns what it said.
 /// A server that starts anyway is stopped and the test fails.
 pub fn refused_start(data: &Path, extra: &[&str]) -> String {
+    refused_start_with(data, extra, &[])
+}
+
+/// As `refused_start`, with environment variables; `--secure` among `extra` leaves
+/// `--insecure` out.
+pub fn refused_start_with(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let insecure = (!extra.contains(&"--secure")).then_some("--insecure");
     let mut child = Command::new(BIN)
+        .args(["serve"])
+        .args(insecure)
         .args([
-            "serve",
-            "--insecure",
             "--grpc-addr",
             "127.0.0.1:0",
             "--http-addr",
@@ -170,7 +177,8 @@ pub fn refused_start(data: &Path, extra: &[&str]) -> String {
             "--data-dir",
         ])
         .arg(data)
-        .args(extra)
+        .args(extra.iter().filter(|a| **a != "--secure"))
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
