@@ -454,7 +454,7 @@ mod tests {
             .skip(1)
             .filter_map(|b| b.split("```").next())
             .filter(|b| {
-                ["[tls]", "[journal]", "[telemetry]", "grpc_addr"]
+                ["[tls]", "[journal]", "[telemetry]", "grpc_addr", "[limits]"]
                     .iter()
                     .any(|k| b.contains(k))
             })

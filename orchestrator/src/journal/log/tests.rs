@@ -278,8 +278,6 @@ fn harm() -> impl Strategy<Value = Harm> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
-
     /// Whatever is done to the stored segments, opening the log never panics, and never
     /// loses an acknowledged record without saying so: it either keeps every one of them as
     /// written, or refuses with where the damage is.
