@@ -159,10 +159,19 @@ async fn answer(mut resp: Response, secrets: &Secrets) -> Result<Answer> {
             break;
         }
     }
-    let text = secrets.redact(&String::from_utf8_lossy(&bytes));
-    let body = serde_json::from_slice(&bytes)
-        .map(|v| secrets.redact_json(&v))
-        .unwrap_or(Value::Null);
+    // a JSON answer is kept as parsed and written again, so an escape (`\u0053...`) cannot
+    // hide a secret from the redaction
+    let (body, text) = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => {
+            let v = secrets.redact_json(&v);
+            let text = v.to_string();
+            (v, text)
+        }
+        Err(_) => (
+            Value::Null,
+            secrets.redact(&String::from_utf8_lossy(&bytes)),
+        ),
+    };
     Ok(Answer { status, body, text })
 }
 

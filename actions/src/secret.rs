@@ -4,14 +4,14 @@
 //! `Authorization` header it received. What Parapet keeps of an answer (a rollback handle, an
 //! error that goes into the journal and the logs) passes through [`Secrets::redact`] first,
 //! before anything is cut short (a cut could leave most of a secret behind a prefix of it that
-//! no longer matches). A secret is found in any letter case, percent-encoded, and
-//! base64-encoded (standard and URL-safe, at any alignment, as inside a Basic credential).
+//! no longer matches). A secret is found in any letter case, percent-encoded (some or all of
+//! its bytes, in either case of hex), and base64-encoded (standard and URL-safe, at any
+//! alignment, as inside a Basic credential).
 
 use std::sync::Arc;
 
 use base64::Engine as _;
 use parking_lot::RwLock;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::Value;
 
 /// What stands where a secret was.
@@ -62,15 +62,7 @@ impl Secrets {
         if secret.len() < SHORTEST {
             return;
         }
-        let mut forms = vec![
-            Form::Folded(secret.to_ascii_lowercase().into_bytes()),
-            Form::Folded(
-                utf8_percent_encode(secret, NON_ALPHANUMERIC)
-                    .to_string()
-                    .to_ascii_lowercase()
-                    .into_bytes(),
-            ),
-        ];
+        let mut forms = vec![Form::Folded(secret.to_ascii_lowercase().into_bytes())];
         for engine in [
             base64::engine::general_purpose::STANDARD,
             base64::engine::general_purpose::URL_SAFE,
@@ -102,18 +94,20 @@ impl Secrets {
             return text.to_owned();
         }
         let bytes = text.as_bytes();
-        let folded = text.to_ascii_lowercase();
-        let folded = folded.as_bytes();
+        // the text as written, and percent-decoded; each decoded byte knows where it came from
+        let (decoded, origin) = percent_decoded(bytes);
+        let folded = decoded.to_ascii_lowercase();
         // every byte range a form covers
         let mut hidden = vec![false; bytes.len()];
         for form in forms.iter() {
             let (needle, hay) = match form {
-                Form::Folded(n) => (n, folded),
-                Form::Exact(n) => (n, bytes),
+                Form::Folded(n) => (n, folded.as_slice()),
+                Form::Exact(n) => (n, decoded.as_slice()),
             };
             let mut at = 0;
             while let Some(i) = find(&hay[at..], needle) {
-                hidden[at + i..at + i + needle.len()].fill(true);
+                let (start, end) = (origin[at + i].0, origin[at + i + needle.len() - 1].1);
+                hidden[start..end].fill(true);
                 at += i + 1;
             }
         }
@@ -154,6 +148,34 @@ impl Secrets {
     }
 }
 
+/// `bytes` with every `%XX` escape decoded, and for each decoded byte the range of `bytes` it
+/// came from.
+fn percent_decoded(bytes: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let (mut out, mut origin) = (
+        Vec::with_capacity(bytes.len()),
+        Vec::with_capacity(bytes.len()),
+    );
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            origin.push((i, i + 3));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            origin.push((i, i + 1));
+            i += 1;
+        }
+    }
+    (out, origin)
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() || needle.len() > hay.len() {
         return None;
@@ -164,6 +186,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use base64::Engine as _;
+    use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
     use super::*;
 

@@ -55,7 +55,7 @@ impl DataLock {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(LockError::Taken {
-                    dir: dir.to_path_buf(),
+                    dir: dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf()),
                     pid: holder(&mut file),
                 });
             }

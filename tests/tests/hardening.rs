@@ -503,3 +503,98 @@ async fn every_rpc_refuses_bad_input_by_name_and_nothing_panics() {
     assert_eq!(still.state, pb::IntentState::AwaitingApproval as i32);
     p.submit(block("after", "198.51.100.200")).await.unwrap();
 }
+
+/// An accounts API that repeats the credential it was sent back at its caller, in the forms
+/// such APIs do: upper-cased and percent-encoded in the JSON of a success, and in an error
+/// where a 300-character excerpt would cut through it.
+async fn echoing_api() -> String {
+    use axum::{Json, Router, extract::Path, http::HeaderMap, routing::post};
+    async fn answer(
+        Path((user, _verb)): Path<(String, String)>,
+        headers: HeaderMap,
+    ) -> (axum::http::StatusCode, Json<serde_json::Value>) {
+        let sent = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        if user.starts_with("fail") {
+            // `{"error":"` and this much put the cut one character before the secret's end
+            let pad = 300 - 10 - "Bearer ".len() - 21;
+            return (
+                axum::http::StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": format!("{}{sent} rejected", "x".repeat(pad))})),
+            );
+        }
+        let encoded: String = sent.bytes().map(|b| format!("%{b:02X}")).collect();
+        (
+            axum::http::StatusCode::OK,
+            Json(serde_json::json!({"id": "r-1", "echo": sent.to_uppercase(), "trace": encoded})),
+        )
+    }
+    let app = Router::new().route("/users/{user}/{verb}", post(answer));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test]
+async fn a_credential_an_answer_echoes_reaches_neither_the_journal_nor_an_error() {
+    const SECRET: &str = "Sup3r-s3cret-API-token";
+    let url = echoing_api().await;
+    let p = Parapet::start_configured(Some(POLICY), |c, dir| {
+        let secret = dir.join("token");
+        std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+        let template = |verb: &str| RequestTemplate {
+            method: "POST".into(),
+            url: format!("{url}/users/{{{{target.id}}}}/{verb}"),
+            headers: [("Authorization".to_owned(), "Bearer {{secret}}".to_owned())].into(),
+            body: None,
+        };
+        c.adapters = vec![AdapterConfig::Webhook(WebhookConfig {
+            name: "directory".into(),
+            kinds: vec!["suspend_user".parse().unwrap()],
+            execute: template("suspend"),
+            rollback: template("unsuspend"),
+            secret_file: Some(secret),
+            secret_env: None,
+            timeout: Duration::from_secs(5),
+            retries: 0,
+        })];
+    })
+    .await
+    .unwrap();
+    let ok = p
+        .submit(intent(
+            "echo",
+            vec![step("suspend_user", "user", "mallory", &[])],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ok.state, pb::IntentState::Active as i32);
+    let failed = p
+        .submit(intent(
+            "fail",
+            vec![step("suspend_user", "user", "fail-1", &[])],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(failed.state, pb::IntentState::Failed as i32);
+    // everything the journal holds, as an auditor exports it
+    let entries = p.entries(pb::QueryJournalRequest::default()).await;
+    let text: String = entries.iter().map(|e| format!("{e:?}\n")).collect();
+    assert!(text.contains("[redacted]"), "{text}");
+    let folded = text.to_lowercase();
+    let encoded: String = SECRET.bytes().map(|b| format!("%{b:02x}")).collect();
+    for form in [
+        SECRET.to_lowercase(),
+        "sup3r-s3cret-api".into(),
+        encoded[..30].to_owned(),
+    ] {
+        assert!(
+            !folded.contains(&form),
+            "`{form}` is in the journal: {text}"
+        );
+    }
+}

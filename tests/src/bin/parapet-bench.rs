@@ -530,6 +530,13 @@ impl Server {
                 insecure: true,
                 ..Default::default()
             },
+            // the mix's budget denials come from one source at load: journal every one, as
+            // the figures always have (a server given with --target keeps its own limits)
+            limits: parapet_orchestrator::engine::RequestLimits {
+                denials_per_minute: std::num::NonZeroU32::MAX,
+                denial_burst: std::num::NonZeroU32::MAX,
+                ..Default::default()
+            },
             ..Config::default()
         };
         let running = server::start(&config, Arc::new(SystemClock)).await?;
