@@ -15,43 +15,6 @@ use parapet_proto::v1::{
 };
 use tonic::transport::Channel;
 
-async fn channel(server: &Server) -> Channel {
-    Channel::from_shared(server.grpc.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn block(key: &str, ips: &[&str]) -> pb::SubmitIntentRequest {
-    pb::SubmitIntentRequest {
-        idempotency_key: key.into(),
-        source: "xdr".into(),
-        detection: Some(pb::Detection {
-            rule_id: "edr.c2_beacon".into(),
-            severity: pb::Severity::Critical.into(),
-            confidence: 0.95,
-            title: String::new(),
-        }),
-        steps: ips
-            .iter()
-            .map(|ip| pb::Step {
-                kind: "block_ip".into(),
-                target: Some(pb::Target {
-                    kind: "ip".into(),
-                    id: (*ip).into(),
-                    ..Default::default()
-                }),
-                params: Default::default(),
-            })
-            .collect(),
-        ttl: None,
-        reason: String::new(),
-        wait: true,
-        finding: String::new(),
-    }
-}
-
 async fn journal(ch: &Channel, q: pb::QueryJournalRequest) -> Vec<pb::JournalEntry> {
     let mut stream = JournalClient::new(ch.clone())
         .query(q)
@@ -101,12 +64,12 @@ async fn a_bulk_rollback_killed_midway_finishes_after_restart() {
     .unwrap();
     let data = dir.path().join("data");
     let server = Server::start_in(&data, Some(&policy));
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
     let mut ids = Vec::new();
     for n in 0..300u32 {
         let ip = format!("10.9.{}.{}", n / 250, n % 250);
         let r = IntentsClient::new(ch.clone())
-            .submit(block(&format!("k{n}"), &[&ip]))
+            .submit(common::block(&format!("k{n}"), &[&ip]))
             .await
             .unwrap()
             .into_inner();
@@ -133,7 +96,7 @@ async fn a_bulk_rollback_killed_midway_finishes_after_restart() {
     drop(stream);
 
     let server = Server::start_in(&data, Some(&policy));
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
     let mut finished = None;
     for _ in 0..1000 {
         let entries = journal(&ch, pb::QueryJournalRequest::default()).await;
@@ -214,9 +177,9 @@ async fn every_crash_point(policy: &str, ips: &[&str], expect: pb::IntentState, 
     std::fs::write(&policy_path, policy).unwrap();
     let data = dir.path().join("data");
     let server = Server::start_in(&data, Some(&policy_path));
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
     let id = IntentsClient::new(ch.clone())
-        .submit(block("plan", ips))
+        .submit(common::block("plan", ips))
         .await
         .unwrap()
         .into_inner()
@@ -258,7 +221,7 @@ async fn every_crash_point(policy: &str, ips: &[&str], expect: pb::IntentState, 
         .unwrap();
 
         let server = Server::start_in(&crashed, Some(&policy_path));
-        let ch = channel(&server).await;
+        let ch = server.channel().await;
         let intent = settled(&ch, &id).await;
         assert_eq!(
             intent.state, expect as i32,

@@ -22,47 +22,13 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-async fn channel(server: &Server) -> Channel {
-    Channel::from_shared(server.grpc.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-fn block(key: &str, ip: &str) -> pb::SubmitIntentRequest {
-    pb::SubmitIntentRequest {
-        idempotency_key: key.into(),
-        source: "xdr".into(),
-        detection: Some(pb::Detection {
-            rule_id: "edr.c2_beacon".into(),
-            severity: pb::Severity::Critical.into(),
-            confidence: 0.95,
-            title: String::new(),
-        }),
-        steps: vec![pb::Step {
-            kind: "block_ip".into(),
-            target: Some(pb::Target {
-                kind: "ip".into(),
-                id: ip.into(),
-                ..Default::default()
-            }),
-            params: Default::default(),
-        }],
-        ttl: None,
-        reason: String::new(),
-        wait: true,
-        finding: String::new(),
-    }
-}
-
 async fn submit(
     ch: &Channel,
     key: &str,
     ip: &str,
 ) -> Result<pb::SubmitIntentResponse, tonic::Status> {
     IntentsClient::new(ch.clone())
-        .submit(block(key, ip))
+        .submit(common::block(key, &[ip]))
         .await
         .map(tonic::Response::into_inner)
 }
@@ -107,7 +73,7 @@ fn offsets(bytes: &[u8]) -> Vec<usize> {
 /// A data directory holding `n` acknowledged blocks; returns the verified head.
 async fn journaled(data: &Path, n: usize, extra: &[&str]) -> String {
     let server = Server::start_with(data, None, extra, &[]);
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
     for i in 0..n {
         submit(&ch, &format!("k{i}"), &format!("198.51.100.{}", i + 1))
             .await
@@ -325,7 +291,7 @@ async fn a_full_disk_turns_health_off_and_parapet_recovers_when_space_returns() 
     std::fs::write(&config, format!("[journal]\nreserve_bytes = {reserve}\n")).unwrap();
     let config = config.display().to_string();
     let server = Server::start_with(&data, None, &["--config", &config], &[]);
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
     let first = submit(&ch, "before", "198.51.100.1").await.unwrap();
     assert_eq!(health(&ch).await, ServingStatus::Serving as i32);
 
@@ -385,7 +351,7 @@ async fn a_full_disk_turns_health_off_and_parapet_recovers_when_space_returns() 
     let server = Server::start_with(&data, None, &["--config", &config], &[]);
     let report = server.json(&["journal", "verify"]).remove(0);
     assert_eq!(report["ok"], true, "{report}");
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
     let again = submit(&ch, "during", "198.51.100.2").await.unwrap();
     assert!(again.duplicate);
     drop(ch);

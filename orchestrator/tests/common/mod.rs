@@ -100,6 +100,15 @@ impl Server {
         }
     }
 
+    /// A gRPC channel to the server.
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         Command::new(BIN)
             .args(args)
@@ -153,6 +162,38 @@ impl Server {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         self._dir.take()
+    }
+}
+
+/// A block of `ips` from the example policy's `edr.c2_beacon` (which acts alone), answered once
+/// it is in force.
+pub fn block(key: &str, ips: &[&str]) -> parapet_proto::v1::SubmitIntentRequest {
+    use parapet_proto::v1 as pb;
+    pb::SubmitIntentRequest {
+        idempotency_key: key.into(),
+        source: "xdr".into(),
+        detection: Some(pb::Detection {
+            rule_id: "edr.c2_beacon".into(),
+            severity: pb::Severity::Critical.into(),
+            confidence: 0.95,
+            title: String::new(),
+        }),
+        steps: ips
+            .iter()
+            .map(|ip| pb::Step {
+                kind: "block_ip".into(),
+                target: Some(pb::Target {
+                    kind: "ip".into(),
+                    id: (*ip).into(),
+                    ..Default::default()
+                }),
+                params: Default::default(),
+            })
+            .collect(),
+        ttl: None,
+        reason: String::new(),
+        wait: true,
+        finding: String::new(),
     }
 }
 

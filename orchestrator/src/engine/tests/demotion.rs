@@ -4,23 +4,14 @@
 //! the latest verdict per intent given in the last `demote_window`, after its last restoration),
 //! and stays so until an operator restores it.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
-use parapet_actions::{
-    Registry,
-    edl::{Edl, EdlConfig},
-};
 use parapet_model::{Confidence, Detection, IntentRequest, Severity, Step, Target};
-use parapet_policy::Policy;
 use proptest::prelude::*;
 
 use super::super::*;
 use crate::{
     clock::{Clock as _, ManualClock},
-    journal::{Journal, kv::MemKv, log::MemLog},
     lifecycle::Verdict,
 };
 
@@ -135,26 +126,6 @@ fn request(n: usize, d: usize) -> IntentRequest {
     .unwrap()
 }
 
-async fn engine(dir: &std::path::Path, clock: &ManualClock) -> Engine {
-    let clock: crate::clock::SharedClock = Arc::new(clock.clone());
-    let journal = Journal::open(
-        Box::new(MemLog::default()),
-        Arc::new(MemKv::default()),
-        clock.clone(),
-    )
-    .unwrap();
-    let mut registry = Registry::new();
-    registry
-        .register(Arc::new(
-            Edl::open(EdlConfig::with_default_lists(dir.to_path_buf())).unwrap(),
-        ))
-        .unwrap();
-    let policy = Arc::new(Policy::from_toml(POLICY).unwrap());
-    Engine::start(journal, policy, registry, clock, EngineConfig::default())
-        .await
-        .unwrap()
-}
-
 /// Waits for the engine's demoted set to be the model's: timers that a clock move woke may
 /// still be at work. A set that never comes to agree fails.
 async fn agree(engine: &Engine, model: &Model, trace: &[String]) -> Result<(), TestCaseError> {
@@ -182,7 +153,7 @@ proptest! {
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
-            let engine = engine(dir.path(), &clock).await;
+            let engine = super::engine_on(POLICY, dir.path(), &clock).await;
             let mut model = Model::default();
             let mut intents = Vec::new();
             let mut trace = Vec::new();

@@ -83,6 +83,11 @@ fn request(n: usize, site: &str, ttl: Option<u64>) -> IntentRequest {
 }
 
 async fn engine(dir: &std::path::Path, clock: &ManualClock) -> Engine {
+    engine_on(POLICY, dir, clock).await
+}
+
+/// An engine on `policy`, an in-memory journal and the EDL adapter in `dir`.
+async fn engine_on(policy: &str, dir: &std::path::Path, clock: &ManualClock) -> Engine {
     let clock: crate::clock::SharedClock = Arc::new(clock.clone());
     let journal = Journal::open(
         Box::new(MemLog::default()),
@@ -96,7 +101,7 @@ async fn engine(dir: &std::path::Path, clock: &ManualClock) -> Engine {
             Edl::open(EdlConfig::with_default_lists(dir.to_path_buf())).unwrap(),
         ))
         .unwrap();
-    let policy = Arc::new(Policy::from_toml(POLICY).unwrap());
+    let policy = Arc::new(Policy::from_toml(policy).unwrap());
     Engine::start(journal, policy, registry, clock, EngineConfig::default())
         .await
         .unwrap()
