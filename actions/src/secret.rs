@@ -20,11 +20,16 @@ pub const REDACTED: &str = "[redacted]";
 /// Secrets shorter than this are not looked for: they would match ordinary text.
 const SHORTEST: usize = 4;
 
+/// Tokens fetched at run time kept besides the configured secret: enough for those still
+/// valid, not every one a long-running instance ever fetched.
+const TOKENS: usize = 8;
+
 /// The secrets of one adapter instance; cheap to clone, shared with what it spawns. Tokens
-/// fetched at run time are added as they come.
+/// fetched at run time are added as they come; the oldest of them are forgotten.
 #[derive(Clone, Default)]
 pub struct Secrets {
-    forms: Arc<RwLock<Vec<Form>>>,
+    /// Each secret's forms: the configured secret first, then the latest tokens.
+    forms: Arc<RwLock<Vec<Vec<Form>>>>,
 }
 
 /// One way a secret can appear.
@@ -38,7 +43,7 @@ enum Form {
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secrets({} forms)", self.forms.read().len())
+        write!(f, "Secrets({} secrets)", self.forms.read().len())
     }
 }
 
@@ -56,7 +61,8 @@ impl Secrets {
         s
     }
 
-    /// Looks for `secret` from now on, in every form.
+    /// Looks for `secret` from now on, in every form. Past the configured secret and
+    /// [`TOKENS`] more, the oldest added is forgotten.
     pub fn add(&self, secret: &str) {
         let secret = secret.trim();
         if secret.len() < SHORTEST {
@@ -80,11 +86,13 @@ impl Secrets {
             }
         }
         let mut all = self.forms.write();
-        for form in forms {
-            if !all.contains(&form) {
-                all.push(form);
-            }
+        if all.contains(&forms) {
+            return;
         }
+        if all.len() > TOKENS {
+            all.remove(1);
+        }
+        all.push(forms);
     }
 
     /// `text` with every occurrence of every secret, in any form, replaced.
@@ -99,7 +107,7 @@ impl Secrets {
         let folded = decoded.to_ascii_lowercase();
         // every byte range a form covers
         let mut hidden = vec![false; bytes.len()];
-        for form in forms.iter() {
+        for form in forms.iter().flatten() {
             let (needle, hay) = match form {
                 Form::Folded(n) => (n, folded.as_slice()),
                 Form::Exact(n) => (n, decoded.as_slice()),
@@ -236,6 +244,17 @@ mod tests {
         let kept = s.redact_json(&answer).to_string();
         assert!(!kept.contains(SECRET), "{kept}");
         assert!(kept.contains("r-1"));
+    }
+
+    #[test]
+    fn the_configured_secret_stays_while_old_tokens_go() {
+        let s = Secrets::of(Some(SECRET));
+        for n in 0..20 {
+            s.add(&format!("token-number-{n:04}"));
+        }
+        assert_eq!(s.redact(SECRET), REDACTED);
+        assert_eq!(s.redact("token-number-0019"), REDACTED);
+        assert_eq!(s.redact("token-number-0000"), "token-number-0000");
     }
 
     #[test]

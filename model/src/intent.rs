@@ -228,15 +228,19 @@ impl Target {
         check_name(&kind).map_err(|e| e.under("kind"))?;
         check_id(&id).map_err(|e| e.under("id"))?;
         check_map(&attributes).map_err(|e| e.under("attributes"))?;
-        if kind == IP_KIND {
-            Address::parse(&id).map_err(|m| Invalid::new("id", m))?;
+        // every value read once: rewritten if it is an address, refused if it must be one
+        if let Err(m) = canonical(&mut id)
+            && kind == IP_KIND
+        {
+            return Err(Invalid::new("id", m));
         }
-        if let Some(ip) = attributes.get(IP_ATTRIBUTE) {
-            Address::parse(ip)
-                .map_err(|m| Invalid::new(format!("attributes.{IP_ATTRIBUTE}"), m))?;
+        for (name, value) in &mut attributes {
+            if let Err(m) = canonical(value)
+                && name == IP_ATTRIBUTE
+            {
+                return Err(Invalid::new(format!("attributes.{IP_ATTRIBUTE}"), m));
+            }
         }
-        canonical(&mut id);
-        attributes.values_mut().for_each(canonical);
         Ok(Self {
             kind,
             id,
@@ -265,14 +269,15 @@ impl Target {
     }
 }
 
-/// Rewrites a value that is an address into its canonical form.
-fn canonical(value: &mut String) {
-    if let Ok(a) = Address::parse(value) {
-        let text = a.to_string();
-        if *value != text {
-            *value = text;
-        }
+/// Rewrites a value that is an address into its canonical form; what is wrong with it as
+/// an address otherwise.
+fn canonical(value: &mut String) -> Result<(), String> {
+    let a = Address::parse(value)?;
+    let text = a.to_string();
+    if *value != text {
+        *value = text;
     }
+    Ok(())
 }
 
 /// A place in a target that holds a value an adapter may act on.

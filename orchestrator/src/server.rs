@@ -71,8 +71,13 @@ pub fn load_policy(config: &Config) -> anyhow::Result<Policy> {
 /// or changing anything: the adapters' settings, credentials, scripts and firewall tables;
 /// the policy's routes and grants against the adapters; the listeners' TLS files, token files
 /// and authentication. `parapet policy check --config` and `serve` both ask this one function,
-/// so what one refuses the other does, in the same words.
-pub async fn preflight(config: &Config, policy: &Policy, policy_name: &str) -> anyhow::Result<()> {
+/// so what one refuses the other does, in the same words. Returns the HTTP listener's
+/// credentials it read, for `serve` to use.
+pub async fn preflight(
+    config: &Config,
+    policy: &Policy,
+    policy_name: &str,
+) -> anyhow::Result<crate::http::Access> {
     config.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
     for adapter in &config.adapters {
         adapter
@@ -93,8 +98,7 @@ pub async fn preflight(config: &Config, policy: &Policy, policy_name: &str) -> a
     } else if config.auth.tokens.is_some() || !config.auth.identities.is_empty() {
         auth::Authenticator::new(&config.auth.identities, config.auth.tokens.as_deref())?;
     }
-    crate::http::Access::from_config(config)?;
-    Ok(())
+    crate::http::Access::from_config(config)
 }
 
 /// The policy's name in messages: its file, or the built-in example.
@@ -112,7 +116,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     // One TLS provider for every client Parapet makes (webhooks); already set is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let policy = load_policy(config)?;
-    preflight(config, &policy, &policy_name(config)).await?;
+    let access = Arc::new(preflight(config, &policy, &policy_name(config)).await?);
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create data directory `{}`",
@@ -139,7 +143,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let edl = Edl::open(edl_config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut registry = Registry::new();
     registry.register(Arc::new(edl.clone()))?;
-    let access = Arc::new(crate::http::Access::from_config(config)?);
+    // the routes and grants were checked against these instances by `preflight`
     for adapter in &config.adapters {
         let dir = config.data_dir.join("adapters").join(adapter.name());
         let built = adapter
@@ -148,9 +152,6 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             .map_err(|e| anyhow::anyhow!("adapter `{}`: {e}", adapter.name()))?;
         registry.register(built)?;
     }
-    policy
-        .check_adapters(|k, route| registry.resolve(k, route).map(drop))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", policy_name(config)))?;
 
     let auth = Arc::new(authenticator(config)?);
     let telemetry = Arc::new(
@@ -420,21 +421,23 @@ impl Running {
 /// Where Parapet listens, never to be blocked or isolated by it: the listeners' addresses, or
 /// every interface's when a listener takes all of them.
 fn own_addresses(config: &Config) -> Vec<(ipnet::IpNet, String)> {
-    let mut own = Vec::new();
-    for (addr, what) in [
+    let listeners = [
         (config.grpc_addr.ip(), "the gRPC listener"),
         (config.http_addr.ip(), "the HTTP listener"),
-    ] {
-        if !addr.is_unspecified() {
-            own.push((ipnet::IpNet::from(addr), what.to_owned()));
-            continue;
-        }
+    ];
+    let mut own: Vec<_> = listeners
+        .iter()
+        .filter(|(addr, _)| !addr.is_unspecified())
+        .map(|(addr, what)| (ipnet::IpNet::from(*addr), (*what).to_owned()))
+        .collect();
+    if listeners.iter().any(|(addr, _)| addr.is_unspecified()) {
         match if_addrs::get_if_addrs() {
             Ok(interfaces) => own.extend(interfaces.into_iter().map(|i| {
-                (
-                    ipnet::IpNet::from(i.ip()),
-                    format!("{what}, on interface {}", i.name),
-                )
+                let what = format!(
+                    "this host's, on interface {}, where a listener takes all",
+                    i.name
+                );
+                (ipnet::IpNet::from(i.ip()), what)
             })),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list this host's addresses; the guardrails know only the listeners'")

@@ -226,7 +226,11 @@ impl Engine {
             .iter()
             .filter(|j| j.verdict == Verdict::FalsePositive)
             .count() as u32;
-        if demotes(all, false_positives, limit, v.demote_min_verdicts) {
+        // at least the minimum of verdicts, and more than the limit of them false
+        if all > 0
+            && all >= v.demote_min_verdicts
+            && f64::from(false_positives) / f64::from(all) > limit
+        {
             let reason = format!(
                 "{false_positives} of {all} verdicts in the last {} were false positives",
                 v.demote_window.1
@@ -263,11 +267,6 @@ impl Engine {
         }
         Ok(out)
     }
-}
-
-/// The demotion rule: at least `min` verdicts, and more than `limit` of them false positives.
-pub fn demotes(all: u32, false_positives: u32, limit: f64, min: u32) -> bool {
-    all >= min && all > 0 && f64::from(false_positives) / f64::from(all) > limit
 }
 
 /// A refusal's reasons in one line, for an error message.

@@ -285,17 +285,23 @@ impl Journal {
     /// Whether appends can be written now. After a write the disk refused, probes the disk
     /// (a small write, synced, removed) so that health recovers once space is freed.
     pub fn condition(&self) -> Condition {
-        let mut trouble = self.trouble.lock();
-        if let Some(why) = &trouble.failed {
-            return Condition::Failed(why.clone());
+        let (failed, unwritten) = {
+            let trouble = self.trouble.lock();
+            (trouble.failed.clone(), trouble.unwritten.clone())
+        };
+        if let Some(why) = failed {
+            return Condition::Failed(why);
         }
-        if let Some(why) = trouble.unwritten.clone() {
-            match self.reader.probe() {
-                Ok(()) => trouble.unwritten = None,
-                Err(_) => return Condition::Unwritable(why),
+        // probed without the lock, which the writer takes on every batch
+        if let Some(why) = unwritten {
+            if self.reader.probe().is_err() {
+                return Condition::Unwritable(why);
+            }
+            let mut trouble = self.trouble.lock();
+            if trouble.unwritten.as_ref() == Some(&why) {
+                trouble.unwritten = None;
             }
         }
-        drop(trouble);
         match self.reader.free_space() {
             Ok(Some(free)) if free < self.reserve => Condition::LowSpace {
                 free,
