@@ -18,6 +18,7 @@ use parapet_model::{
 };
 use parapet_orchestrator::{
     clock::SystemClock,
+    filter::IntentFilter,
     journal::{Journal, Query, kv::SledKv, log::FileLog, verify},
     lifecycle::Event,
 };
@@ -174,12 +175,18 @@ fn main() {
 
     let page = 100;
     time_queries(&journal, "target", 200, |n| Query {
-        target: Some(("ip".into(), address(n * 7919))),
+        intents: IntentFilter {
+            target: Some(("ip".into(), address(n * 7919))),
+            ..IntentFilter::default()
+        },
         limit: page,
         ..Query::default()
     });
     time_queries(&journal, "detection", 200, |n| Query {
-        detection: Some(format!("rule.{}", n % DETECTIONS)),
+        intents: IntentFilter {
+            detection: Some(format!("rule.{}", n % DETECTIONS)),
+            ..IntentFilter::default()
+        },
         limit: page,
         ..Query::default()
     });
@@ -190,12 +197,18 @@ fn main() {
         ..Query::default()
     });
     time_queries(&journal, "source", 50, |n| Query {
-        source: Some(format!("source-{}", n % 3)),
+        intents: IntentFilter {
+            source: Some(format!("source-{}", n % 3)),
+            ..IntentFilter::default()
+        },
         limit: page,
         ..Query::default()
     });
     time_queries(&journal, "det+event", 50, |n| Query {
-        detection: Some(format!("rule.{}", n % DETECTIONS)),
+        intents: IntentFilter {
+            detection: Some(format!("rule.{}", n % DETECTIONS)),
+            ..IntentFilter::default()
+        },
         events: vec!["activated".into()],
         limit: page,
         ..Query::default()

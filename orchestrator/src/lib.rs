@@ -5,8 +5,10 @@
 //! - [`engine`]: submit, execute, expire, roll back, recover: the lifecycle driven.
 //! - [`lifecycle`]: the intent state machine; the only place state changes.
 //! - [`journal`]: the durable log, group commit, and the derived state in sled.
-//! - [`grpc`] and [`pb`]: thin tonic handlers and the proto ↔ domain conversions.
-//! - [`http`]: the HTTP listener (EDL lists for firewalls, liveness).
+//! - [`service`]: every operation, whatever the front door: who may call it, its checks, its
+//!   answer; [`filter`] selects intents for all of them; [`error`] is their one error.
+//! - [`grpc`]: the gRPC front door, thin tonic handlers over the service.
+//! - [`http`]: the HTTP front door (EDL lists for firewalls, liveness, metrics).
 //! - [`clock`]: injected time.
 //! - [`lock`]: one Parapet per data directory.
 
@@ -16,12 +18,14 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod error;
+pub mod filter;
 pub mod grpc;
 pub mod http;
 pub mod journal;
 pub mod lifecycle;
 pub mod lock;
 pub mod ocsf;
-pub mod pb;
 pub mod server;
+pub mod service;
 pub mod telemetry;

@@ -263,31 +263,32 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             .tls_config(server_tls(tls)?)
             .context("the TLS settings")?;
     }
+    let service = crate::service::Service::new(engine.clone());
     let grpc = builder
-        .layer(auth::AuthLayer::new(auth, engine.clone()))
+        .layer(grpc::auth::AuthLayer::new(auth, service.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            IntentsServer::new(grpc::Intents(engine.clone()))
+            IntentsServer::new(grpc::Intents(service.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            RollbacksServer::new(grpc::Rollbacks(engine.clone()))
+            RollbacksServer::new(grpc::Rollbacks(service.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            JournalServer::new(grpc::Journal(engine.clone()))
+            JournalServer::new(grpc::Journal(service.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            AdminServer::new(grpc::Admin(engine.clone())).max_decoding_message_size(MAX_MESSAGE),
+            AdminServer::new(grpc::Admin(service.clone())).max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            ApprovalsServer::new(grpc::Approvals(engine.clone()))
+            ApprovalsServer::new(grpc::Approvals(service.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .add_service(
-            VerdictsServer::new(grpc::Verdicts(engine.clone()))
+            VerdictsServer::new(grpc::Verdicts(service.clone()))
                 .max_decoding_message_size(MAX_MESSAGE),
         )
         .serve_with_incoming_shutdown(
@@ -295,7 +296,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stop.clone().cancelled_owned(),
         );
-    crate::telemetry::Metrics::observe_engine(&telemetry.meter(), &engine);
+    engine.observe(&telemetry.meter());
     tokio::spawn(watch_journal(engine.clone(), health.clone()));
     let metrics_listener = match config.http.metrics_addr {
         Some(addr) => Some(

@@ -6,7 +6,7 @@
 //! entry to [`Metrics`] (an [`Observer`]), so the counters are exact and cost nothing on the
 //! request path. Durations are measured where they happen (adapter calls, journal syncs).
 //! Levels (budget usage, pending approvals, kill switches) are read from the engine whenever
-//! they are collected.
+//! they are collected (`Engine::observe`).
 
 use std::time::Duration;
 
@@ -17,7 +17,6 @@ use opentelemetry::{
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 use crate::{
-    engine::Engine,
     journal::{Entry, Observer, Took},
     lifecycle::{Event, IntentRecord, RollbackCause, Verdict},
 };
@@ -186,135 +185,6 @@ impl Metrics {
             self.actions.add(1, &counted);
         }
     }
-
-    /// Levels read from the engine when metrics are collected. Holds the engine weakly, so
-    /// the engine can stop.
-    pub fn observe_engine(meter: &Meter, engine: &Engine) {
-        let weak = engine.downgrade();
-        let budgets = weak.clone();
-        meter
-            .u64_observable_gauge("parapet_budget_active")
-            .with_description("Units of each budget held by active intents, per scope value; `limit` is max_active")
-            .with_callback(move |o| {
-                let Some(engine) = Engine::upgrade(&budgets) else { return };
-                let Ok(status) = engine.status() else { return };
-                for row in &status.budgets {
-                    let mut labels = vec![
-                        KeyValue::new("budget", row.budget.name.clone()),
-                        KeyValue::new("scope", row.budget.scope.clone()),
-                        KeyValue::new("scope_value", row.scope_value.clone()),
-                    ];
-                    if let Some(limit) = active_limit(row) {
-                        labels.push(KeyValue::new("limit", limit as i64));
-                    }
-                    o.observe(u64::from(row.active), &labels);
-                }
-            })
-            .build();
-        let usage = weak.clone();
-        meter
-            .f64_observable_gauge("parapet_budget_utilisation")
-            .with_description("The fullest of each budget's limits per scope value, from 0 to 1: active against max_active (or its percentage of the fleet), taken in the window against max_per_window")
-            .with_callback(move |o| {
-                let Some(engine) = Engine::upgrade(&usage) else { return };
-                let Ok(status) = engine.status() else { return };
-                for row in &status.budgets {
-                    let labels = [
-                        KeyValue::new("budget", row.budget.name.clone()),
-                        KeyValue::new("scope_value", row.scope_value.clone()),
-                    ];
-                    if let Some(share) = utilisation(row) {
-                        o.observe(share, &labels);
-                    }
-                }
-            })
-            .build();
-        let pending = weak.clone();
-        meter
-            .u64_observable_gauge("parapet_pending_approvals")
-            .with_description("Intents waiting for approval")
-            .with_callback(move |o| {
-                if let Some(engine) = Engine::upgrade(&pending)
-                    && let Ok((count, _)) = engine.pending_summary()
-                {
-                    o.observe(count, &[]);
-                }
-            })
-            .build();
-        let oldest = weak.clone();
-        meter
-            .f64_observable_gauge("parapet_pending_approval_oldest_age")
-            .with_unit("s")
-            .with_description(
-                "How long the oldest intent waiting for approval has waited (0 when none waits)",
-            )
-            .with_callback(move |o| {
-                if let Some(engine) = Engine::upgrade(&oldest)
-                    && let Ok((_, since)) = engine.pending_summary()
-                {
-                    let age = since
-                        .and_then(|t| engine.clock_now().duration_since(t).ok())
-                        .unwrap_or_default();
-                    o.observe(age.as_secs_f64(), &[]);
-                }
-            })
-            .build();
-        let switches = weak.clone();
-        meter
-            .u64_observable_gauge("parapet_kill_switch_engaged")
-            .with_description("1 for each engaged kill switch, by action kind (`*` for the global one); 0 for `*` when none is")
-            .with_callback(move |o| {
-                let Some(engine) = Engine::upgrade(&switches) else { return };
-                let Ok(status) = engine.status() else { return };
-                let global = status.kill_switches.iter().any(|k| k.kind.is_none());
-                o.observe(u64::from(global), &[KeyValue::new("kind", "*")]);
-                for k in status.kill_switches.iter().filter_map(|k| k.kind.as_ref()) {
-                    o.observe(1, &[KeyValue::new("kind", k.to_string())]);
-                }
-            })
-            .build();
-        let active = weak;
-        meter
-            .u64_observable_gauge("parapet_active_intents")
-            .with_description(
-                "Intents whose actions are in force, by action kind of their first step",
-            )
-            .with_callback(move |o| {
-                let Some(engine) = Engine::upgrade(&active) else {
-                    return;
-                };
-                let Ok(by_kind) = engine.active_by_kind() else {
-                    return;
-                };
-                for (kind, n) in by_kind {
-                    o.observe(n, &[KeyValue::new("kind", kind)]);
-                }
-            })
-            .build();
-    }
-}
-
-/// A budget row's limit on what is active at once: `max_active`, or its percentage of the
-/// fleet, whichever is lower.
-fn active_limit(row: &crate::engine::BudgetRow) -> Option<u64> {
-    let b = &row.budget;
-    b.max_active
-        .map(u64::from)
-        .into_iter()
-        .chain(row.max_from_percent)
-        .min()
-}
-
-/// The fullest of a budget row's limits, from 0 to 1.
-pub fn utilisation(row: &crate::engine::BudgetRow) -> Option<f64> {
-    let b = &row.budget;
-    let shares = [
-        active_limit(row).map(|l| f64::from(row.active) / (l.max(1) as f64)),
-        b.max_per_window
-            .zip(row.used_in_window)
-            .map(|(max, used)| f64::from(used) / f64::from(max.max(1))),
-    ];
-    shares.into_iter().flatten().reduce(f64::max)
 }
 
 impl Observer for Metrics {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use parapet_model::limits;
-use parapet_orchestrator::pb::intent_request;
+use parapet_orchestrator::grpc::convert::intent_request;
 use parapet_proto::v1 as pb;
 use proptest::prelude::*;
 

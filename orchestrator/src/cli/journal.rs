@@ -188,7 +188,10 @@ pub fn verify_offline(args: VerifyArgs, out: Output) -> anyhow::Result<()> {
     let reader = log::read_only(&journal);
     let report = verify::verify(reader.as_ref(), None, &expect)
         .with_context(|| format!("cannot verify the journal in `{}`", journal.display()))?;
-    print_report(&parapet_orchestrator::pb::verify_report(&report), out)
+    print_report(
+        &parapet_orchestrator::grpc::convert::verify_report(&report),
+        out,
+    )
 }
 
 fn print_report(report: &pb::VerifyJournalResponse, out: Output) -> anyhow::Result<()> {

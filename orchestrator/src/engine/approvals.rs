@@ -2,7 +2,7 @@
 
 use std::{collections::BTreeMap, time::SystemTime};
 
-use parapet_model::{Decision, IntentId, Outcome};
+use parapet_model::{IntentId, Outcome};
 use parapet_policy::rules::Suppression;
 
 use super::{Engine, Error, Result};
@@ -267,15 +267,4 @@ impl Engine {
         }
         Ok(out)
     }
-}
-
-/// A refusal's reasons in one line, for an error message.
-pub fn refusal(decision: &Decision) -> String {
-    let objections: Vec<_> = decision
-        .reasons
-        .iter()
-        .filter(|r| r.effect == Outcome::Deny || r.effect == Outcome::Shadow)
-        .map(|r| format!("{}: {}", r.guardrail, r.message))
-        .collect();
-    objections.join("; ")
 }

@@ -1,74 +1,14 @@
 //! Rolling back everything a selector matches, as one journaled operation that a restart resumes.
 
-use std::time::SystemTime;
-
 use futures::StreamExt;
-use parapet_model::{ActionKind, IntentId};
+use parapet_model::IntentId;
 use tokio::sync::mpsc;
 
 use super::{Engine, Error, Result};
-use crate::lifecycle::{Event, IntentRecord, State};
-
-/// Which active intents a bulk rollback takes. Every filter set must match.
-#[derive(Debug, Clone, Default)]
-pub struct Selector {
-    pub detection: Option<String>,
-    pub source: Option<String>,
-    pub action_kind: Option<ActionKind>,
-    /// Target kind and id.
-    pub target: Option<(String, String)>,
-    /// Intents received in `[since, until)`.
-    pub since: Option<SystemTime>,
-    pub until: Option<SystemTime>,
-}
-
-impl Selector {
-    pub fn is_empty(&self) -> bool {
-        self.detection.is_none()
-            && self.source.is_none()
-            && self.action_kind.is_none()
-            && self.target.is_none()
-            && self.since.is_none()
-            && self.until.is_none()
-    }
-
-    fn matches(&self, r: &IntentRecord) -> bool {
-        let i = &r.intent;
-        self.detection
-            .as_ref()
-            .is_none_or(|d| *d == i.detection.rule_id)
-            && self.source.as_ref().is_none_or(|s| *s == i.source)
-            && self
-                .action_kind
-                .as_ref()
-                .is_none_or(|k| i.steps.iter().any(|s| s.kind == *k))
-            && self.target.as_ref().is_none_or(|(kind, id)| {
-                i.steps
-                    .iter()
-                    .any(|s| s.target.kind == *kind && s.target.id == *id)
-            })
-            && self.since.is_none_or(|t| i.received_at >= t)
-            && self.until.is_none_or(|t| i.received_at < t)
-    }
-
-    /// The selector as the journal keeps it.
-    fn describe(&self) -> String {
-        let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-        let parts = [
-            self.detection.as_ref().map(|d| format!("detection={d}")),
-            self.source.as_ref().map(|s| format!("source={s}")),
-            self.action_kind
-                .as_ref()
-                .map(|k| format!("action_kind={k}")),
-            self.target
-                .as_ref()
-                .map(|(k, id)| format!("target={k}:{id}")),
-            self.since.map(|t| format!("since={}", time(t))),
-            self.until.map(|t| format!("until={}", time(t))),
-        ];
-        parts.into_iter().flatten().collect::<Vec<_>>().join(" ")
-    }
-}
+use crate::{
+    filter::IntentFilter,
+    lifecycle::{Event, State},
+};
 
 /// How one member of a bulk rollback ended.
 #[derive(Debug, Clone)]
@@ -88,21 +28,21 @@ pub struct BulkRollback {
 }
 
 impl Engine {
-    /// Rolls back every active intent the selector matches, `concurrency` at a time. The
+    /// Rolls back every active intent the filter matches, `concurrency` at a time. The
     /// operation and its members are journaled before anything is undone; the work goes on if
     /// whoever asked goes away, and a restart resumes it.
     pub async fn bulk_rollback(
         &self,
-        selector: &Selector,
+        selector: &IntentFilter,
         by: &str,
         reason: &str,
         concurrency: usize,
     ) -> Result<BulkRollback> {
         if selector.is_empty() {
-            return Err(Error::Invalid(parapet_model::Invalid::new(
+            return Err(Error::invalid(
                 "selector",
                 "give at least one of detection, source, action_kind, target, since, until",
-            )));
+            ));
         }
         let mut members = Vec::new();
         for r in self.inner.journal.index().live_records() {
@@ -114,7 +54,7 @@ impl Engine {
         let op = uuid::Uuid::now_v7().to_string();
         let started = Event::BulkRollbackStarted {
             op: op.clone(),
-            selector: selector.describe(),
+            selector: selector.to_string(),
             reason: reason.to_owned(),
             members: members.clone(),
         };

@@ -13,7 +13,7 @@
 //! - `recover`: on start, resume whatever the journal shows in flight; rebuild budget usage.
 //! - `admin`: kill switches, policy reload, status.
 //! - `approvals`: approve, reject, verdicts, suppression, precision.
-//! - `bulk`: rollback of everything a selector matches, resumed after a restart.
+//! - `bulk`: rollback of everything a filter matches, resumed after a restart.
 //! - `guards`: the guardrails' state (budgets, kill switches, rate limiters, breaker tally).
 
 mod admin;
@@ -27,10 +27,10 @@ pub mod replay;
 mod rollback;
 mod submit;
 
-use std::{io, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use parapet_actions::Registry;
-use parapet_model::{IntentId, Invalid};
+use parapet_model::IntentId;
 use parapet_policy::Policy;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -38,15 +38,15 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     clock::SharedClock,
     journal::{
-        AppendError, Journal,
+        Journal,
         retention::{Compaction, Retention},
     },
     lifecycle::{Event, IntentRecord, State},
 };
 
 pub use admin::{BudgetRow, KillSwitch, Status};
-pub use approvals::{Precision, refusal};
-pub use bulk::{BulkRollback, Progress, Selector};
+pub use approvals::Precision;
+pub use bulk::{BulkRollback, Progress};
 pub use limits::{RequestLimits, WatchPermit};
 pub use rollback::RolledBack;
 pub use submit::Submitted;
@@ -54,33 +54,7 @@ pub use submit::Submitted;
 /// The name the engine journals its own actions under (timers, recovery, compensation).
 pub const SYSTEM_ACTOR: &str = "parapet";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Invalid(#[from] Invalid),
-    #[error("intent `{0}` not found")]
-    NotFound(String),
-    #[error("idempotency key `{key}` was already used for a different request (intent {existing})")]
-    IdempotencyConflict { key: String, existing: IntentId },
-    #[error("{0}")]
-    FailedPrecondition(String),
-    #[error("{0}")]
-    Forbidden(String),
-    /// The guardrails refuse now; the decision says why and when to retry.
-    #[error("the guardrails refuse: {}", approvals::refusal(.0))]
-    Refused(parapet_model::Decision),
-    #[error("journal: {0}")]
-    Journal(#[from] AppendError),
-    #[error("storage: {0}")]
-    Storage(#[from] io::Error),
-    #[error("parapet is shutting down")]
-    ShuttingDown,
-    /// A caller's limit is reached (streams open, denied intents journaled).
-    #[error("{0}")]
-    Exhausted(String),
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub use crate::error::{Error, Result};
 
 /// Settings of the engine itself.
 #[derive(Debug, Clone)]

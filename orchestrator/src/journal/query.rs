@@ -8,28 +8,23 @@
 
 use std::{collections::HashMap, io, sync::Arc, time::SystemTime};
 
-use parapet_model::{IntentId, Outcome};
+use parapet_model::IntentId;
 
 use super::{Entry, Index, decode, index::key};
-use crate::lifecycle::IntentRecord;
+use crate::{filter::IntentFilter, lifecycle::IntentRecord};
 
 /// Which entries to read. Filters combine: an entry must match all that are set.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
+    /// The entries of this intent.
     pub intent: Option<IntentId>,
-    /// Target kind and id.
-    pub target: Option<(String, String)>,
-    pub detection: Option<String>,
-    /// The platform that submitted the intent.
-    pub source: Option<String>,
+    /// The entries of intents this filter matches (in their current record).
+    pub intents: IntentFilter,
     /// Who caused the entry.
     pub actor: Option<String>,
-    /// Intents with a step of this kind.
-    pub action_kind: Option<String>,
-    /// Intents whose decision (after an approval, the re-check's) had this outcome.
-    pub outcome: Option<Outcome>,
     /// Only entries of these kinds (`received`, `step_succeeded`, ...); all when empty.
     pub events: Vec<String>,
+    /// Entries written in `[since, until)`.
     pub since: Option<SystemTime>,
     pub until: Option<SystemTime>,
     /// Only entries after this sequence number: the cursor for the next page.
@@ -40,32 +35,7 @@ pub struct Query {
 impl Query {
     /// Whether a filter about the entry's intent is set: entries about Parapet itself fail it.
     fn about_intents(&self) -> bool {
-        self.intent.is_some()
-            || self.target.is_some()
-            || self.detection.is_some()
-            || self.source.is_some()
-            || self.action_kind.is_some()
-            || self.outcome.is_some()
-    }
-
-    fn matches_record(&self, r: &IntentRecord) -> bool {
-        let i = &r.intent;
-        self.target.as_ref().is_none_or(|(kind, id)| {
-            i.steps
-                .iter()
-                .any(|s| &s.target.kind == kind && &s.target.id == id)
-        }) && self
-            .detection
-            .as_ref()
-            .is_none_or(|d| &i.detection.rule_id == d)
-            && self.source.as_ref().is_none_or(|s| &i.source == s)
-            && self
-                .action_kind
-                .as_ref()
-                .is_none_or(|k| i.steps.iter().any(|s| s.kind.as_str() == k))
-            && self
-                .outcome
-                .is_none_or(|o| r.decision.as_ref().is_some_and(|d| d.outcome == o))
+        self.intent.is_some() || !self.intents.is_empty()
     }
 }
 
@@ -114,13 +84,13 @@ impl Index {
                         r
                     }
                 };
-                if !record.is_some_and(|r| q.matches_record(&r)) {
+                if !record.is_some_and(|r| q.intents.matches(&r)) {
                     return Ok(true);
                 }
             }
             Ok(f(entry))
         };
-        let driver = match (&q.intent, &q.target, &q.detection) {
+        let driver = match (&q.intent, &q.intents.target, &q.intents.detection) {
             (Some(id), _, _) => Some([&b"n"[..], id.as_bytes()].concat()),
             (None, Some((kind, id)), _) => Some(key::target_entries(kind, id)),
             (None, None, Some(rule)) => Some(key::detection_entries(rule)),

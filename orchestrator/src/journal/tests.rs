@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     clock::{Clock, ManualClock},
+    filter::IntentFilter,
     lifecycle::State,
 };
 
@@ -454,8 +455,11 @@ async fn a_page_may_start_inside_an_append() {
     };
     for (by_target, by_detection) in [(true, false), (false, true)] {
         let q = |after_seq: u64, limit: usize| Query {
-            target: by_target.then(|| ("ip".to_owned(), "192.0.2.1".to_owned())),
-            detection: by_detection.then(|| "c2".to_owned()),
+            intents: IntentFilter {
+                target: by_target.then(|| ("ip".to_owned(), "192.0.2.1".to_owned())),
+                detection: by_detection.then(|| "c2".to_owned()),
+                ..IntentFilter::default()
+            },
             after_seq,
             limit,
             ..Query::default()
@@ -944,21 +948,30 @@ async fn every_query_filter_narrows_and_they_combine() {
     let target = Some(("ip".to_owned(), "192.0.2.1".to_owned()));
     assert_eq!(
         seqs(Query {
-            target: target.clone(),
+            intents: IntentFilter {
+                target: target.clone(),
+                ..IntentFilter::default()
+            },
             ..Query::default()
         }),
         [1, 2, 3, 4, 5, 9, 10]
     );
     assert_eq!(
         seqs(Query {
-            detection: Some("c2".into()),
+            intents: IntentFilter {
+                detection: Some("c2".into()),
+                ..IntentFilter::default()
+            },
             ..Query::default()
         }),
         [1, 2, 3, 4, 5, 6, 7]
     );
     assert_eq!(
         seqs(Query {
-            source: Some("xdr".into()),
+            intents: IntentFilter {
+                source: Some("xdr".into()),
+                ..IntentFilter::default()
+            },
             ..Query::default()
         }),
         [6, 7, 9, 10]
@@ -979,14 +992,20 @@ async fn every_query_filter_narrows_and_they_combine() {
     );
     assert_eq!(
         seqs(Query {
-            action_kind: Some("isolate_host".into()),
+            intents: IntentFilter {
+                action_kind: Some("isolate_host".into()),
+                ..IntentFilter::default()
+            },
             ..Query::default()
         }),
         [6, 7]
     );
     assert_eq!(
         seqs(Query {
-            outcome: Some(Outcome::Shadow),
+            intents: IntentFilter {
+                outcome: Some(Outcome::Shadow),
+                ..IntentFilter::default()
+            },
             ..Query::default()
         }),
         [9, 10]
@@ -1009,25 +1028,34 @@ async fn every_query_filter_narrows_and_they_combine() {
     // combined: an index drives, the rest filter
     assert_eq!(
         seqs(Query {
-            target: target.clone(),
-            source: Some("xdr".into()),
+            intents: IntentFilter {
+                target: target.clone(),
+                source: Some("xdr".into()),
+                ..IntentFilter::default()
+            },
             ..Query::default()
         }),
         [9, 10]
     );
     assert_eq!(
         seqs(Query {
-            detection: Some("c2".into()),
+            intents: IntentFilter {
+                detection: Some("c2".into()),
+                outcome: Some(Outcome::Deny),
+                ..IntentFilter::default()
+            },
             events: vec!["decided".into()],
-            outcome: Some(Outcome::Deny),
             ..Query::default()
         }),
         [7]
     );
     assert_eq!(
         seqs(Query {
+            intents: IntentFilter {
+                detection: Some("scan".into()),
+                ..IntentFilter::default()
+            },
             intent: Some(a.id),
-            detection: Some("scan".into()),
             ..Query::default()
         }),
         Vec::<u64>::new()
@@ -1040,7 +1068,10 @@ async fn every_query_filter_narrows_and_they_combine() {
         let page = journal
             .index()
             .query(&Query {
-                target: target.clone(),
+                intents: IntentFilter {
+                    target: target.clone(),
+                    ..IntentFilter::default()
+                },
                 after_seq: after,
                 limit: 3,
                 ..Query::default()

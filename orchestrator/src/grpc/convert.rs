@@ -11,8 +11,12 @@ use parapet_model::{
 use parapet_proto::v1 as pb;
 
 use crate::{
-    journal::Entry,
+    filter::IntentFilter,
     lifecycle::{IntentRecord, State, StepState},
+    service::{
+        admin::{Compaction, KillSwitch, Status},
+        journal::{Entry, Query, Report},
+    },
 };
 
 pub fn intent_request(req: pb::SubmitIntentRequest) -> Result<IntentRequest, Invalid> {
@@ -299,7 +303,7 @@ fn chain_point(seq: u64, hash: &crate::journal::log::Hash) -> pb::ChainPoint {
     }
 }
 
-pub fn verify_report(r: &crate::journal::verify::Report) -> pb::VerifyJournalResponse {
+pub fn verify_report(r: &Report) -> pb::VerifyJournalResponse {
     pb::VerifyJournalResponse {
         ok: r.ok(),
         anchor: Some(chain_point(r.anchor.seq, &r.anchor.hash)),
@@ -319,23 +323,12 @@ pub fn verify_report(r: &crate::journal::verify::Report) -> pb::VerifyJournalRes
 }
 
 /// A journal query from its request, each field checked.
-pub fn journal_query(req: pb::QueryJournalRequest) -> Result<crate::journal::Query, Invalid> {
+pub fn journal_query(req: pb::QueryJournalRequest) -> Result<Query, Invalid> {
     let time = |t: Option<prost_types::Timestamp>, field: &str| {
         t.map(|t| system_time(t).map_err(|e| e.under(field)))
             .transpose()
     };
     let text = |s: String| Some(s).filter(|s| !s.is_empty());
-    for (i, kind) in req.events.iter().enumerate() {
-        if !crate::lifecycle::Event::KINDS.contains(&kind.as_str()) {
-            return Err(Invalid::new(
-                format!("events[{i}]"),
-                format!(
-                    "`{kind}` is not an event kind; one of {}",
-                    crate::lifecycle::Event::KINDS.join(", ")
-                ),
-            ));
-        }
-    }
     let outcome = match pb::Outcome::try_from(req.outcome) {
         Ok(pb::Outcome::Unspecified) => None,
         Ok(pb::Outcome::Execute) => Some(Outcome::Execute),
@@ -349,23 +342,20 @@ pub fn journal_query(req: pb::QueryJournalRequest) -> Result<crate::journal::Que
             ));
         }
     };
-    Ok(crate::journal::Query {
+    Ok(Query {
         intent: match text(req.intent_id) {
             Some(id) => Some(id.parse().map_err(|e: Invalid| e.under("intent_id"))?),
             None => None,
         },
-        target: match req.target {
-            Some(t) if t.kind.is_empty() || t.id.is_empty() => {
-                return Err(Invalid::new("target", "needs both kind and id"));
-            }
-            Some(t) => Some((t.kind, t.id)),
-            None => None,
+        intents: crate::filter::IntentFilter {
+            target: target(req.target)?,
+            detection: text(req.detection),
+            source: text(req.source),
+            action_kind: text(req.action_kind),
+            outcome,
+            ..Default::default()
         },
-        detection: text(req.detection),
-        source: text(req.source),
         actor: text(req.actor),
-        action_kind: text(req.action_kind),
-        outcome,
         events: req.events,
         since: time(req.since, "since")?,
         until: time(req.until, "until")?,
@@ -375,6 +365,17 @@ pub fn journal_query(req: pb::QueryJournalRequest) -> Result<crate::journal::Que
             n => n as usize,
         },
     })
+}
+
+/// A target to filter by: both kind and id, or nothing.
+pub fn target(t: Option<pb::Target>) -> Result<Option<(String, String)>, Invalid> {
+    match t {
+        Some(t) if t.kind.is_empty() || t.id.is_empty() => {
+            Err(Invalid::new("target", "needs both kind and id"))
+        }
+        Some(t) => Ok(Some((t.kind, t.id))),
+        None => Ok(None),
+    }
 }
 
 pub fn replay(r: &crate::engine::replay::Replay, digest: &str) -> pb::ReplayPolicyResponse {
@@ -403,5 +404,135 @@ pub fn replay(r: &crate::engine::replay::Replay, digest: &str) -> pb::ReplayPoli
                 after: Some(decision(&c.after)),
             })
             .collect(),
+    }
+}
+
+fn text(s: &str) -> Option<String> {
+    Some(s.to_owned()).filter(|s| !s.is_empty())
+}
+
+fn time(t: Option<prost_types::Timestamp>, field: &str) -> Result<Option<SystemTime>, Invalid> {
+    t.map(|t| system_time(t).map_err(|e| e.under(field)))
+        .transpose()
+}
+
+/// What a listing selects.
+pub fn intent_filter(req: &pb::ListIntentsRequest) -> Result<IntentFilter, Invalid> {
+    let states = req
+        .states
+        .iter()
+        .map(|s| state_filter(*s).map_err(|e| e.under("states")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(IntentFilter {
+        states: states.into_iter().flatten().collect(),
+        detection: text(&req.detection),
+        source: text(&req.source),
+        ..IntentFilter::default()
+    })
+}
+
+/// What a bulk rollback selects.
+pub fn selector(req: &pb::RollbackSelectedRequest) -> Result<IntentFilter, Invalid> {
+    let action_kind = match text(&req.action_kind) {
+        Some(k) => Some(
+            k.parse::<parapet_model::ActionKind>()
+                .map_err(|e| e.under("action_kind"))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(IntentFilter {
+        detection: text(&req.detection),
+        source: text(&req.source),
+        action_kind,
+        target: target(req.target.clone())?,
+        received_since: time(req.since, "since")?,
+        received_until: time(req.until, "until")?,
+        ..IntentFilter::default()
+    })
+}
+
+pub fn kill_switch(k: &KillSwitch) -> pb::KillSwitch {
+    let reason = match &k.engaged_by.event {
+        crate::lifecycle::Event::KillSwitch { reason, .. } => reason.clone(),
+        _ => String::new(),
+    };
+    pb::KillSwitch {
+        action_kind: k.kind.as_ref().map(ToString::to_string).unwrap_or_default(),
+        reason,
+        engaged_by: k.engaged_by.actor.clone(),
+        since: Some(timestamp(k.engaged_by.time)),
+        seq: k.engaged_by.seq,
+    }
+}
+
+pub fn status(s: &Status) -> pb::GetStatusResponse {
+    use parapet_policy::rules::RateKey;
+    let budgets = s
+        .budgets
+        .iter()
+        .map(|row| pb::BudgetUsage {
+            budget: row.budget.name.clone(),
+            scope: row.budget.scope.clone(),
+            scope_value: row.scope_value.clone(),
+            active: row.active,
+            max_active: row.budget.max_active,
+            used_in_window: row.used_in_window,
+            max_per_window: row.budget.max_per_window,
+            window: row.budget.window.as_ref().map(|w| pb_duration(w.0)),
+            max_active_from_percent: row.max_from_percent,
+            utilisation: row.utilisation(),
+        })
+        .collect();
+    let rate_limits = s
+        .policy
+        .rate_limits
+        .iter()
+        .map(|r| pb::RateLimitInfo {
+            name: r.name.clone(),
+            key: match r.key {
+                RateKey::Source => "source",
+                RateKey::Detection => "detection",
+                RateKey::ActionKind => "action_kind",
+            }
+            .into(),
+            max: r.max.get(),
+            per: Some(pb_duration(r.per.0)),
+            burst: r.burst.unwrap_or(r.max).get(),
+        })
+        .collect();
+    pb::GetStatusResponse {
+        policy_digest: s.policy.digest().to_owned(),
+        kill_switches: s.kill_switches.iter().map(kill_switch).collect(),
+        budgets,
+        rate_limits,
+        shadow: s.policy.shadow,
+        demoted_detections: s.demoted_detections.clone(),
+        active_by_kind: s.active_by_kind.clone().into_iter().collect(),
+        pending_approvals: s.pending_approvals as u32,
+        oldest_pending: s.oldest_pending.map(pb_duration),
+        recent_errors: s.recent_errors.iter().map(journal_entry).collect(),
+        adapters: s
+            .adapters
+            .iter()
+            .map(|(name, kinds)| pb::AdapterInstance {
+                name: name.clone(),
+                kinds: kinds.iter().map(ToString::to_string).collect(),
+            })
+            .collect(),
+    }
+}
+
+pub fn compaction(c: Compaction) -> pb::CompactJournalResponse {
+    pb::CompactJournalResponse {
+        compacted: true,
+        anchor: Some(pb::ChainPoint {
+            seq: c.anchor.seq,
+            hash: crate::journal::hex(&c.anchor.hash),
+        }),
+        entries: c.entries,
+        intents: c.intents,
+        bytes_before: c.bytes_before,
+        bytes_after: c.bytes_after,
     }
 }
