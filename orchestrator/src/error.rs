@@ -21,8 +21,8 @@ pub enum Error {
     /// The caller is known and may not do this.
     #[error("{0}")]
     Forbidden(String),
-    #[error("intent `{0}` not found")]
-    NotFound(String),
+    #[error("{what} `{name}` not found")]
+    NotFound { what: &'static str, name: String },
     #[error("idempotency key `{key}` was already used for a different request (intent {existing})")]
     IdempotencyConflict { key: String, existing: IntentId },
     /// The request is well formed but the state of things does not allow it.
@@ -68,7 +68,7 @@ impl Error {
             Self::Invalid(_) => "InvalidArgument",
             Self::Unauthenticated(_) => "Unauthenticated",
             Self::Forbidden(_) => "PermissionDenied",
-            Self::NotFound(_) => "NotFound",
+            Self::NotFound { .. } => "NotFound",
             Self::IdempotencyConflict { .. } => "AlreadyExists",
             Self::FailedPrecondition(_) | Self::Refused(_) => "FailedPrecondition",
             Self::Exhausted(_) => "ResourceExhausted",

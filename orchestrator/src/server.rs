@@ -28,6 +28,10 @@ use crate::{
     engine::{Engine, EngineConfig},
     grpc,
     journal::{Journal, kv::SledKv, log::FileLog},
+    service::{
+        Service,
+        lists::{Published, Readers},
+    },
 };
 
 /// How long a stop waits for open connections to finish.
@@ -77,7 +81,7 @@ pub async fn preflight(
     config: &Config,
     policy: &Policy,
     policy_name: &str,
-) -> anyhow::Result<crate::http::Access> {
+) -> anyhow::Result<Readers> {
     config.check().map_err(|e| anyhow::anyhow!("config: {e}"))?;
     for adapter in &config.adapters {
         adapter
@@ -98,7 +102,7 @@ pub async fn preflight(
     } else if config.auth.tokens.is_some() || !config.auth.identities.is_empty() {
         auth::Authenticator::new(&config.auth.identities, config.auth.tokens.as_deref())?;
     }
-    crate::http::Access::from_config(config)
+    Readers::from_config(config)
 }
 
 /// The policy's name in messages: its file, or the built-in example.
@@ -116,7 +120,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     // One TLS provider for every client Parapet makes (webhooks); already set is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let policy = load_policy(config)?;
-    let access = Arc::new(preflight(config, &policy, &policy_name(config)).await?);
+    let readers = preflight(config, &policy, &policy_name(config)).await?;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "cannot create data directory `{}`",
@@ -263,7 +267,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             .tls_config(server_tls(tls)?)
             .context("the TLS settings")?;
     }
-    let service = crate::service::Service::new(engine.clone());
+    let service = Service::new(engine.clone()).publishing(Published {
+        edl,
+        telemetry: telemetry.clone(),
+        readers,
+    });
     let grpc = builder
         .layer(grpc::auth::AuthLayer::new(auth, service.clone()))
         .add_service(health_service)
@@ -306,12 +314,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         ),
         None => None,
     };
-    let router = crate::http::router(
-        edl,
-        telemetry.clone(),
-        access.clone(),
-        metrics_listener.is_none(),
-    );
+    let router = crate::http::router(service.clone(), metrics_listener.is_none());
     let counted = |engine: &Engine| {
         let metrics = engine.metrics().clone();
         move |cause| metrics.refused_call("Unavailable", cause)
@@ -331,7 +334,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let metrics_only = metrics_listener.map(|listener| {
         crate::http::serve::serve(
             listener,
-            crate::http::metrics_router(telemetry, access),
+            crate::http::metrics_router(service),
             limits,
             stop.clone(),
             counted(&engine),

@@ -294,7 +294,10 @@ impl Engine {
             .journal
             .index()
             .record(id)?
-            .ok_or_else(|| Error::NotFound(id.to_string()))
+            .ok_or_else(|| Error::NotFound {
+                what: "intent",
+                name: id.to_string(),
+            })
     }
 
     /// Stops the timer and waits for executions and rollbacks in progress to finish. Nothing is

@@ -38,7 +38,7 @@ pub fn status(e: Error) -> Status {
         Error::Invalid(_) => Status::invalid_argument(message),
         Error::Unauthenticated(_) => Status::unauthenticated(message),
         Error::Forbidden(_) => Status::permission_denied(message),
-        Error::NotFound(_) => Status::not_found(message),
+        Error::NotFound { .. } => Status::not_found(message),
         Error::IdempotencyConflict { .. } => Status::already_exists(message),
         Error::FailedPrecondition(_) | Error::Refused(_) => Status::failed_precondition(message),
         Error::Exhausted(_) => Status::resource_exhausted(message),

@@ -87,7 +87,10 @@ impl Service {
     fn readable(&self, caller: &Caller, id: IntentId) -> Result<IntentRecord> {
         let record = self.engine.record(id)?;
         if !caller.reads(&record.intent.source) {
-            return Err(Error::NotFound(id.to_string()));
+            return Err(Error::NotFound {
+                what: "intent",
+                name: id.to_string(),
+            });
         }
         Ok(record)
     }

@@ -12,12 +12,15 @@
 //! - [`verdicts`]: judge an intent, precision per detection.
 //! - [`journal`]: query, verify, export, replay a policy.
 //! - [`admin`]: kill switches, status, policy reload, demotion, compaction.
+//! - [`lists`]: what firewalls and scrapers read (the lists, the metrics), with their own
+//!   credentials.
 
 pub mod access;
 pub mod admin;
 pub mod approvals;
 pub mod intents;
 pub mod journal;
+pub mod lists;
 pub mod rollbacks;
 pub mod verdicts;
 
@@ -40,6 +43,7 @@ pub struct Service {
     engine: Engine,
     /// Refusals journaled at most this fast, so they cannot fill the disk.
     journaled: Arc<governor::DefaultDirectRateLimiter>,
+    published: Option<Arc<lists::Published>>,
 }
 
 impl Service {
@@ -49,6 +53,7 @@ impl Service {
         Self {
             engine,
             journaled: Arc::new(governor::RateLimiter::direct(quota)),
+            published: None,
         }
     }
 
