@@ -76,6 +76,15 @@ impl Ledger {
         }
     }
 
+    /// Moves when `id`'s units are expected to free (its TTL was extended).
+    pub fn extend(&mut self, id: IntentId, until: SystemTime) {
+        for claim in self.held.get(&id).into_iter().flatten() {
+            if let Some(h) = self.active.get_mut(claim).and_then(|h| h.by.get_mut(&id)) {
+                h.until = Some(until);
+            }
+        }
+    }
+
     /// Counts `id`'s units as taken at `at` without holding them: for rebuilding the windows of
     /// intents that are no longer active.
     pub fn record_taken(&mut self, at: SystemTime, claims: &[Claim]) {

@@ -11,17 +11,24 @@
 //! - [`rules`]: protected targets, budgets, rate limits, freezes, the circuit breaker.
 //! - [`ledger`]: budget usage, kept by the caller and consulted by decisions.
 //! - [`seen`]: what a decision saw, journaled with it so it can be read and replayed.
+//! - [`allowance`]: [`Policy::decide_and_take`], the one decision path: decide, then take rate
+//!   cells and budget units for an intent that acts.
+//! - [`rate`]: rate limits as GCRA cells; [`breaker`]: the circuit breaker's tally and rule.
 //!
 //! [`Decision`]: parapet_model::Decision
 
 #![forbid(unsafe_code)]
 
+pub mod allowance;
+pub mod breaker;
 pub mod decide;
 pub mod file;
 pub mod ledger;
+pub mod rate;
 pub mod rules;
 pub mod seen;
 
+pub use allowance::{Allowance, Conditions};
 pub use decide::{DecisionInput, KillSwitches, guardrail};
 pub use file::{DetectionPolicy, Location, Policy, PolicyError, Tier, UnknownDetection};
 pub use ledger::{Claim, Ledger, Usage};

@@ -3,7 +3,7 @@
 //! With the intent (journaled just before) and the policy (named by its digest), a [`Seen`]
 //! holds everything a decision depended on: the kill switches, the detection's demotion, the
 //! suppressions that matched, the budget usage and the rate limiters' answers. An auditor reads
-//! it to understand a decision; [`Seen::input`] gives the state back to decide again.
+//! it to understand a decision; [`Seen::state`] gives the state back to decide again.
 
 use std::{
     collections::BTreeSet,
@@ -14,7 +14,7 @@ use parapet_model::{ActionKind, Detection, Step, serde_time};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DecisionInput, KillSwitches, Ledger, Policy,
+    DecisionInput, KillSwitches, Policy,
     rules::{Suppression, Suppressions},
 };
 
@@ -156,7 +156,7 @@ impl Seen {
     }
 }
 
-/// The guardrails' state rebuilt from a [`Seen`], to borrow into a [`DecisionInput`].
+/// The guardrails' state rebuilt from a [`Seen`], to decide again with.
 pub struct SeenState {
     pub kill_switches: KillSwitches,
     pub suppressions: Suppressions,
@@ -164,19 +164,10 @@ pub struct SeenState {
 }
 
 impl SeenState {
-    pub fn input<'a>(
-        &'a self,
-        seen: &Seen,
-        detection: &'a Detection,
-        steps: &'a [Step],
-        ledger: &'a Ledger,
-    ) -> DecisionInput<'a> {
-        DecisionInput {
-            detection,
-            steps,
-            now: seen.now,
+    /// The conditions a decision saw, to decide again under another policy.
+    pub fn conditions<'a>(&'a self, seen: &Seen) -> crate::Conditions<'a> {
+        crate::Conditions {
             kill_switches: &self.kill_switches,
-            ledger,
             suppressions: &self.suppressions,
             demoted: &self.demoted,
             approved: seen.approved,

@@ -6,7 +6,7 @@ use opentelemetry::{KeyValue, metrics::Meter};
 use parapet_model::ActionKind;
 use parapet_policy::{Ledger, Policy, Usage, rules::Budget};
 
-use super::{Engine, Error, Result, guards};
+use super::{Engine, Error, Result};
 use crate::{
     journal::{Entry, Query},
     lifecycle::{Event, IntentRecord, State},
@@ -68,7 +68,7 @@ impl Engine {
                 }
                 Some(k) => {
                     g.kill_switches.kinds.remove(k);
-                    g.calls.remove(k);
+                    g.calls.forget(k);
                 }
             }
         }
@@ -131,7 +131,7 @@ impl Engine {
     pub fn status(&self) -> Result<Status> {
         let policy = self.policy();
         let now = self.now();
-        let usage: Vec<Usage> = self.inner.guards.lock().ledger.usage();
+        let usage: Vec<Usage> = self.inner.guards.lock().allowance.ledger.usage();
         let mut budgets = Vec::new();
         for budget in &policy.budgets {
             let mut rows: Vec<(String, u32, Vec<SystemTime>)> = usage
@@ -240,7 +240,9 @@ impl Engine {
             );
             if holds {
                 let at = r.intent.received_at;
-                let until = r.expires_at.or_else(|| r.intent.ttl.map(|t| at + t));
+                let until = r
+                    .expires_at
+                    .or_else(|| parapet_policy::allowance::ends(&r.intent, at));
                 ledger.reserve(r.intent.id, at, until, &policy.claims(&r.intent.steps));
             }
             live.insert(r.intent.id);
@@ -290,10 +292,12 @@ impl Engine {
         let demoted = index.demoted()?.into_iter().collect();
         let mut g = self.inner.guards.lock();
         g.demoted = demoted;
-        g.ledger = ledger;
+        g.allowance = parapet_policy::Allowance {
+            ledger,
+            ..Default::default()
+        };
         g.kill_switches = kill_switches;
         g.suppressions = suppressions;
-        g.limiters = guards::limiters(policy, &self.inner.clock);
         Ok(live.len())
     }
 }

@@ -92,7 +92,7 @@ impl Engine {
         let record = match self.inner.journal.append(id, by, vec![approved]).await {
             Ok(a) => a.record,
             Err(e) => {
-                self.inner.guards.lock().ledger.release(id);
+                self.inner.guards.lock().allowance.ledger.release(id);
                 return Err(e.into());
             }
         };

@@ -8,7 +8,7 @@ use tracing::Instrument as _;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, SYSTEM_ACTOR, guards};
+use super::{Engine, SYSTEM_ACTOR};
 use crate::{
     journal::AppendError,
     lifecycle::{Event, IntentRecord, RollbackCause, State, StepState},
@@ -170,12 +170,13 @@ impl Engine {
         let trip = {
             let policy = self.policy();
             let mut g = self.inner.guards.lock();
-            guards::tally(
-                &mut g,
+            let stopped = g.kill_switches.stops(&s.kind);
+            g.calls.record(
                 policy.circuit_breaker.as_ref(),
                 &s.kind,
                 self.now(),
                 result.is_err(),
+                stopped,
             )
         };
         if let Some(reason) = trip {
@@ -303,7 +304,7 @@ impl Engine {
             .await?
             .record;
         if record.state.is_final() {
-            self.inner.guards.lock().ledger.release(id);
+            self.inner.guards.lock().allowance.ledger.release(id);
         }
         Ok(record)
     }

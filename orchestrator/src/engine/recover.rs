@@ -75,7 +75,7 @@ impl Engine {
                         Ok(())
                     }
                     Err(e) => {
-                        self.inner.guards.lock().ledger.release(id);
+                        self.inner.guards.lock().allowance.ledger.release(id);
                         Err(e)
                     }
                 }

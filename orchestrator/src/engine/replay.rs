@@ -11,19 +11,13 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     io,
-    sync::Arc,
     time::SystemTime,
 };
 
 use parapet_model::{Decision, Intent, IntentId, Outcome};
-use parapet_policy::{Policy, Seen};
+use parapet_policy::{Allowance, Policy, allowance::ends};
 
-use super::guards::{self, Guards};
-use crate::{
-    clock::{ManualClock, SharedClock},
-    journal::Index,
-    lifecycle::Event,
-};
+use crate::{journal::Index, lifecycle::Event};
 
 /// One intent whose decision would change.
 #[derive(Debug, Clone)]
@@ -50,29 +44,22 @@ pub fn replay(
     since: SystemTime,
     until: Option<SystemTime>,
 ) -> io::Result<Replay> {
-    let clock = Arc::new(ManualClock::new(SystemTime::UNIX_EPOCH));
-    let shared: SharedClock = clock.clone();
-    let mut g = Guards {
-        limiters: guards::limiters(policy, &shared),
-        ..Guards::default()
-    };
+    let mut allowance = Allowance::default();
     let mut out = Replay::default();
     let mut received: HashMap<IntentId, Intent> = HashMap::new();
     // intents the walk holds budget for that never really acted: released when the TTL passes
     let mut expiries: BTreeSet<(SystemTime, IntentId)> = BTreeSet::new();
     // what the walk decided for intents that may still be approved
     let mut waiting: HashMap<IntentId, Intent> = HashMap::new();
-    let window = policy.longest_window();
     for entry in index.entries(index.first_seq()?.saturating_sub(1)) {
         let entry = entry?;
         if until.is_some_and(|u| entry.time >= u) {
             break;
         }
-        clock.move_to(entry.time);
         while let Some(&(at, id)) = expiries.first()
             && at <= entry.time
         {
-            g.ledger.release(id);
+            allowance.ledger.release(id);
             expiries.pop_first();
         }
         let Some(id) = entry.intent_id else { continue };
@@ -86,26 +73,26 @@ pub fn replay(
                 };
                 if entry.time < since {
                     if decision.outcome == Outcome::Execute {
-                        // it took rate-limit tokens too, as it really did
-                        let _ = guards::rate_limit(&g, &intent);
-                        take(&mut g, policy, &intent, seen.now);
+                        // it took rate-limit cells and budget units, as it really did
+                        allowance.take(policy, &intent, seen.now);
                     } else if decision.outcome == Outcome::AwaitApproval {
                         waiting.insert(id, intent);
                     }
                     continue;
                 }
-                if let Some(before) = seen.now.checked_sub(window) {
-                    g.ledger.prune(before);
-                }
-                let after = decide(&mut g, policy, &intent, &seen);
-                if after.outcome == Outcome::Execute {
-                    take(&mut g, policy, &intent, seen.now);
-                    // one that never really acted holds until its TTL (without one, for good)
-                    if decision.outcome != Outcome::Execute
-                        && let Some(ttl) = intent.ttl
-                    {
-                        expiries.insert((seen.now + ttl, id));
-                    }
+                let state = seen.state(&intent.detection, &intent.steps);
+                let (after, _) = policy.decide_and_take(
+                    &intent,
+                    seen.now,
+                    state.conditions(&seen),
+                    &mut allowance,
+                );
+                // one that never really acted holds until its TTL (without one, for good)
+                if after.outcome == Outcome::Execute
+                    && decision.outcome != Outcome::Execute
+                    && let Some(end) = ends(&intent, seen.now)
+                {
+                    expiries.insert((end, id));
                 }
                 out.decided += 1;
                 *out.outcomes
@@ -127,12 +114,11 @@ pub fn replay(
             // an approval that really came would come under the new policy too, if it waits
             Event::Approved { seen, .. } => {
                 if let Some(intent) = waiting.remove(&id) {
-                    let _ = guards::rate_limit(&g, &intent);
-                    take(&mut g, policy, &intent, seen.now);
+                    allowance.take(policy, &intent, seen.now);
                 }
             }
             Event::RolledBack | Event::Failed { .. } | Event::RollbackFailed { .. } => {
-                g.ledger.release(id);
+                allowance.ledger.release(id);
                 waiting.remove(&id);
             }
             Event::Rejected { .. } => {
@@ -142,27 +128,4 @@ pub fn replay(
         }
     }
     Ok(out)
-}
-
-/// The new policy's decision with what the old one saw, rate limits included.
-fn decide(g: &mut Guards, policy: &Policy, intent: &Intent, seen: &Seen) -> Decision {
-    let state = seen.state(&intent.detection, &intent.steps);
-    let mut decision =
-        policy.decide(state.input(seen, &intent.detection, &intent.steps, &g.ledger));
-    if decision.outcome == Outcome::Execute {
-        let (reasons, wait, _) = guards::rate_limit(g, intent);
-        if reasons.iter().any(|r| r.effect == Outcome::Deny) {
-            decision.outcome = Outcome::Deny;
-            decision.retry_after = wait;
-        }
-        decision.reasons.extend(reasons);
-    }
-    decision
-}
-
-/// The budget units an intent that acts takes under `policy`.
-fn take(g: &mut Guards, policy: &Policy, intent: &Intent, at: SystemTime) {
-    let until = intent.ttl.map(|ttl| at + ttl);
-    g.ledger
-        .reserve(intent.id, at, until, &policy.claims(&intent.steps));
 }

@@ -3,9 +3,9 @@
 use std::time::SystemTime;
 
 use parapet_model::{Decision, Intent, IntentId, IntentRequest, Outcome};
-use parapet_policy::{DecisionInput, Seen};
+use parapet_policy::Seen;
 
-use super::{Engine, Error, Result, guards};
+use super::{Engine, Error, Result};
 use crate::{
     journal::AppendError,
     lifecycle::{Event, IntentRecord, State},
@@ -67,7 +67,7 @@ impl Engine {
         let appended = self.inner.journal.append(id, &source, events).await;
         if appended.is_err() && execute {
             // Nothing was recorded, so nothing may hold the budget.
-            self.inner.guards.lock().ledger.release(id);
+            self.inner.guards.lock().allowance.ledger.release(id);
         }
         let record = match appended {
             Ok(appended) => appended.record,
@@ -97,9 +97,9 @@ impl Engine {
         })
     }
 
-    /// Decides, and for an intent that will execute checks the rate limits and reserves its
-    /// budget units, all under one lock: two concurrent decisions can never both take the last
-    /// unit of a budget. `approved` when a person approved the intent just now.
+    /// Decides, and for an intent that will execute takes its rate-limit cells and budget
+    /// units, all under one lock: two concurrent decisions can never both take the last unit
+    /// of a budget. `approved` when a person approved the intent just now.
     pub(super) fn decide(
         &self,
         intent: &Intent,
@@ -107,38 +107,12 @@ impl Engine {
         approved: bool,
     ) -> (Decision, Box<Seen>) {
         let policy = self.policy();
-        let mut guards = self.inner.guards.lock();
-        let g = &mut *guards;
-        if let Some(before) = now.checked_sub(policy.longest_window()) {
-            g.ledger.prune(before);
-        }
-        let input = DecisionInput {
-            detection: &intent.detection,
-            steps: &intent.steps,
-            now,
-            kill_switches: &g.kill_switches,
-            ledger: &g.ledger,
-            suppressions: &g.suppressions,
-            demoted: &g.demoted,
-            approved,
-        };
-        let mut decision = policy.decide(input);
-        let mut seen = Box::new(Seen::capture(&policy, &input));
-        if decision.outcome == Outcome::Execute {
-            let (reasons, wait, limits) = guards::rate_limit(g, intent);
-            seen.rate_limits = limits;
-            if reasons.iter().any(|r| r.effect == Outcome::Deny) {
-                decision.outcome = Outcome::Deny;
-                decision.retry_after = wait;
-            }
-            decision.reasons.extend(reasons);
-        }
-        if decision.outcome == Outcome::Execute {
-            let until = intent.ttl.map(|ttl| now + ttl);
-            g.ledger
-                .reserve(intent.id, now, until, &policy.claims(&intent.steps));
-        }
-        (decision, seen)
+        let (decision, seen) = self
+            .inner
+            .guards
+            .lock()
+            .decide(&policy, intent, now, approved);
+        (decision, Box::new(seen))
     }
 
     /// A repeated submission returns the first intent and never acts again. A repeat for an
@@ -180,7 +154,9 @@ impl Engine {
         let Some(current) = record.expires_at.filter(|_| record.state == State::Active) else {
             return Ok(record);
         };
-        let expires_at = self.inner.clock.now() + ttl;
+        let Some(expires_at) = self.inner.clock.now().checked_add(ttl) else {
+            return Err(Error::invalid("ttl", "ends past what can be told"));
+        };
         if expires_at <= current {
             return Ok(record);
         }
@@ -189,6 +165,13 @@ impl Engine {
             .journal
             .append(id, actor, vec![Event::TtlExtended { ttl, expires_at }])
             .await?;
+        // the budget's units free later too, as a restart would rebuild them
+        self.inner
+            .guards
+            .lock()
+            .allowance
+            .ledger
+            .extend(id, expires_at);
         self.schedule(expires_at, id);
         // Systems that expire actions by themselves (kernel timeouts) are told, so they do not
         // lift a block before Parapet would. Journaled first: a failure here is logged, and the

@@ -348,3 +348,49 @@ async fn transient_adapter_errors_are_retried_and_permanent_ones_fail_fast() {
 }
 
 mod demotion;
+
+/// A TTL extended by a repeat holds the budget as long as the block: the next intent is told
+/// to retry when the extended TTL ends, before a restart as after it.
+#[tokio::test]
+async fn an_extended_ttl_holds_the_budget_until_it_ends_before_and_after_a_restart() {
+    const ONE_AT_A_TIME: &str = r#"
+[[detections]]
+id = "d"
+[detections.actions]
+block_ip = "auto"
+
+[[budgets]]
+name = "per site"
+scope = "site"
+max_active = 1
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+    let engine = engine_on(ONE_AT_A_TIME, dir.path(), &clock).await;
+    let first = engine
+        .submit(request(1, "hq", Some(10)), true)
+        .await
+        .unwrap();
+    assert_eq!(first.record.state, State::Active);
+    clock.advance(Duration::from_secs(5 * 60));
+    // the same key again, with a longer TTL: it now ends 30 minutes from here
+    let repeat = engine
+        .submit(request(1, "hq", Some(30)), false)
+        .await
+        .unwrap();
+    assert!(repeat.duplicate);
+    let retry_after = |engine: &Engine, n| {
+        let engine = engine.clone();
+        async move {
+            let denied = engine.submit(request(n, "hq", None), false).await.unwrap();
+            let decision = denied.record.decision.unwrap();
+            assert_eq!(decision.outcome, Outcome::Deny);
+            decision.retry_after
+        }
+    };
+    let thirty_minutes = Some(Duration::from_secs(30 * 60));
+    assert_eq!(retry_after(&engine, 2).await, thirty_minutes);
+    engine.restore_guards(&engine.policy(), |_| {}).unwrap();
+    assert_eq!(retry_after(&engine, 3).await, thirty_minutes);
+    engine.stop().await;
+}
