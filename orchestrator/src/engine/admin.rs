@@ -213,7 +213,8 @@ impl Engine {
         Ok((previous, policy.digest().to_owned()))
     }
 
-    /// Rebuilds the guardrails' state from the journal: kill switches, rate limiters, and
+    /// Rebuilds the guardrails' state from the journal, with decisions held meanwhile: kill
+    /// switches, rate limiters, and
     /// budget usage (active holders, and what was taken within the longest budget window).
     /// Units count from when the intent was decided, as they did when it was.
     /// Never reset by a restart: what the journal says was used stays used. `each` sees every
@@ -224,6 +225,12 @@ impl Engine {
         policy: &Policy,
         mut each: impl FnMut(&IntentRecord),
     ) -> Result<usize> {
+        // Held while the journal is read and until the new state is in place: a decision
+        // made meanwhile would reserve in the state about to be replaced, and an intent ending
+        // meanwhile would release there, so the new state would miss the one and keep the
+        // other. Ends free their units after their journal write, so each lands before the
+        // read (and is not counted) or after the swap (and is released from the new state).
+        let mut g = self.inner.guards.lock();
         let index = self.inner.journal.index();
         let now = self.now();
         let mut ledger = Ledger::default();
@@ -289,9 +296,7 @@ impl Engine {
                 suppressions.insert_target(&s.rule, &s.target_kind, &s.target_id, until);
             }
         }
-        let demoted = index.demoted()?.into_iter().collect();
-        let mut g = self.inner.guards.lock();
-        g.demoted = demoted;
+        g.demoted = index.demoted()?.into_iter().collect();
         g.allowance = parapet_policy::Allowance {
             ledger,
             ..Default::default()
