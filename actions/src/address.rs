@@ -54,7 +54,7 @@ pub fn at(step: &Step, field: &Field) -> Result<Address, Invalid> {
             ),
         ));
     };
-    Address::parse(value).map_err(|message| Invalid::new(path, message))
+    Address::parse(value).map_err(|message| Invalid::new(path, message.to_string()))
 }
 
 /// An adapter's own floor: a block broader than its minimum prefix is refused whatever the

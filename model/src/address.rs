@@ -35,21 +35,27 @@ const SIX_TO_FOUR: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::new(0x2002, 0, 0, 0, 
 /// IPv4-compatible (deprecated): an IPv4 address in the last 32 bits.
 const COMPATIBLE: Ipv6Net = Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 96);
 
+/// Why text is not an [`Address`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    /// Quoting (a clipped) text.
+    #[error("`{0}` is not an IP address or CIDR block")]
+    NotAnAddress(String),
+    #[error("`{net}` has host bits set; the block is `{}`", net.trunc())]
+    HostBits { net: IpNet },
+}
+
 impl Address {
-    /// Reads an address or a block, strictly, into its canonical form. The error says what is
-    /// wrong, quoting (a clipped) `text`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Reads an address or a block, strictly, into its canonical form.
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
         let net = if let Ok(addr) = text.parse::<IpAddr>() {
             IpNet::from(addr)
         } else {
             let net: IpNet = text
                 .parse()
-                .map_err(|_| format!("`{}` is not an IP address or CIDR block", clip(text)))?;
+                .map_err(|_| AddressError::NotAnAddress(clip(text).to_owned()))?;
             if net.trunc() != net {
-                return Err(format!(
-                    "`{net}` has host bits set; the block is `{}`",
-                    net.trunc()
-                ));
+                return Err(AddressError::HostBits { net });
             }
             net
         };
@@ -133,9 +139,9 @@ impl From<IpAddr> for Address {
 }
 
 impl FromStr for Address {
-    type Err = String;
+    type Err = AddressError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, AddressError> {
         Self::parse(s)
     }
 }

@@ -66,21 +66,22 @@ impl Finding {
         let Value::Object(event) = &value else {
             return Err(bad("", "must be a JSON object (one OCSF event)".into()));
         };
-        let class = int(event, "class_uid").map_err(|m| bad("class_uid", m))?;
+        let class = int(event, "class_uid").map_err(|m| bad("class_uid", m.to_string()))?;
         if class != DETECTION_FINDING {
             return Err(bad(
                 "class_uid",
                 format!("is {class}; a Detection Finding is {DETECTION_FINDING}"),
             ));
         }
-        let category = int(event, "category_uid").map_err(|m| bad("category_uid", m))?;
+        let category =
+            int(event, "category_uid").map_err(|m| bad("category_uid", m.to_string()))?;
         if category != FINDINGS_CATEGORY {
             return Err(bad(
                 "category_uid",
                 format!("is {category}; Findings are category {FINDINGS_CATEGORY}"),
             ));
         }
-        let activity = int(event, "activity_id").map_err(|m| bad("activity_id", m))?;
+        let activity = int(event, "activity_id").map_err(|m| bad("activity_id", m.to_string()))?;
         if !matches!(activity, 0..=3 | 99) {
             return Err(bad(
                 "activity_id",
@@ -89,7 +90,7 @@ impl Finding {
                 ),
             ));
         }
-        let type_uid = int(event, "type_uid").map_err(|m| bad("type_uid", m))?;
+        let type_uid = int(event, "type_uid").map_err(|m| bad("type_uid", m.to_string()))?;
         if type_uid != class * 100 + activity {
             return Err(bad(
                 "type_uid",
@@ -99,23 +100,24 @@ impl Finding {
                 ),
             ));
         }
-        let severity = int(event, "severity_id").map_err(|m| bad("severity_id", m))?;
+        let severity = int(event, "severity_id").map_err(|m| bad("severity_id", m.to_string()))?;
         if !matches!(severity, 0..=6 | 99) {
             return Err(bad("severity_id", format!("is {severity}; 0 to 6, or 99")));
         }
-        let time = int(event, "time").map_err(|m| bad("time", m))?;
+        let time = int(event, "time").map_err(|m| bad("time", m.to_string()))?;
         if time < 0 {
             return Err(bad("time", "must be milliseconds since 1970".into()));
         }
-        let metadata = object(event, "metadata").map_err(|m| bad("metadata", m))?;
-        text_of(metadata, "version").map_err(|m| bad("metadata.version", m))?;
-        let product = object(metadata, "product").map_err(|m| bad("metadata.product", m))?;
+        let metadata = object(event, "metadata").map_err(|m| bad("metadata", m.to_string()))?;
+        text_of(metadata, "version").map_err(|m| bad("metadata.version", m.to_string()))?;
+        let product =
+            object(metadata, "product").map_err(|m| bad("metadata.product", m.to_string()))?;
         if product.get("name").is_none() && product.get("uid").is_none() {
             return Err(bad("metadata.product", "needs a `name` or a `uid`".into()));
         }
-        let info = object(event, "finding_info").map_err(|m| bad("finding_info", m))?;
-        text_of(info, "uid").map_err(|m| bad("finding_info.uid", m))?;
-        text_of(info, "title").map_err(|m| bad("finding_info.title", m))?;
+        let info = object(event, "finding_info").map_err(|m| bad("finding_info", m.to_string()))?;
+        text_of(info, "uid").map_err(|m| bad("finding_info.uid", m.to_string()))?;
+        text_of(info, "title").map_err(|m| bad("finding_info.title", m.to_string()))?;
         Ok(Self(value.to_string()))
     }
 
@@ -124,29 +126,42 @@ impl Finding {
     }
 }
 
-fn int(event: &Map<String, Value>, key: &str) -> Result<i64, String> {
+/// What is wrong with the shape of a member.
+#[derive(Debug, thiserror::Error)]
+enum Shape {
+    #[error("is required")]
+    Missing,
+    #[error("must be an integer, not {0}")]
+    NotInteger(Value),
+    #[error("must be an object")]
+    NotObject,
+    #[error("must not be empty")]
+    Empty,
+    #[error("must be a string")]
+    NotString,
+}
+
+fn int(event: &Map<String, Value>, key: &str) -> Result<i64, Shape> {
     match event.get(key) {
-        None | Some(Value::Null) => Err("is required".into()),
-        Some(v) => v
-            .as_i64()
-            .ok_or_else(|| format!("must be an integer, not {v}")),
+        None | Some(Value::Null) => Err(Shape::Missing),
+        Some(v) => v.as_i64().ok_or_else(|| Shape::NotInteger(v.clone())),
     }
 }
 
-fn object<'a>(event: &'a Map<String, Value>, key: &str) -> Result<&'a Map<String, Value>, String> {
+fn object<'a>(event: &'a Map<String, Value>, key: &str) -> Result<&'a Map<String, Value>, Shape> {
     match event.get(key) {
-        None | Some(Value::Null) => Err("is required".into()),
+        None | Some(Value::Null) => Err(Shape::Missing),
         Some(Value::Object(o)) => Ok(o),
-        Some(_) => Err("must be an object".into()),
+        Some(_) => Err(Shape::NotObject),
     }
 }
 
-fn text_of<'a>(event: &'a Map<String, Value>, key: &str) -> Result<&'a str, String> {
+fn text_of<'a>(event: &'a Map<String, Value>, key: &str) -> Result<&'a str, Shape> {
     match event.get(key) {
-        None | Some(Value::Null) => Err("is required".into()),
+        None | Some(Value::Null) => Err(Shape::Missing),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
-        Some(Value::String(_)) => Err("must not be empty".into()),
-        Some(_) => Err("must be a string".into()),
+        Some(Value::String(_)) => Err(Shape::Empty),
+        Some(_) => Err(Shape::NotString),
     }
 }
 

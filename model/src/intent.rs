@@ -232,13 +232,16 @@ impl Target {
         if let Err(m) = canonical(&mut id)
             && kind == IP_KIND
         {
-            return Err(Invalid::new("id", m));
+            return Err(Invalid::new("id", m.to_string()));
         }
         for (name, value) in &mut attributes {
             if let Err(m) = canonical(value)
                 && name == IP_ATTRIBUTE
             {
-                return Err(Invalid::new(format!("attributes.{IP_ATTRIBUTE}"), m));
+                return Err(Invalid::new(
+                    format!("attributes.{IP_ATTRIBUTE}"),
+                    m.to_string(),
+                ));
             }
         }
         Ok(Self {
@@ -271,7 +274,7 @@ impl Target {
 
 /// Rewrites a value that is an address into its canonical form; what is wrong with it as
 /// an address otherwise.
-fn canonical(value: &mut String) -> Result<(), String> {
+fn canonical(value: &mut String) -> Result<(), crate::address::AddressError> {
     let a = Address::parse(value)?;
     let text = a.to_string();
     if *value != text {

@@ -282,8 +282,8 @@ impl Config {
             }
             if let Some(every) = j.compact_every {
                 anyhow::ensure!(
-                    !every.is_zero(),
-                    "config `{}`: journal.compact_every must be positive",
+                    !every.is_zero() && every <= Duration::from_secs(366 * 24 * 3600),
+                    "config `{}`: journal.compact_every must be positive and at most a year",
                     path.display()
                 );
                 self.compact_every = every;

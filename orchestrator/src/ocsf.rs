@@ -19,7 +19,7 @@ use parapet_model::{Severity, Step};
 use serde_json::{Value, json};
 
 use crate::{
-    journal::{Entry, hex},
+    journal::{Entry, hex, log::Hash},
     lifecycle::{Event, IntentRecord},
 };
 
@@ -58,7 +58,7 @@ fn millis(t: SystemTime) -> u64 {
 }
 
 /// The entry with its chain hashes, as one JSON object: the `jsonl` export.
-pub fn entry_json(e: &Entry) -> Value {
+pub fn entry_json(e: &Entry, hash: &Hash) -> Value {
     let event = match serde_json::to_value(&e.event) {
         Ok(Value::Object(map)) => map.into_iter().next().map_or(Value::Null, |(_, v)| v),
         _ => Value::Null,
@@ -70,13 +70,13 @@ pub fn entry_json(e: &Entry) -> Value {
         "kind": e.event.kind(),
         "actor": e.actor,
         "event": event,
-        "hash": hex(&e.hash()),
+        "hash": hex(hash),
         "prev_hash": hex(&e.prev),
     })
 }
 
 /// The Remediation Activity event of an entry, if the entry is a step acting or being undone.
-pub fn remediation(e: &Entry, record: &IntentRecord) -> Option<Value> {
+pub fn remediation(e: &Entry, hash: &Hash, record: &IntentRecord) -> Option<Value> {
     let (step, restore, ok, error) = match &e.event {
         Event::StepSucceeded { step, .. } => (*step, false, true, None),
         Event::StepFailed { step, error, .. } => (*step, false, false, Some(error)),
@@ -130,7 +130,7 @@ pub fn remediation(e: &Entry, record: &IntentRecord) -> Option<Value> {
         "unmapped": {
             "parapet": {
                 "seq": e.seq,
-                "hash": hex(&e.hash()),
+                "hash": hex(hash),
                 "prev_hash": hex(&e.prev),
                 "intent_id": intent.id.to_string(),
                 "step": step,
@@ -252,7 +252,7 @@ mod tests {
             ("disable_mfa_bypass", ("user", "bob"), 7001, 99),
         ];
         for (kind, target, class, activity) in cases {
-            let e = remediation(&done, &record(kind, target)).unwrap();
+            let e = remediation(&done, &[0; 32], &record(kind, target)).unwrap();
             assert_eq!(
                 (e["class_uid"].as_u64(), e["activity_id"].as_u64()),
                 (Some(class), Some(activity)),
@@ -266,14 +266,14 @@ mod tests {
             assert_eq!(e["time"], 1_764_600_000_000_u64);
             assert_eq!(e["severity_id"], 4);
         }
-        let v6 = remediation(&done, &record("block_ip", ("ip", "2001:db8::1"))).unwrap();
+        let v6 = remediation(&done, &[0; 32], &record("block_ip", ("ip", "2001:db8::1"))).unwrap();
         assert_eq!(v6["connection_info"]["protocol_ver_id"], 6);
     }
 
     #[test]
     fn an_undo_restores_and_a_failure_says_why() {
         let r = record("revoke_credentials", ("user", "alice"));
-        let undone = remediation(&entry(Event::StepRolledBack { step: 0 }), &r).unwrap();
+        let undone = remediation(&entry(Event::StepRolledBack { step: 0 }), &[0; 32], &r).unwrap();
         assert_eq!(
             (undone["activity_id"].as_u64(), undone["type_uid"].as_u64()),
             (Some(3), Some(700103))
@@ -283,7 +283,7 @@ mod tests {
             error: "ldap: busy".into(),
             retryable: true,
         });
-        let failed = remediation(&failed, &r).unwrap();
+        let failed = remediation(&failed, &[0; 32], &r).unwrap();
         assert_eq!(
             (
                 failed["status_id"].as_u64(),
@@ -291,6 +291,6 @@ mod tests {
             ),
             (Some(6), Some("ldap: busy"))
         );
-        assert!(remediation(&entry(Event::RolledBack), &r).is_none());
+        assert!(remediation(&entry(Event::RolledBack), &[0; 32], &r).is_none());
     }
 }

@@ -16,14 +16,33 @@ use serde::Deserialize;
 #[serde(try_from = "String")]
 pub struct Span(pub Duration, pub String);
 
-impl TryFrom<String> for Span {
-    type Error = String;
+/// Why a duration cannot be a [`Span`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpanError {
+    #[error("a duration must be longer than zero")]
+    Zero,
+    #[error("`{0}` is longer than {MAX_SPAN_YEARS} years")]
+    TooLong(String),
+    #[error("`{text}` is not a duration like `15m` or `1h`: {reason}")]
+    Unreadable { text: String, reason: String },
+}
 
-    fn try_from(s: String) -> Result<Self, String> {
+/// The longest span a policy may give: any time Parapet adds one to stays a time it can tell.
+pub const MAX_SPAN_YEARS: u64 = 100;
+
+impl TryFrom<String> for Span {
+    type Error = SpanError;
+
+    fn try_from(s: String) -> Result<Self, SpanError> {
+        const MAX: Duration = Duration::from_secs(MAX_SPAN_YEARS * 366 * 24 * 3600);
         match humantime::parse_duration(&s) {
-            Ok(d) if !d.is_zero() => Ok(Self(d, s)),
-            Ok(_) => Err("a duration must be longer than zero".into()),
-            Err(e) => Err(format!("`{s}` is not a duration like `15m` or `1h`: {e}")),
+            Ok(d) if d.is_zero() => Err(SpanError::Zero),
+            Ok(d) if d > MAX => Err(SpanError::TooLong(s)),
+            Ok(d) => Ok(Self(d, s)),
+            Err(e) => Err(SpanError::Unreadable {
+                text: s,
+                reason: e.to_string(),
+            }),
         }
     }
 }

@@ -51,7 +51,7 @@ fn anything_but_a_plain_address_or_block_is_refused() {
     ] {
         assert!(Address::parse(text).is_err(), "{text} was taken");
     }
-    let err = Address::parse("10.20.0.5/16").unwrap_err();
+    let err = Address::parse("10.20.0.5/16").unwrap_err().to_string();
     assert!(err.contains("the block is `10.20.0.0/16`"), "{err}");
 }
 

@@ -15,7 +15,7 @@ use crate::{
     lifecycle::{IntentRecord, State, StepState},
     service::{
         admin::{Compaction, KillSwitch, Status},
-        journal::{Entry, Query, Report},
+        journal::{Hashed, Query, Report},
     },
 };
 
@@ -271,7 +271,7 @@ pub fn intent(r: &IntentRecord) -> pb::Intent {
     }
 }
 
-pub fn journal_entry(e: &Entry) -> pb::JournalEntry {
+pub fn journal_entry(Hashed { entry: e, hash }: &Hashed) -> pb::JournalEntry {
     pb::JournalEntry {
         seq: e.seq,
         time: Some(timestamp(e.time)),
@@ -279,7 +279,7 @@ pub fn journal_entry(e: &Entry) -> pb::JournalEntry {
         kind: e.event.kind().to_owned(),
         actor: e.actor.clone(),
         payload_json: payload_json(&e.event),
-        hash: crate::journal::hex(&e.hash()),
+        hash: crate::journal::hex(hash),
         prev_hash: crate::journal::hex(&e.prev),
     }
 }

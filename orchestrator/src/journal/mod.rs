@@ -67,8 +67,8 @@ pub fn hash(stored: &[u8]) -> Hash {
 
 impl Entry {
     /// This entry's hash, from its canonical (stored) encoding.
-    pub fn hash(&self) -> Hash {
-        encode(self).map(|b| hash(&b)).unwrap_or_default()
+    pub fn hash(&self) -> io::Result<Hash> {
+        encode(self).map(|b| hash(&b))
     }
 }
 

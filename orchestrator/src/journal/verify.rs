@@ -196,7 +196,7 @@ impl Walk<'_> {
     }
 
     /// Checks one stored record; `false` ends the walk.
-    fn step(&mut self, record: Result<&[u8], String>, head_seq: u64) -> bool {
+    fn step(&mut self, record: super::log::Stored<'_>, head_seq: u64) -> bool {
         let bytes = match record {
             Ok(bytes) => bytes,
             // past the head, a record being written now

@@ -5,8 +5,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use parapet_model::{ActionKind, IntentId, Invalid};
 use parapet_policy::Policy;
 
+use super::journal::Hashed;
 use super::{Caller, Change, Error, Operation, Result, Service, actor};
-use crate::journal::{Entry, Query};
+use crate::journal::Query;
 
 pub use crate::{
     engine::{BudgetRow, KillSwitch},
@@ -38,7 +39,7 @@ pub struct Status {
     /// How long the oldest waiting intent has waited.
     pub oldest_pending: Option<Duration>,
     /// The last failures of the past day, newest first.
-    pub recent_errors: Vec<Entry>,
+    pub recent_errors: Vec<Hashed>,
     /// Each adapter instance and the action kinds it performs.
     pub adapters: BTreeMap<String, Vec<ActionKind>>,
 }
@@ -157,6 +158,11 @@ impl Service {
             }
             true
         })?;
+        let recent_errors = recent
+            .into_iter()
+            .rev()
+            .map(Hashed::of)
+            .collect::<std::io::Result<_>>()?;
         Ok(Status {
             policy: status.policy,
             kill_switches: status.kill_switches,
@@ -165,7 +171,7 @@ impl Service {
             active_by_kind,
             pending_approvals: pending,
             oldest_pending: since.and_then(|t| now.duration_since(t).ok()),
-            recent_errors: recent.into_iter().rev().collect(),
+            recent_errors,
             adapters: self.engine.registry().instances().clone(),
         })
     }

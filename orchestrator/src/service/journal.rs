@@ -12,7 +12,21 @@ use crate::{
     lifecycle::Event,
 };
 
-pub use crate::journal::{Entry, Query, verify::Report};
+pub use crate::journal::{Entry, Query, log::Hash, verify::Report};
+
+/// An entry with its hash (of its stored bytes), as readers are shown it.
+#[derive(Debug, Clone)]
+pub struct Hashed {
+    pub entry: Entry,
+    pub hash: Hash,
+}
+
+impl Hashed {
+    pub fn of(entry: Entry) -> std::io::Result<Self> {
+        let hash = entry.hash()?;
+        Ok(Self { entry, hash })
+    }
+}
 
 /// Entries read ahead of a client that streams a query.
 const PAGE: usize = 512;
@@ -86,11 +100,11 @@ fn stream_matches<T: Send + 'static>(
 
 impl Service {
     /// The entries a query matches, in journal order.
-    pub fn query_journal(&self, caller: &Caller, query: Query) -> Result<Answers<Entry>> {
+    pub fn query_journal(&self, caller: &Caller, query: Query) -> Result<Answers<Hashed>> {
         self.authorize(caller, Operation::QueryJournal)?;
         check(&query)?;
         let index = self.engine.journal().index().clone();
-        Ok(stream_matches(index, query, |_, e| Ok(Some(e))))
+        Ok(stream_matches(index, query, |_, e| Hashed::of(e).map(Some)))
     }
 
     /// Walks the stored chain, checking it also against the `(seq, hash)` points an auditor
@@ -127,8 +141,9 @@ impl Service {
         let head_seq = index.applied_seq()?;
         let mut records = HashMap::new();
         Ok(stream_matches(index, query, move |index, e| {
+            let hash = e.hash()?;
             let json = match format {
-                Format::Json => crate::ocsf::entry_json(&e),
+                Format::Json => crate::ocsf::entry_json(&e, &hash),
                 Format::Ocsf => {
                     let Some(id) = e.intent_id else {
                         return Ok(None);
@@ -145,7 +160,7 @@ impl Service {
                             }
                         }
                     };
-                    match crate::ocsf::remediation(&e, record) {
+                    match crate::ocsf::remediation(&e, &hash, record) {
                         Some(event) => event,
                         None => return Ok(None),
                     }

@@ -84,7 +84,16 @@ pub trait Log: Send + 'static {
 }
 
 /// What a [`LogReader`] passes for each record: its bytes, or what is wrong with it.
-pub type Stored<'a> = Result<&'a [u8], String>;
+pub type Stored<'a> = Result<&'a [u8], Unreadable>;
+
+/// A stored record that cannot be read back, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("in `{}` at byte {offset}: {bad}", segment.display())]
+pub struct Unreadable {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bad: record::Bad,
+}
 
 /// Reads the records as they are stored, without trusting them.
 pub trait LogReader: Send + Sync {
@@ -406,10 +415,11 @@ impl LogReader for DirReader {
             let mut offset = 0u64;
             while let Some(read) = record::read(&mut reader, &mut record)? {
                 if let Err(bad) = read {
-                    f(Err(format!(
-                        "in `{}` at byte {offset}: {bad}",
-                        path.display()
-                    )));
+                    f(Err(Unreadable {
+                        segment: path,
+                        offset,
+                        bad,
+                    }));
                     return Ok(());
                 }
                 if !f(Ok(&record)) {
