@@ -9,7 +9,11 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::{DynAdapter, Result, exec, falcon, ldap, nftables, webhook};
+use crate::{
+    DynAdapter, Result, exec, falcon, ldap, nftables,
+    settings::{ConfigError, Problem, is_word, read_secret},
+    webhook,
+};
 
 /// One `[[adapters]]` entry.
 #[derive(Debug, Clone, Deserialize)]
@@ -44,32 +48,37 @@ impl AdapterConfig {
         }
     }
 
-    /// Checks the settings, without I/O; the message names what is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks the settings, without I/O; the error names what is wrong.
+    pub fn check(&self) -> Result<(), ConfigError> {
         let name = self.name();
         if !is_word(name, b"-") {
-            return Err(format!(
-                "adapter name `{name}` must be letters, digits, `-` and `_`"
-            ));
+            return Err(ConfigError::Name(name.to_owned()));
         }
         match self {
-            Self::Nftables(c) => c.check(),
-            Self::Exec(c) => c.check(),
+            Self::Nftables(c) => c.check().map_err(Problem::from),
+            Self::Exec(c) => c.check().map_err(Problem::from),
             Self::Webhook(c) => c.check(),
             Self::Falcon(c) => c.check(),
             Self::Ldap(c) => c.check(),
         }
-        .map_err(|e| format!("adapter `{name}`: {e}"))
+        .map_err(|problem| self.misconfigured(problem))
+    }
+
+    fn misconfigured(&self, problem: Problem) -> ConfigError {
+        ConfigError::Adapter {
+            name: self.name().to_owned(),
+            problem,
+        }
     }
 
     /// What building this instance would refuse, found without building it or changing
     /// anything: its settings, its credential (read), its script (executable), its firewall
     /// table (checked by the kernel). `parapet policy check` and `serve` both ask this.
-    pub async fn preflight(&self) -> Result<(), String> {
+    pub async fn preflight(&self) -> Result<(), ConfigError> {
         self.check()?;
-        let name = self.name();
-        let secret =
-            |file: &Option<PathBuf>, env: &Option<String>| read_secret(file, env).map(drop);
+        let secret = |file: &Option<PathBuf>, env: &Option<String>| {
+            read_secret(file, env).map(drop).map_err(Problem::from)
+        };
         match self {
             Self::Nftables(c) => nftables::Nftables::preflight(c).await,
             Self::Exec(_) => Ok(()),
@@ -77,7 +86,7 @@ impl AdapterConfig {
             Self::Falcon(c) => secret(&c.secret_file, &c.secret_env),
             Self::Ldap(c) => secret(&c.secret_file, &c.secret_env),
         }
-        .map_err(|e| format!("adapter `{name}`: {e}"))
+        .map_err(|problem| self.misconfigured(problem))
     }
 
     /// Makes relative paths in the settings relative to `base` (the config file's directory).
@@ -118,56 +127,5 @@ impl AdapterConfig {
             Self::Ldap(c) => Arc::new(ldap::Ldap::open(c.clone(), state_dir)?),
         };
         Ok(built)
-    }
-}
-
-/// Whether a credential's source is set right: one of the file and the variable, or neither
-/// when the credential is optional.
-pub fn check_secret(
-    file: &Option<PathBuf>,
-    env: &Option<String>,
-    required: bool,
-) -> Result<(), String> {
-    match (file, env) {
-        (Some(_), Some(_)) => Err("set `secret_file` or `secret_env`, not both".into()),
-        (None, None) if required => Err("set one of `secret_file` and `secret_env`".into()),
-        _ => Ok(()),
-    }
-}
-
-/// Reads a credential from its file (without the final line break) or environment variable.
-/// The error names where it looked, never what it found.
-pub fn read_secret(file: &Option<PathBuf>, env: &Option<String>) -> Result<Option<String>, String> {
-    if let Some(path) = file {
-        return std::fs::read_to_string(path)
-            .map(|s| Some(s.trim_end_matches(['\r', '\n']).to_owned()))
-            .map_err(|e| format!("secret_file `{}`: {e}", path.display()));
-    }
-    if let Some(var) = env {
-        return std::env::var(var)
-            .map(Some)
-            .map_err(|_| format!("secret_env `{var}` is not set"));
-    }
-    Ok(None)
-}
-
-/// A name fit for handles, files and keys: letters, digits, `_` and the `extra` bytes, at most
-/// 64 of them.
-pub fn is_word(s: &str, extra: &[u8]) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || extra.contains(&b))
-}
-
-/// Durations written as `30s`, `5m`, `1h`.
-pub mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(D::Error::custom)
     }
 }

@@ -36,6 +36,7 @@ pub mod locks;
 pub mod nftables;
 pub mod registry;
 pub mod secret;
+pub mod settings;
 pub mod webhook;
 
 pub use registry::Registry;

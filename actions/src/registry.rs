@@ -77,7 +77,7 @@ impl Registry {
         &self,
         kind: &ActionKind,
         route: Option<&[String]>,
-    ) -> Result<Arc<dyn DynAdapter>, String> {
+    ) -> Result<Arc<dyn DynAdapter>, RouteError> {
         let names = resolve_names(&self.kinds, kind, route)?;
         let mut members: Vec<_> = names
             .into_iter()
@@ -95,7 +95,7 @@ impl Registry {
     pub fn validate(&self, step: &Step, route: Option<&[String]>) -> Result<(), Invalid> {
         let adapter = self
             .resolve(&step.kind, route)
-            .map_err(|m| Invalid::new("kind", m))?;
+            .map_err(|e| Invalid::new("kind", e.to_string()))?;
         for field in adapter.addresses(step) {
             crate::address::at(step, &field)?;
         }
@@ -143,6 +143,33 @@ impl Registry {
     }
 }
 
+/// Why no instance can carry an action kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("the route for `{kind}` names no adapter")]
+    Empty { kind: ActionKind },
+    #[error(
+        "the route for `{kind}` names adapter `{name}`, which is not configured (configured: {configured})"
+    )]
+    NotConfigured {
+        kind: ActionKind,
+        name: String,
+        configured: String,
+    },
+    #[error(
+        "the route for `{kind}` names adapter `{name}`, which does not perform it (it performs: {performs})"
+    )]
+    DoesNotPerform {
+        kind: ActionKind,
+        name: String,
+        performs: String,
+    },
+    #[error("no adapter performs `{kind}` (known: {known})")]
+    NoAdapter { kind: ActionKind, known: String },
+    #[error("adapters {adapters} all perform `{kind}`: say which in the policy's [routes]")]
+    Ambiguous { kind: ActionKind, adapters: String },
+}
+
 /// Which instances perform `kind`: the route's, each checked to exist and perform it, or else
 /// the single instance that performs it. Pure, so `parapet policy check` can use it on a
 /// configuration without building anything.
@@ -150,24 +177,27 @@ pub fn resolve_names<'a>(
     instances: &'a BTreeMap<String, Vec<ActionKind>>,
     kind: &ActionKind,
     route: Option<&'a [String]>,
-) -> Result<Vec<&'a str>, String> {
+) -> Result<Vec<&'a str>, RouteError> {
+    let kind_ = || kind.clone();
     if let Some(names) = route {
         if names.is_empty() {
-            return Err(format!("the route for `{kind}` names no adapter"));
+            return Err(RouteError::Empty { kind: kind_() });
         }
         for name in names {
             match instances.get(name) {
                 None => {
-                    return Err(format!(
-                        "the route for `{kind}` names adapter `{name}`, which is not configured (configured: {})",
-                        list(instances.keys())
-                    ));
+                    return Err(RouteError::NotConfigured {
+                        kind: kind_(),
+                        name: name.clone(),
+                        configured: list(instances.keys()),
+                    });
                 }
                 Some(kinds) if !kinds.contains(kind) => {
-                    return Err(format!(
-                        "the route for `{kind}` names adapter `{name}`, which does not perform it (it performs: {})",
-                        list(kinds.iter())
-                    ));
+                    return Err(RouteError::DoesNotPerform {
+                        kind: kind_(),
+                        name: name.clone(),
+                        performs: list(kinds.iter()),
+                    });
                 }
                 Some(_) => {}
             }
@@ -181,14 +211,14 @@ pub fn resolve_names<'a>(
         .collect();
     match candidates.len() {
         1 => Ok(candidates),
-        0 => Err(format!(
-            "no adapter performs `{kind}` (known: {})",
-            list(instances.values().flatten().collect::<BTreeSet<_>>().iter())
-        )),
-        _ => Err(format!(
-            "adapters {} all perform `{kind}`: say which in the policy's [routes]",
-            list(candidates.iter().map(|c| format!("`{c}`")))
-        )),
+        0 => Err(RouteError::NoAdapter {
+            kind: kind_(),
+            known: list(instances.values().flatten().collect::<BTreeSet<_>>().iter()),
+        }),
+        _ => Err(RouteError::Ambiguous {
+            kind: kind_(),
+            adapters: list(candidates.iter().map(|c| format!("`{c}`"))),
+        }),
     }
 }
 

@@ -394,12 +394,12 @@ impl Config {
 
     /// Checks the adapters' settings without building them: each one's own, and that no two
     /// share a name (`edl` is taken by the EDL adapter).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), AdaptersError> {
         let mut names = std::collections::BTreeSet::from(["edl"]);
         for a in &self.adapters {
             a.check()?;
             if !names.insert(a.name()) {
-                return Err(format!("two adapters are named `{}`", a.name()));
+                return Err(AdaptersError::Twice(a.name().to_owned()));
             }
         }
         Ok(())
@@ -421,6 +421,15 @@ impl Config {
         );
         out
     }
+}
+
+/// What is wrong with the configured adapters.
+#[derive(Debug, thiserror::Error)]
+pub enum AdaptersError {
+    #[error(transparent)]
+    Adapter(#[from] parapet_actions::settings::ConfigError),
+    #[error("two adapters are named `{0}`")]
+    Twice(String),
 }
 
 #[cfg(test)]

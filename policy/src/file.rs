@@ -203,19 +203,19 @@ pub enum AllowSpecial {
     Block(IpNet),
 }
 
+/// An `allow_special` entry that names neither a special-purpose range nor a block.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is neither a special-purpose range ({names}) nor an address block", names = SPECIAL_NAMES.join(", "))]
+pub struct NotSpecial(pub String);
+
 impl AllowSpecial {
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &str) -> Result<Self, NotSpecial> {
         if let Some(name) = SPECIAL_NAMES.iter().find(|n| **n == text) {
             return Ok(Self::Named(name));
         }
         Address::parse(text)
             .map(|a| Self::Block(a.net()))
-            .map_err(|_| {
-                format!(
-                    "`{text}` is neither a special-purpose range ({}) nor an address block",
-                    SPECIAL_NAMES.join(", ")
-                )
-            })
+            .map_err(|_| NotSpecial(text.to_owned()))
     }
 
     /// Whether this lets `net` (which overlaps `special`) be acted on.
@@ -275,7 +275,7 @@ impl Policy {
             .defaults
             .allow_special
             .iter()
-            .map(|a| AllowSpecial::parse(a.get_ref()).map_err(|m| at(a.span(), m)))
+            .map(|a| AllowSpecial::parse(a.get_ref()).map_err(|e| at(a.span(), e.to_string())))
             .collect::<Result<_, _>>()?;
 
         let mut detections = BTreeMap::new();
@@ -351,7 +351,10 @@ impl Policy {
         let mut budgets: Vec<Budget> = Vec::new();
         for budget in raw.budgets {
             let span = budget.span();
-            budget.get_ref().check().map_err(|m| at(span.clone(), m))?;
+            budget
+                .get_ref()
+                .check()
+                .map_err(|e| at(span.clone(), e.to_string()))?;
             if budgets.iter().any(|b| b.name == budget.get_ref().name) {
                 return Err(at(
                     span,
@@ -365,7 +368,9 @@ impl Policy {
             .into_iter()
             .map(|f| {
                 let span = f.span();
-                f.into_inner().resolve().map_err(|m| at(span, m))
+                f.into_inner()
+                    .resolve()
+                    .map_err(|e| at(span, e.to_string()))
             })
             .collect::<Result<_, _>>()?;
         let circuit_breaker = match raw.circuit_breaker {
@@ -452,21 +457,21 @@ impl Policy {
     /// policy grants has an adapter, pointing at the first that does not. `resolve` answers for
     /// the configured adapters (see `parapet_actions::registry::resolve_names`): a policy that
     /// allows what no adapter does is a mistake to catch at load, not at the first intent.
-    pub fn check_adapters(
+    pub fn check_adapters<E: std::fmt::Display>(
         &self,
-        resolve: impl Fn(&ActionKind, Option<&[String]>) -> Result<(), String>,
+        resolve: impl Fn(&ActionKind, Option<&[String]>) -> Result<(), E>,
     ) -> Result<(), PolicyError> {
         for (kind, names) in &self.routes {
-            resolve(kind, Some(names)).map_err(|message| PolicyError {
+            resolve(kind, Some(names)).map_err(|e| PolicyError {
                 location: self.route_locations.get(kind).copied(),
-                message,
+                message: e.to_string(),
             })?;
         }
         for d in self.detections.values() {
             for kind in d.actions.keys() {
-                resolve(kind, self.route(kind)).map_err(|message| PolicyError {
+                resolve(kind, self.route(kind)).map_err(|e| PolicyError {
                     location: d.action_locations.get(kind).copied(),
-                    message: format!("detection `{}` grants `{kind}`, but {message}", d.id),
+                    message: format!("detection `{}` grants `{kind}`, but {e}", d.id),
                 })?;
             }
         }

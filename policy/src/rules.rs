@@ -164,36 +164,37 @@ pub const GLOBAL: &str = "global";
 /// The scope value of a target that lacks the scope's attribute.
 pub const UNSET: &str = "(unset)";
 
+/// What is wrong with a budget.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    #[error("budget `{0}` sets `max_per_window` without `window`")]
+    WindowMissing(String),
+    #[error("budget `{0}` sets `window` without `max_per_window`")]
+    MaxPerWindowMissing(String),
+    #[error("budget `{0}` sets no limit")]
+    NoLimit(String),
+    #[error("budget `{0}`: `max_active_percent` must be in (0, 100]")]
+    Percent(String),
+}
+
 impl Budget {
-    pub(crate) fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), BudgetError> {
+        let name = || self.name.clone();
         match (self.max_per_window, &self.window) {
-            (Some(_), None) => {
-                return Err(format!(
-                    "budget `{}` sets `max_per_window` without `window`",
-                    self.name
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(format!(
-                    "budget `{}` sets `window` without `max_per_window`",
-                    self.name
-                ));
-            }
+            (Some(_), None) => return Err(BudgetError::WindowMissing(name())),
+            (None, Some(_)) => return Err(BudgetError::MaxPerWindowMissing(name())),
             _ => {}
         }
         if self.max_per_window.is_none()
             && self.max_active.is_none()
             && self.max_active_percent.is_none()
         {
-            return Err(format!("budget `{}` sets no limit", self.name));
+            return Err(BudgetError::NoLimit(name()));
         }
         if let Some(p) = self.max_active_percent
             && !(p > 0.0 && p <= 100.0)
         {
-            return Err(format!(
-                "budget `{}`: `max_active_percent` must be in (0, 100]",
-                self.name
-            ));
+            return Err(BudgetError::Percent(name()));
         }
         Ok(())
     }
@@ -283,29 +284,42 @@ pub(crate) struct RawFreeze {
     pub action_kinds: Vec<ActionKind>,
 }
 
+/// What is wrong with a freeze.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FreezeError {
+    #[error("freeze `{name}`: `{zone}` is not a time zone")]
+    Zone { name: String, zone: String },
+    #[error("freeze `{name}`: `{text}` is not a date and time like `2026-12-20T00:00`")]
+    Time { name: String, text: String },
+    /// The time does not exist in the zone, or is beyond what can be told.
+    #[error("freeze `{name}`: {reason}")]
+    Instant { name: String, reason: String },
+    #[error("freeze `{0}` ends before it starts")]
+    Backwards(String),
+}
+
 impl RawFreeze {
-    pub(crate) fn resolve(self) -> Result<Freeze, String> {
-        let tz = jiff::tz::TimeZone::get(&self.time_zone).map_err(|_| {
-            format!(
-                "freeze `{}`: `{}` is not a time zone",
-                self.name, self.time_zone
-            )
+    pub(crate) fn resolve(self) -> Result<Freeze, FreezeError> {
+        let name = || self.name.clone();
+        let tz = jiff::tz::TimeZone::get(&self.time_zone).map_err(|_| FreezeError::Zone {
+            name: name(),
+            zone: self.time_zone.clone(),
         })?;
-        let at = |text: &str| -> Result<SystemTime, String> {
-            let civil: jiff::civil::DateTime = text.parse().map_err(|_| {
-                format!(
-                    "freeze `{}`: `{text}` is not a date and time like `2026-12-20T00:00`",
-                    self.name
-                )
+        let instant = |reason: &dyn std::fmt::Display| FreezeError::Instant {
+            name: name(),
+            reason: reason.to_string(),
+        };
+        let at = |text: &str| -> Result<SystemTime, FreezeError> {
+            let civil: jiff::civil::DateTime = text.parse().map_err(|_| FreezeError::Time {
+                name: name(),
+                text: text.to_owned(),
             })?;
-            let instant = tz
-                .to_timestamp(civil)
-                .map_err(|e| format!("freeze `{}`: {e}", self.name))?;
-            SystemTime::try_from(instant).map_err(|e| format!("freeze `{}`: {e}", self.name))
+            let stamp = tz.to_timestamp(civil).map_err(|e| instant(&e))?;
+            SystemTime::try_from(stamp).map_err(|e| instant(&e))
         };
         let (start, end) = (at(&self.start)?, at(&self.end)?);
         if end <= start {
-            return Err(format!("freeze `{}` ends before it starts", self.name));
+            return Err(FreezeError::Backwards(name()));
         }
         Ok(Freeze {
             name: self.name,

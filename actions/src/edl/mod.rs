@@ -70,7 +70,7 @@ impl Edl {
     /// Opens (or creates) the lists in `config.dir`.
     pub fn open(config: EdlConfig) -> Result<Self> {
         for name in config.lists.values() {
-            if !crate::config::is_word(name, b"-") {
+            if !crate::settings::is_word(name, b"-") {
                 return Err(Error::permanent(format!(
                     "EDL list name `{}` must be letters, digits, `-` and `_`",
                     clip(name)

@@ -26,7 +26,11 @@ use parapet_model::{ActionKind, Invalid, Step, intent::Field};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::{Action, Adapter, Error, Result, config::duration, holds::Holds};
+use crate::{
+    Action, Adapter, Error, Result,
+    holds::Holds,
+    settings::{Setting, duration},
+};
 
 /// One exec instance, as the config file declares it.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,21 +66,25 @@ fn default_concurrency() -> usize {
 }
 
 impl ExecConfig {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Setting> {
         if self.kinds.is_empty() {
-            return Err("`kinds` names no action kind".into());
+            return Err(Setting::new("kinds", "`kinds` names no action kind"));
         }
         if !(1..=256).contains(&self.concurrency) {
-            return Err("`concurrency` must be between 1 and 256".into());
+            return Err(Setting::new(
+                "concurrency",
+                "`concurrency` must be between 1 and 256",
+            ));
         }
         use std::os::unix::fs::PermissionsExt;
+        let command = self.command.display();
         match std::fs::metadata(&self.command) {
             Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
-            Ok(_) => Err(format!(
-                "`{}` is not an executable file",
-                self.command.display()
+            Ok(_) => Err(Setting::new(
+                "command",
+                format!("`{command}` is not an executable file"),
             )),
-            Err(e) => Err(format!("`{}`: {e}", self.command.display())),
+            Err(e) => Err(Setting::new("command", format!("`{command}`: {e}"))),
         }
     }
 }
@@ -110,7 +118,9 @@ const RUNNING: &str = "running";
 
 impl Exec {
     pub fn open(config: ExecConfig, state_dir: &std::path::Path) -> Result<Self> {
-        config.check().map_err(Error::permanent)?;
+        config
+            .check()
+            .map_err(|e| Error::permanent(e.to_string()))?;
         Ok(Self {
             holds: Arc::new(Holds::open(state_dir, "exec")?),
             slots: Arc::new(tokio::sync::Semaphore::new(config.concurrency)),

@@ -142,10 +142,10 @@ async fn a_script_past_its_timeout_is_killed_with_its_children() {
 fn a_missing_or_non_executable_script_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config("no-such-script", dir.path());
-    let err = c.check().unwrap_err();
+    let err = c.check().unwrap_err().to_string();
     assert!(err.contains("no-such-script"), "{err}");
     c.command = fixture("../../Cargo.toml");
-    let err = c.check().unwrap_err();
+    let err = c.check().unwrap_err().to_string();
     assert!(err.contains("is not an executable file"), "{err}");
 }
 

@@ -22,10 +22,10 @@ use tokio::{sync::Mutex, time::Instant};
 
 use crate::{
     Action, Adapter, Error, Result,
-    config::{check_secret, duration, read_secret},
     holds::Holds,
     http::{self, Answer, Retry},
     secret::Secrets,
+    settings::{Problem, Setting, check_secret, duration, read_secret},
 };
 
 /// One Falcon instance, as the config file declares it.
@@ -61,25 +61,27 @@ fn default_retries() -> u32 {
 }
 
 impl FalconConfig {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Problem> {
         let url = self.base()?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("base_url `{}` must be https", self.base_url));
+            let problem = format!("base_url `{}` must be https", self.base_url);
+            return Err(Setting::new("base_url", problem).into());
         }
         if self.client_id.is_empty() {
-            return Err("`client_id` is empty".into());
+            return Err(Setting::new("client_id", "`client_id` is empty").into());
         }
         check_secret(&self.secret_file, &self.secret_env, true)?;
         if self.kinds.is_empty() {
-            return Err("`kinds` names no action kind".into());
+            return Err(Setting::new("kinds", "`kinds` names no action kind").into());
         }
         Ok(())
     }
 
     /// The base URL, ending in `/` so paths join under it.
-    fn base(&self) -> Result<Url, String> {
+    fn base(&self) -> Result<Url, Setting> {
         let text = format!("{}/", self.base_url.trim_end_matches('/'));
-        Url::parse(&text).map_err(|e| format!("base_url `{}`: {e}", self.base_url))
+        Url::parse(&text)
+            .map_err(|e| Setting::new("base_url", format!("base_url `{}`: {e}", self.base_url)))
     }
 }
 
@@ -113,12 +115,14 @@ const HOSTS: &str = "hosts";
 
 impl Falcon {
     pub fn open(config: FalconConfig, state_dir: &Path) -> Result<Self> {
-        config.check().map_err(Error::permanent)?;
+        config
+            .check()
+            .map_err(|e| Error::permanent(e.to_string()))?;
         let secret = read_secret(&config.secret_file, &config.secret_env)
-            .map_err(Error::permanent)?
+            .map_err(|e| Error::permanent(e.to_string()))?
             .unwrap_or_default();
         Ok(Self {
-            base: config.base().map_err(Error::permanent)?,
+            base: config.base().map_err(|e| Error::permanent(e.to_string()))?,
             client: http::client()?,
             holds: Arc::new(Holds::open(state_dir, "falcon")?),
             token: Arc::default(),

@@ -24,8 +24,8 @@ use serde_json::json;
 use crate::secret::Secrets;
 use crate::{
     Action, Adapter, Error, Result,
-    config::{check_secret, duration, read_secret},
     holds::Holds,
+    settings::{Problem, Setting, check_secret, duration, read_secret},
 };
 
 /// How the directory marks an account disabled.
@@ -79,19 +79,17 @@ fn default_timeout() -> Duration {
 }
 
 impl LdapConfig {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Problem> {
         if !(self.url.starts_with("ldap://") || self.url.starts_with("ldaps://")) {
-            return Err(format!(
-                "url `{}` must start with ldap:// or ldaps://",
-                self.url
-            ));
+            let problem = format!("url `{}` must start with ldap:// or ldaps://", self.url);
+            return Err(Setting::new("url", problem).into());
         }
         check_secret(&self.secret_file, &self.secret_env, true)?;
         if self.base_dn.is_empty() || self.bind_dn.is_empty() {
-            return Err("`base_dn` and `bind_dn` must be set".into());
+            return Err(Setting::new("base_dn", "`base_dn` and `bind_dn` must be set").into());
         }
         if self.kinds.is_empty() {
-            return Err("`kinds` names no action kind".into());
+            return Err(Setting::new("kinds", "`kinds` names no action kind").into());
         }
         Ok(())
     }
@@ -139,9 +137,11 @@ struct Session(ldap3::Ldap);
 
 impl Ldap {
     pub fn open(config: LdapConfig, state_dir: &Path) -> Result<Self> {
-        config.check().map_err(Error::permanent)?;
+        config
+            .check()
+            .map_err(|e| Error::permanent(e.to_string()))?;
         let password = read_secret(&config.secret_file, &config.secret_env)
-            .map_err(Error::permanent)?
+            .map_err(|e| Error::permanent(e.to_string()))?
             .unwrap_or_default();
         Ok(Self {
             holds: Arc::new(Holds::open(state_dir, "ldap")?),

@@ -25,8 +25,8 @@ pub use batch::BatchStats;
 use crate::{
     Action, Adapter, Error, Result,
     address::{address, within_floor},
-    config::duration,
     holds::Holds,
+    settings::{Problem, Setting, duration},
 };
 
 /// One nftables instance, as the config file declares it.
@@ -103,29 +103,39 @@ impl NftablesConfig {
     }
 
     /// Checks what can be checked without running anything.
-    pub fn check(&self) -> Result<(), String> {
-        let word = crate::config::is_word;
+    pub fn check(&self) -> Result<(), Setting> {
+        let word = crate::settings::is_word;
         if !word(&self.table, &[]) {
-            return Err(format!(
-                "table `{}` must be letters, digits and `_`",
-                self.table
+            return Err(Setting::new(
+                "table",
+                format!("table `{}` must be letters, digits and `_`", self.table),
             ));
         }
         if let Some(ns) = &self.netns
             && !word(ns, b"-.")
         {
-            return Err(format!(
-                "netns `{ns}` must be letters, digits, `_`, `-` and `.`"
+            return Err(Setting::new(
+                "netns",
+                format!("netns `{ns}` must be letters, digits, `_`, `-` and `.`"),
             ));
         }
         if let Some(k) = self.block.iter().find(|k| self.isolate.contains(k)) {
-            return Err(format!("`{k}` is listed under both `block` and `isolate`"));
+            return Err(Setting::new(
+                "block",
+                format!("`{k}` is listed under both `block` and `isolate`"),
+            ));
         }
         if let Some(n) = self.management.iter().find(|n| n.trunc() != **n) {
-            return Err(format!("management network `{n}` has host bits set"));
+            return Err(Setting::new(
+                "management",
+                format!("management network `{n}` has host bits set"),
+            ));
         }
         if self.min_prefix_v4 > 32 || self.min_prefix_v6 > 128 {
-            return Err("min_prefix_v4 is at most 32 and min_prefix_v6 at most 128".into());
+            return Err(Setting::new(
+                "min_prefix_v4",
+                "min_prefix_v4 is at most 32 and min_prefix_v6 at most 128",
+            ));
         }
         Ok(())
     }
@@ -153,7 +163,9 @@ impl Nftables {
     /// if nft cannot be run or refuses the table: a misconfigured firewall is found at start,
     /// not at the first intent.
     pub async fn open(config: NftablesConfig, state_dir: &Path) -> Result<Self> {
-        config.check().map_err(Error::permanent)?;
+        config
+            .check()
+            .map_err(|e| Error::permanent(e.to_string()))?;
         let nft = Self::nft(&config);
         nft.script(&nft::ruleset(&config.table, &config.management))
             .await
@@ -179,12 +191,15 @@ impl Nftables {
 
     /// What `open` would refuse, found without changing anything: the table is checked by
     /// the kernel (`nft -c`), not installed.
-    pub async fn preflight(config: &NftablesConfig) -> Result<(), String> {
+    pub async fn preflight(config: &NftablesConfig) -> Result<(), Problem> {
         config.check()?;
         Self::nft(config)
             .check(&nft::ruleset(&config.table, &config.management))
             .await
-            .map_err(|e| format!("cannot install table `{}`: {e}", config.table))
+            .map_err(|error| Problem::Table {
+                table: config.table.clone(),
+                error,
+            })
     }
 
     fn nft(config: &NftablesConfig) -> nft::Nft {

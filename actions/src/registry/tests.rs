@@ -30,14 +30,19 @@ fn a_kind_goes_to_its_only_adapter_and_two_candidates_need_a_route() {
     let err = registry
         .resolve(&kind("revoke_credentials"), None)
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("no adapter performs `revoke_credentials`"),
         "{err}"
     );
 
     registry.register(edl(dir.path(), "west")).unwrap();
-    let err = registry.resolve(&kind("block_ip"), None).err().unwrap();
+    let err = registry
+        .resolve(&kind("block_ip"), None)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("`east`, `west` all perform `block_ip`"),
         "{err}"
@@ -64,7 +69,8 @@ fn a_route_must_name_configured_adapters_that_perform_the_kind() {
     let err = registry
         .resolve(&kind("block_ip"), Some(&["gw".to_owned()]))
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(
         err.contains("names adapter `gw`, which is not configured (configured: east)"),
         "{err}"
@@ -72,7 +78,8 @@ fn a_route_must_name_configured_adapters_that_perform_the_kind() {
     let err = registry
         .resolve(&kind("disable_user"), Some(&["east".to_owned()]))
         .err()
-        .unwrap();
+        .unwrap()
+        .to_string();
     assert!(err.contains("which does not perform it"), "{err}");
 }
 

@@ -25,10 +25,10 @@ use template::{Place, Unfilled, Vars};
 
 use crate::{
     Action, Adapter, Error, Result,
-    config::{check_secret, duration, read_secret},
     holds::Holds,
     http::{self, Retry},
     secret::Secrets,
+    settings::{Problem, Setting, check_secret, duration, read_secret},
 };
 
 /// One webhook instance, as the config file declares it. It names where the credential is,
@@ -76,14 +76,29 @@ fn default_method() -> String {
     "POST".into()
 }
 
+/// What is wrong with a request template.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    #[error("`{0}` is not an HTTP method")]
+    Method(String),
+    #[error("`{0}` is not a header name")]
+    HeaderName(String),
+    #[error(transparent)]
+    Placeholder(#[from] template::Placeholder),
+    #[error("url `{url}`: {reason}")]
+    Url { url: String, reason: String },
+    #[error("url `{0}` must be http or https")]
+    Scheme(String),
+}
+
 impl RequestTemplate {
-    fn check(&self, rollback: bool) -> Result<(), String> {
+    fn check(&self, rollback: bool) -> Result<(), TemplateError> {
         Method::from_bytes(self.method.as_bytes())
-            .map_err(|_| format!("`{}` is not an HTTP method", self.method))?;
+            .map_err(|_| TemplateError::Method(self.method.clone()))?;
         let mut placed: Vec<(&str, Place)> = vec![(self.url.as_str(), Place::Url)];
         for (name, value) in &self.headers {
             reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("`{name}` is not a header name"))?;
+                .map_err(|_| TemplateError::HeaderName(name.clone()))?;
             placed.push((value, Place::Header));
         }
         if let Some(body) = &self.body {
@@ -112,35 +127,37 @@ impl RequestTemplate {
             })
             .collect::<Vec<_>>()
             .join("x");
-        let url = Url::parse(&sample).map_err(|e| format!("url `{}`: {e}", self.url))?;
+        let url = Url::parse(&sample).map_err(|e| TemplateError::Url {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("url `{}` must be http or https", self.url));
+            return Err(TemplateError::Scheme(self.url.clone()));
         }
         Ok(())
     }
 }
 
 impl WebhookConfig {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), Problem> {
         if self.kinds.is_empty() {
-            return Err("`kinds` names no action kind".into());
+            return Err(Setting::new("kinds", "`kinds` names no action kind").into());
         }
         check_secret(&self.secret_file, &self.secret_env, false)?;
         self.execute
             .check(false)
-            .map_err(|e| format!("execute: {e}"))?;
+            .map_err(|e| Setting::new("execute", format!("execute: {e}")))?;
         self.rollback
             .check(true)
-            .map_err(|e| format!("rollback: {e}"))?;
+            .map_err(|e| Setting::new("rollback", format!("rollback: {e}")))?;
         let uses_secret = |t: &RequestTemplate| t.headers.values().any(|v| v.contains("secret"));
         if (uses_secret(&self.execute) || uses_secret(&self.rollback))
             && self.secret_file.is_none()
             && self.secret_env.is_none()
         {
-            return Err(
-                "the headers use `{{secret}}` but neither `secret_file` nor `secret_env` is set"
-                    .into(),
-            );
+            let problem =
+                "the headers use `{{secret}}` but neither `secret_file` nor `secret_env` is set";
+            return Err(Setting::new("secret_file", problem).into());
         }
         Ok(())
     }
@@ -180,9 +197,11 @@ const SENT: &str = "sent";
 
 impl Webhook {
     pub fn open(config: WebhookConfig, state_dir: &Path) -> Result<Self> {
-        config.check().map_err(Error::permanent)?;
-        let secret =
-            read_secret(&config.secret_file, &config.secret_env).map_err(Error::permanent)?;
+        config
+            .check()
+            .map_err(|e| Error::permanent(e.to_string()))?;
+        let secret = read_secret(&config.secret_file, &config.secret_env)
+            .map_err(|e| Error::permanent(e.to_string()))?;
         Ok(Self {
             client: http::client()?,
             holds: Arc::new(Holds::open(state_dir, "webhook")?),

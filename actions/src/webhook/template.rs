@@ -24,15 +24,28 @@ pub(super) enum Place {
     Body,
 }
 
+/// A placeholder that cannot be where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Placeholder {
+    #[error("`{0}` opens `{{{{` without closing it")]
+    Unclosed(String),
+    #[error("`{{{{secret}}}}` may only be used in headers")]
+    SecretOutsideHeaders,
+    #[error("`{{{{{0}}}}}` may only be used in rollback requests")]
+    ResponseOutsideRollback(String),
+    #[error("unknown placeholder `{{{{{0}}}}}`")]
+    Unknown(String),
+}
+
 /// The placeholders of a text, in order.
-pub(super) fn names(text: &str) -> Result<Vec<&str>, String> {
+pub(super) fn names(text: &str) -> Result<Vec<&str>, Placeholder> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
         let after = &rest[start + 2..];
         let end = after
             .find("}}")
-            .ok_or_else(|| format!("`{text}` opens `{{{{` without closing it"))?;
+            .ok_or_else(|| Placeholder::Unclosed(text.to_owned()))?;
         out.push(after[..end].trim());
         rest = &after[end + 2..];
     }
@@ -40,7 +53,7 @@ pub(super) fn names(text: &str) -> Result<Vec<&str>, String> {
 }
 
 /// Whether `name` can be filled at `place`, in an execute or a rollback request.
-pub(super) fn known(name: &str, place: Place, rollback: bool) -> Result<(), String> {
+pub(super) fn known(name: &str, place: Place, rollback: bool) -> Result<(), Placeholder> {
     let fixed = [
         "target.id",
         "target.kind",
@@ -63,13 +76,11 @@ pub(super) fn known(name: &str, place: Place, rollback: bool) -> Result<(), Stri
     if ok {
         Ok(())
     } else if name == "secret" {
-        Err("`{{secret}}` may only be used in headers".into())
+        Err(Placeholder::SecretOutsideHeaders)
     } else if name.starts_with("response.") {
-        Err(format!(
-            "`{{{{{name}}}}}` may only be used in rollback requests"
-        ))
+        Err(Placeholder::ResponseOutsideRollback(name.to_owned()))
     } else {
-        Err(format!("unknown placeholder `{{{{{name}}}}}`"))
+        Err(Placeholder::Unknown(name.to_owned()))
     }
 }
 

@@ -305,19 +305,31 @@ fn templates_are_checked_when_the_config_is_read() {
     assert!(
         c.check()
             .unwrap_err()
+            .to_string()
             .contains("unknown placeholder `{{target.nickname}}`")
     );
     let mut c = config(addr, &token);
     c.execute.url = "http://h/{{secret}}".into();
-    assert!(c.check().unwrap_err().contains("only be used in headers"));
+    assert!(
+        c.check()
+            .unwrap_err()
+            .to_string()
+            .contains("only be used in headers")
+    );
     let mut c = config(addr, &token);
     c.execute.url = "http://h/{{response.id}}".into();
-    assert!(c.check().unwrap_err().contains("only be used in rollback"));
+    assert!(
+        c.check()
+            .unwrap_err()
+            .to_string()
+            .contains("only be used in rollback")
+    );
     let mut c = config(addr, &token);
     c.secret_file = None;
     assert!(
         c.check()
             .unwrap_err()
+            .to_string()
             .contains("neither `secret_file` nor `secret_env`")
     );
     let c = config(addr, &dir.path().join("missing"));

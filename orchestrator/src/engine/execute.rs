@@ -131,7 +131,7 @@ impl Engine {
             .inner
             .registry
             .resolve(&s.kind, self.policy().route(&s.kind))
-            .map_err(ActionError::permanent)?;
+            .map_err(|e| ActionError::permanent(e.to_string()))?;
         let action = Action {
             intent_id: intent.id,
             step_index: step,

@@ -85,12 +85,12 @@ fn grants_without_an_adapter_point_at_the_grant() {
     let e = policy
         .check_adapters(|k, _| match k.as_str() {
             "block_ip" => Ok(()),
-            _ => Err("no adapter performs it".into()),
+            _ => Err("no adapter performs it".to_owned()),
         })
         .unwrap_err();
     assert_eq!(e.location.map(|l| l.line), Some(5));
     assert!(e.message.contains("`wipe_disk`"), "{e}");
-    assert!(policy.check_adapters(|_, _| Ok(())).is_ok());
+    assert!(policy.check_adapters(|_, _| Ok::<(), String>(())).is_ok());
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn routes_name_one_adapter_or_several_and_a_bad_route_points_at_its_line() {
     assert_eq!(policy.route(&kind("isolate_host")), None);
     let e = policy
         .check_adapters(|k, route| match (k.as_str(), route) {
-            ("revoke_credentials", Some(_)) => Err("adapter `ldap` is not configured".into()),
+            ("revoke_credentials", Some(_)) => Err("adapter `ldap` is not configured".to_owned()),
             _ => Ok(()),
         })
         .unwrap_err();
