@@ -4,7 +4,8 @@
 //! - [`server`]: builds everything from a [`config::Config`] and runs the listeners.
 //! - [`engine`]: submit, execute, expire, roll back, recover: the lifecycle driven.
 //! - [`lifecycle`]: the intent state machine; the only place state changes.
-//! - [`journal`]: the durable log, group commit, and the derived state in sled.
+//! - [`store`]: the storage boundary (the journal of record, the state derived from it).
+//! - [`journal`]: the embedded store: the durable log, group commit, the derived state in sled.
 //! - [`service`]: every operation, whatever the front door: who may call it, its checks, its
 //!   answer; [`filter`] selects intents for all of them; [`error`] is their one error.
 //! - [`grpc`]: the gRPC front door, thin tonic handlers over the service.
@@ -28,4 +29,5 @@ pub mod lock;
 pub mod ocsf;
 pub mod server;
 pub mod service;
+pub mod store;
 pub mod telemetry;

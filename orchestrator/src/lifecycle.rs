@@ -247,68 +247,52 @@ impl Event {
                 | Self::DetectionDemoted { .. }
         )
     }
+}
 
-    /// The event's name in the journal and the API.
-    /// Every value [`Event::kind`] can take.
-    pub const KINDS: &'static [&'static str] = &[
-        "received",
-        "decided",
-        "step_started",
-        "step_succeeded",
-        "step_failed",
-        "activated",
-        "ttl_extended",
-        "rollback_started",
-        "step_rolled_back",
-        "step_rollback_failed",
-        "rolled_back",
-        "failed",
-        "rollback_failed",
-        "approved",
-        "escalated",
-        "rejected",
-        "verdict",
-        "kill_switch",
-        "bulk_rollback_started",
-        "detection_demoted",
-        "detection_restored",
-        "bulk_rollback_finished",
-        "policy_loaded",
-        "policy_refused",
-        "journal_compacted",
-        "access_denied",
-    ];
+/// One table of every event kind: [`Event::kind`] and [`Event::KINDS`] are made from it.
+macro_rules! event_kinds {
+    ($($pattern:pat => $name:literal,)*) => {
+        impl Event {
+            /// Every value [`Event::kind`] can take.
+            pub const KINDS: &'static [&'static str] = &[$($name),*];
 
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Received { .. } => "received",
-            Self::Decided { .. } => "decided",
-            Self::StepStarted { .. } => "step_started",
-            Self::StepSucceeded { .. } => "step_succeeded",
-            Self::StepFailed { .. } => "step_failed",
-            Self::Activated { .. } => "activated",
-            Self::TtlExtended { .. } => "ttl_extended",
-            Self::RollbackStarted { .. } => "rollback_started",
-            Self::StepRolledBack { .. } => "step_rolled_back",
-            Self::StepRollbackFailed { .. } => "step_rollback_failed",
-            Self::RolledBack => "rolled_back",
-            Self::Failed { .. } => "failed",
-            Self::RollbackFailed { .. } => "rollback_failed",
-            Self::Approved { .. } => "approved",
-            Self::Escalated { .. } => "escalated",
-            Self::Rejected { .. } => "rejected",
-            Self::Judged { .. } => "verdict",
-            Self::KillSwitch { .. } => "kill_switch",
-            Self::BulkRollbackStarted { .. } => "bulk_rollback_started",
-            Self::DetectionDemoted { demoted: true, .. } => "detection_demoted",
-            Self::DetectionDemoted { demoted: false, .. } => "detection_restored",
-            Self::BulkRollbackFinished { .. } => "bulk_rollback_finished",
-            Self::PolicyLoaded { .. } => "policy_loaded",
-            Self::PolicyRefused { .. } => "policy_refused",
-            Self::JournalCompacted { .. } => "journal_compacted",
-            Self::AccessDenied { .. } => "access_denied",
+            /// The event's name in the journal and the API.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $($pattern => $name,)*
+                }
+            }
         }
-    }
+    };
+}
+
+event_kinds! {
+    Event::Received { .. } => "received",
+    Event::Decided { .. } => "decided",
+    Event::StepStarted { .. } => "step_started",
+    Event::StepSucceeded { .. } => "step_succeeded",
+    Event::StepFailed { .. } => "step_failed",
+    Event::Activated { .. } => "activated",
+    Event::TtlExtended { .. } => "ttl_extended",
+    Event::RollbackStarted { .. } => "rollback_started",
+    Event::StepRolledBack { .. } => "step_rolled_back",
+    Event::StepRollbackFailed { .. } => "step_rollback_failed",
+    Event::RolledBack => "rolled_back",
+    Event::Failed { .. } => "failed",
+    Event::RollbackFailed { .. } => "rollback_failed",
+    Event::Approved { .. } => "approved",
+    Event::Escalated { .. } => "escalated",
+    Event::Rejected { .. } => "rejected",
+    Event::Judged { .. } => "verdict",
+    Event::KillSwitch { .. } => "kill_switch",
+    Event::BulkRollbackStarted { .. } => "bulk_rollback_started",
+    Event::DetectionDemoted { demoted: true, .. } => "detection_demoted",
+    Event::DetectionDemoted { demoted: false, .. } => "detection_restored",
+    Event::BulkRollbackFinished { .. } => "bulk_rollback_finished",
+    Event::PolicyLoaded { .. } => "policy_loaded",
+    Event::PolicyRefused { .. } => "policy_refused",
+    Event::JournalCompacted { .. } => "journal_compacted",
+    Event::AccessDenied { .. } => "access_denied",
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,8 @@ pub struct Running {
     /// Where `/metrics` is served on its own, if it is.
     pub metrics_addr: Option<SocketAddr>,
     engine: Engine,
+    /// The journal's writer thread, joined on shutdown: then the log and the index are closed.
+    writer: Option<std::thread::JoinHandle<()>>,
     health: tonic_health::server::HealthReporter,
     stop: CancellationToken,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -211,8 +213,9 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         "journal opened"
     );
     let policy = policy.with_own_addresses(own_addresses(config));
+    let writer = journal.take_writer();
     let engine = Engine::start(
-        journal,
+        Arc::new(journal),
         Arc::new(policy),
         registry,
         clock,
@@ -352,6 +355,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         http_addr,
         metrics_addr,
         engine,
+        writer,
         health,
         stop,
         grpc: tokio::spawn(grpc),
@@ -400,7 +404,7 @@ impl Running {
                 let _ = http.await;
             }
         }
-        let writer = self.engine.journal().take_writer();
+        let writer = self.writer;
         let lock = self.lock;
         drop(self.engine);
         if let Some(writer) = writer {
@@ -463,8 +467,8 @@ async fn watch_journal(engine: Engine, health: tonic_health::server::HealthRepor
             () = stop.cancelled() => return,
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
         }
-        let journal = engine.journal().clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || journal.condition()).await else {
+        let store = engine.store().clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || store.condition()).await else {
             return;
         };
         if now == was || stop.is_cancelled() {

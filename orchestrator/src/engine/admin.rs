@@ -58,7 +58,7 @@ impl Engine {
             engaged,
             reason: reason.to_owned(),
         };
-        self.inner.journal.append_system(actor, event).await?;
+        self.inner.store.append_system(actor, event).await?;
         {
             let mut g = self.inner.guards.lock();
             match &kind {
@@ -102,7 +102,7 @@ impl Engine {
             demoted,
             reason: reason.to_owned(),
         };
-        self.inner.journal.append_system(actor, event).await?;
+        self.inner.store.append_system(actor, event).await?;
         let mut g = self.inner.guards.lock();
         if demoted {
             g.demoted.insert(rule.to_owned());
@@ -120,8 +120,7 @@ impl Engine {
     pub fn kill_switches(&self) -> Result<Vec<KillSwitch>> {
         Ok(self
             .inner
-            .journal
-            .index()
+            .state
             .kill_switches()?
             .into_iter()
             .map(|(kind, engaged_by)| KillSwitch { kind, engaged_by })
@@ -193,7 +192,7 @@ impl Engine {
                     origin,
                     error: error.clone(),
                 };
-                self.inner.journal.append_system(actor, refused).await?;
+                self.inner.store.append_system(actor, refused).await?;
                 return Err(Error::FailedPrecondition(format!(
                     "policy refused, the previous one stays: {error}"
                 )));
@@ -205,7 +204,7 @@ impl Engine {
             digest: policy.digest().to_owned(),
             origin,
         };
-        self.inner.journal.append_system(actor, event).await?;
+        self.inner.store.append_system(actor, event).await?;
         let policy = Arc::new(policy);
         *self.inner.policy.write() = policy.clone();
         self.restore_guards(&policy, |_| {})?;
@@ -231,7 +230,7 @@ impl Engine {
         // other. Ends free their units after their journal write, so each lands before the
         // read (and is not counted) or after the swap (and is released from the new state).
         let mut g = self.inner.guards.lock();
-        let index = self.inner.journal.index();
+        let index = &self.inner.state;
         let now = self.now();
         let mut ledger = Ledger::default();
         let mut live = std::collections::HashSet::new();

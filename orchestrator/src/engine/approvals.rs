@@ -18,12 +18,12 @@ pub struct Precision {
 impl Engine {
     /// Intents waiting for a person, oldest first.
     pub fn pending(&self) -> Result<Vec<IntentRecord>> {
-        Ok(self.inner.journal.index().waiting()?)
+        Ok(self.inner.state.waiting()?)
     }
 
     /// How many intents wait for a person, and since when the oldest of them has.
     pub fn pending_summary(&self) -> Result<(u64, Option<std::time::SystemTime>)> {
-        let index = self.inner.journal.index();
+        let index = &self.inner.state;
         let count = index
             .tally()?
             .iter()
@@ -46,7 +46,7 @@ impl Engine {
     )> {
         let (mut waiting, mut oldest) = (0, None::<std::time::SystemTime>);
         let mut active = std::collections::BTreeMap::new();
-        for record in self.inner.journal.index().live_records() {
+        for record in self.inner.state.live_records() {
             let record = record?;
             if record.intent.source != source {
                 continue;
@@ -89,7 +89,7 @@ impl Engine {
             decision,
             seen,
         };
-        let record = match self.inner.journal.append(id, by, vec![approved]).await {
+        let record = match self.inner.store.append(id, by, vec![approved]).await {
             Ok(a) => a.record,
             Err(e) => {
                 self.inner.guards.lock().allowance.ledger.release(id);
@@ -111,7 +111,7 @@ impl Engine {
         };
         Ok(self
             .inner
-            .journal
+            .store
             .append(id, by, vec![rejected])
             .await?
             .record)
@@ -148,7 +148,7 @@ impl Engine {
             note: note.to_owned(),
             suppress_until,
         };
-        let record = match self.inner.journal.append(id, by, vec![judged]).await {
+        let record = match self.inner.store.append(id, by, vec![judged]).await {
             Ok(a) => a.record,
             Err(crate::journal::AppendError::Invalid(_)) => {
                 return Err(Error::FailedPrecondition(format!(
@@ -208,7 +208,7 @@ impl Engine {
         if self.inner.guards.lock().demoted.contains(rule) {
             return Ok(());
         }
-        let index = self.inner.journal.index();
+        let index = &self.inner.state;
         let window_start = as_of
             .checked_sub(v.demote_window.0)
             .unwrap_or(std::time::SystemTime::UNIX_EPOCH);
@@ -256,7 +256,7 @@ impl Engine {
     /// intent (shadowed ones included).
     pub fn precision(&self) -> Result<BTreeMap<(String, String), Precision>> {
         let mut out: BTreeMap<(String, String), Precision> = BTreeMap::new();
-        for (rule, judged) in self.inner.journal.index().judgements()? {
+        for (rule, judged) in self.inner.state.judgements()? {
             for kind in judged.kinds {
                 let p = out.entry((rule.clone(), kind)).or_default();
                 match judged.verdict {

@@ -45,7 +45,7 @@ impl Engine {
             ));
         }
         let mut members = Vec::new();
-        for r in self.inner.journal.index().live_records() {
+        for r in self.inner.state.live_records() {
             let r = r?;
             if r.state == State::Active && selector.matches(&r) {
                 members.push(r.intent.id);
@@ -58,7 +58,7 @@ impl Engine {
             reason: reason.to_owned(),
             members: members.clone(),
         };
-        self.inner.journal.append_system(by, started).await?;
+        self.inner.store.append_system(by, started).await?;
         let (tx, progress) = mpsc::channel(64);
         let engine = self.clone();
         let (run_op, run_members, by, reason) = (
@@ -124,14 +124,14 @@ impl Engine {
             rolled_back: done - failed,
             failed,
         };
-        if let Err(e) = self.inner.journal.append_system(&by, finished).await {
+        if let Err(e) = self.inner.store.append_system(&by, finished).await {
             tracing::error!(%op, error = %e, "bulk rollback not closed; it resumes on restart");
         }
     }
 
     /// Resumes bulk rollbacks a stop interrupted: members already rolled back are no-ops.
     pub(super) fn resume_bulk(&self) -> Result<()> {
-        for open in self.inner.journal.index().open_bulk_rollbacks()? {
+        for open in self.inner.state.open_bulk_rollbacks()? {
             tracing::info!(op = %open.op, members = open.members.len(), "resuming a bulk rollback");
             let engine = self.clone();
             self.spawn(async move {

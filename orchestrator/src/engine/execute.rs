@@ -299,7 +299,7 @@ impl Engine {
     ) -> Result<IntentRecord, AppendError> {
         let record = self
             .inner
-            .journal
+            .store
             .append(id, SYSTEM_ACTOR, events)
             .await?
             .record;

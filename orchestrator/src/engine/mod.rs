@@ -37,11 +37,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     clock::SharedClock,
-    journal::{
-        Journal,
-        retention::{Compaction, Retention},
-    },
+    journal::retention::{Compaction, Retention},
     lifecycle::{Event, IntentRecord, State},
+    store::{self, Store},
 };
 
 pub use admin::{BudgetRow, KillSwitch, Status};
@@ -96,7 +94,9 @@ pub struct Engine {
 
 pub struct Inner {
     metrics: crate::telemetry::Metrics,
-    journal: Journal,
+    store: Arc<dyn Store>,
+    /// The store's derived state.
+    state: Arc<dyn store::State>,
     /// Swapped whole on reload; a decision uses the one it started with.
     policy: parking_lot::RwLock<Arc<Policy>>,
     guards: parking_lot::Mutex<guards::Guards>,
@@ -121,7 +121,7 @@ impl Engine {
     /// usage and kill switches are rebuilt from the journal, the TTL timer runs, and whatever
     /// the journal shows in flight is resumed.
     pub async fn start(
-        journal: Journal,
+        store: Arc<dyn Store>,
         policy: Arc<Policy>,
         registry: Registry,
         clock: SharedClock,
@@ -133,11 +133,12 @@ impl Engine {
             .clone()
             .unwrap_or_else(|| opentelemetry::global::meter("parapet"));
         let metrics = crate::telemetry::Metrics::new(&meter);
-        journal.observe(Arc::new(metrics.clone()));
+        store.observe(Arc::new(metrics.clone()));
         let engine = Self {
             inner: Arc::new(Inner {
                 metrics,
-                journal,
+                state: store.state(),
+                store,
                 policy: parking_lot::RwLock::new(policy),
                 guards: parking_lot::Mutex::default(),
                 limits: limits::Limits::new(config.limits, clock.clone()),
@@ -167,7 +168,7 @@ impl Engine {
         };
         engine
             .inner
-            .journal
+            .store
             .append_system(SYSTEM_ACTOR, loaded)
             .await?;
         // every intent not yet ended, read once, one at a time, for both; nothing is resumed
@@ -187,8 +188,7 @@ impl Engine {
         // demotion as the rule stands now, and its timers again
         let judged: std::collections::BTreeSet<String> = engine
             .inner
-            .journal
-            .index()
+            .state
             .judgements()?
             .into_iter()
             .map(|(rule, _)| rule)
@@ -215,7 +215,7 @@ impl Engine {
                 "no retention is configured ([journal] max_age or max_bytes): the journal keeps everything".into(),
             ));
         }
-        Ok(self.inner.journal.compact(rules, self.now(), actor).await?)
+        Ok(self.inner.store.compact(rules, self.now(), actor).await?)
     }
 
     /// Compacts the journal every `compact_every`, starting now.
@@ -232,8 +232,14 @@ impl Engine {
         }
     }
 
-    pub fn journal(&self) -> &Journal {
-        &self.inner.journal
+    /// The journal of record.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// The state derived from the journal.
+    pub fn state(&self) -> &Arc<dyn store::State> {
+        &self.inner.state
     }
 
     pub fn metrics(&self) -> &crate::telemetry::Metrics {
@@ -267,7 +273,7 @@ impl Engine {
     /// Intents whose actions are in force, by the action kind of their first step.
     pub fn active_by_kind(&self) -> Result<std::collections::BTreeMap<String, u64>> {
         let mut out = std::collections::BTreeMap::new();
-        for ((state, kind), n) in self.inner.journal.index().tally()? {
+        for ((state, kind), n) in self.inner.state.tally()? {
             if state == State::Active && !kind.is_empty() {
                 *out.entry(kind).or_insert(0) += n;
             }
@@ -290,14 +296,10 @@ impl Engine {
     }
 
     pub fn record(&self, id: IntentId) -> Result<IntentRecord> {
-        self.inner
-            .journal
-            .index()
-            .record(id)?
-            .ok_or_else(|| Error::NotFound {
-                what: "intent",
-                name: id.to_string(),
-            })
+        self.inner.state.record(id)?.ok_or_else(|| Error::NotFound {
+            what: "intent",
+            name: id.to_string(),
+        })
     }
 
     /// Stops the timer and waits for executions and rollbacks in progress to finish. Nothing is
@@ -325,7 +327,7 @@ impl Engine {
 
     /// Waits until the intent is not in the middle of something (executing, rolling back).
     pub async fn wait_settled(&self, id: IntentId) -> Result<IntentRecord> {
-        let mut changes = self.inner.journal.subscribe();
+        let mut changes = self.inner.store.subscribe();
         loop {
             let record = self.record(id)?;
             if !in_progress(record.state) {

@@ -17,7 +17,7 @@ use std::{
 use parapet_model::{Decision, Intent, IntentId, Outcome};
 use parapet_policy::{Allowance, Policy, allowance::ends};
 
-use crate::{journal::Index, lifecycle::Event};
+use crate::{lifecycle::Event, store::State};
 
 /// One intent whose decision would change.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ pub struct Replay {
 
 /// Decides again, under `policy`, every intent received in `[since, until)`.
 pub fn replay(
-    index: &Index,
+    index: &dyn State,
     policy: &Policy,
     since: SystemTime,
     until: Option<SystemTime>,

@@ -74,7 +74,7 @@ impl Engine {
         };
         let record = self
             .inner
-            .journal
+            .store
             .append(id, actor, vec![started])
             .await?
             .record;
@@ -125,7 +125,7 @@ impl Engine {
         };
         let result = match self
             .inner
-            .journal
+            .store
             .append(id, SYSTEM_ACTOR, vec![started])
             .await
         {
@@ -157,7 +157,7 @@ impl Engine {
             };
             return self
                 .inner
-                .journal
+                .store
                 .append(id, SYSTEM_ACTOR, vec![rejected])
                 .await
                 .map(drop);
@@ -177,7 +177,7 @@ impl Engine {
         };
         let record = self
             .inner
-            .journal
+            .store
             .append(id, SYSTEM_ACTOR, vec![escalated])
             .await?
             .record;

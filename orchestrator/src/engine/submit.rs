@@ -36,7 +36,7 @@ impl Engine {
                     .map_err(|e| e.under(&format!("steps[{i}]")))?;
             }
         }
-        let index = self.inner.journal.index();
+        let index = &self.inner.state;
         if let Some(existing) =
             index.by_idempotency_key(&request.source, &request.idempotency_key)?
         {
@@ -64,7 +64,7 @@ impl Engine {
             Event::Received { intent },
             Event::Decided { decision, seen },
         ];
-        let appended = self.inner.journal.append(id, &source, events).await;
+        let appended = self.inner.store.append(id, &source, events).await;
         if appended.is_err() && execute {
             // Nothing was recorded, so nothing may hold the budget.
             self.inner.guards.lock().allowance.ledger.release(id);
@@ -162,7 +162,7 @@ impl Engine {
         }
         let appended = self
             .inner
-            .journal
+            .store
             .append(id, actor, vec![Event::TtlExtended { ttl, expires_at }])
             .await?;
         // the budget's units free later too, as a restart would rebuild them

@@ -19,6 +19,8 @@
 //! - [`kv`]: the ordered store for derived state (sled, or memory in tests).
 //! - [`index`]: what is derived and how it is keyed.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod index;
 pub mod kv;
 pub mod log;

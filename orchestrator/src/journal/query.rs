@@ -158,3 +158,6 @@ impl Index {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

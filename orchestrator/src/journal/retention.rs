@@ -280,3 +280,6 @@ pub(super) fn forget(index: &Index, through: u64) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -318,3 +318,6 @@ impl Walk<'_> {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

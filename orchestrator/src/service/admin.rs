@@ -114,7 +114,7 @@ impl Service {
         self.authorize(caller, Operation::GetStatus)?;
         // a detector sees what concerns its own intents: their errors, their counts
         let own = caller.own_source();
-        let index = self.engine.journal().index();
+        let index = self.engine.state();
         let mine = |id: Option<IntentId>| -> bool {
             match (own, id) {
                 (None, _) => true,

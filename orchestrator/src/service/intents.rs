@@ -105,7 +105,7 @@ impl Service {
         };
         let mut intents = Vec::new();
         let mut more = false;
-        for record in self.engine.journal().index().records_newest_first(before) {
+        for record in self.engine.state().records_newest_first(before) {
             let record = record?;
             if !caller.reads(&record.intent.source) || !req.filter.matches(&record) {
                 continue;
@@ -137,7 +137,7 @@ impl Service {
             id => Some(intent_id(id, "intent_id")?),
         };
         // Subscribe before reading the current state, so no change falls in between.
-        let changes = self.engine.journal().subscribe();
+        let changes = self.engine.store().subscribe();
         let current = only.map(|id| self.readable(caller, id)).transpose()?;
         let (caller, stop) = (caller.clone(), self.stopping());
         let last_seq = current.as_ref().map_or(0, |r| r.last_seq);

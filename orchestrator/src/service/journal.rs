@@ -1,16 +1,12 @@
 //! The auditor's journal: query it, verify its chain, export it, replay a policy over it.
 
-use std::{collections::HashMap, time::SystemTime};
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
 
 use futures::StreamExt as _;
 use parapet_model::Invalid;
 
 use super::{Answers, Caller, Error, Operation, Result, Service};
-use crate::{
-    engine::replay::Replay,
-    journal::{Index, parse_hex},
-    lifecycle::Event,
-};
+use crate::{engine::replay::Replay, journal::parse_hex, lifecycle::Event, store::State};
 
 pub use crate::journal::{Entry, Query, log::Hash, verify::Report};
 
@@ -73,14 +69,14 @@ fn check(query: &Query) -> Result<(), Invalid> {
 /// Streams what `each` makes of the entries a query matches (`None` skips one), read on a
 /// blocking thread a page ahead of the client at most, up to the query's limit.
 fn stream_matches<T: Send + 'static>(
-    index: Index,
+    index: Arc<dyn State>,
     query: Query,
-    mut each: impl FnMut(&Index, Entry) -> std::io::Result<Option<T>> + Send + 'static,
+    mut each: impl FnMut(&dyn State, Entry) -> std::io::Result<Option<T>> + Send + 'static,
 ) -> Answers<T> {
     let (tx, rx) = tokio::sync::mpsc::channel(PAGE);
     tokio::task::spawn_blocking(move || {
         let (mut left, mut failed) = (query.limit, None);
-        let walked = index.each_match(&query, &mut |e| match each(&index, e) {
+        let walked = index.each_match(&query, &mut |e| match each(&*index, e) {
             Ok(Some(item)) => {
                 left -= 1;
                 tx.blocking_send(Ok(item)).is_ok() && left > 0
@@ -103,7 +99,7 @@ impl Service {
     pub fn query_journal(&self, caller: &Caller, query: Query) -> Result<Answers<Hashed>> {
         self.authorize(caller, Operation::QueryJournal)?;
         check(&query)?;
-        let index = self.engine.journal().index().clone();
+        let index = self.engine.state().clone();
         Ok(stream_matches(index, query, |_, e| Hashed::of(e).map(Some)))
     }
 
@@ -125,7 +121,7 @@ impl Service {
             })?;
             expected.push((*seq, hash));
         }
-        Ok(self.engine.journal().verify(expected).await?)
+        Ok(self.engine.store().verify(expected).await?)
     }
 
     /// The entries a query matches, as JSON lines of the chosen format.
@@ -137,7 +133,7 @@ impl Service {
     ) -> Result<Answers<Exported>> {
         self.authorize(caller, Operation::ExportJournal)?;
         check(&query).map_err(|e| e.under("query"))?;
-        let index = self.engine.journal().index().clone();
+        let index = self.engine.state().clone();
         let head_seq = index.applied_seq()?;
         let mut records = HashMap::new();
         Ok(stream_matches(index, query, move |index, e| {
@@ -187,11 +183,11 @@ impl Service {
         let since = req
             .since
             .ok_or_else(|| Error::invalid("since", "is required"))?;
-        let index = self.engine.journal().index().clone();
+        let index = self.engine.state().clone();
         let digest = policy.digest().to_owned();
         let until = req.until;
         let replay = tokio::task::spawn_blocking(move || {
-            crate::engine::replay::replay(&index, &policy, since, until)
+            crate::engine::replay::replay(&*index, &policy, since, until)
         })
         .await
         .map_err(|e| Error::Storage(std::io::Error::other(e)))??;

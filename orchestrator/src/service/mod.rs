@@ -89,7 +89,7 @@ impl Service {
             code: error.code().to_owned(),
             reason: error.to_string(),
         };
-        let journal = self.engine.journal().clone();
+        let journal = self.engine.store().clone();
         tokio::spawn(async move {
             if let Err(e) = journal
                 .append_system(crate::engine::SYSTEM_ACTOR, event)

@@ -102,15 +102,21 @@ async fn engine_on(policy: &str, dir: &std::path::Path, clock: &ManualClock) -> 
         ))
         .unwrap();
     let policy = Arc::new(Policy::from_toml(policy).unwrap());
-    Engine::start(journal, policy, registry, clock, EngineConfig::default())
-        .await
-        .unwrap()
+    Engine::start(
+        Arc::new(journal),
+        policy,
+        registry,
+        clock,
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// What the journal says each site holds and has taken in the window: the truth to check the
 /// ledger and the limits against.
 fn truth(engine: &Engine, now: SystemTime) -> HashMap<String, (u32, u32)> {
-    let index = engine.journal().index();
+    let index = engine.state();
     let mut out: HashMap<String, (u32, u32)> = HashMap::new();
     let since = now - Duration::from_secs(30 * 60);
     for entry in index
@@ -160,8 +166,7 @@ fn ledger_view(engine: &Engine) -> HashMap<String, (u32, u32)> {
 /// releases budget units after its last journal write) finished but the timer.
 async fn settle(engine: &Engine) {
     let live: Vec<_> = engine
-        .journal()
-        .index()
+        .state()
         .live_records()
         .map(|r| r.unwrap().intent.id)
         .collect();
@@ -237,7 +242,7 @@ proptest! {
                 }
                 // the index's tally of live intents is their count; a TTL the last advance
                 // passed may still be expiring, so compare once the tally holds still
-                let index = engine.journal().index();
+                let index = engine.state();
                 for attempt in 0.. {
                     prop_assert!(attempt < 10_000, "the tally never held still");
                     let before = index.tally().unwrap();
@@ -324,7 +329,7 @@ async fn flaky_outcome(transient_failures: u32, permanent: bool) -> (State, u32)
     )
     .unwrap();
     let engine = Engine::start(
-        journal,
+        Arc::new(journal),
         Arc::new(policy),
         registry,
         clock,

@@ -1,0 +1,120 @@
+//! Intents and events the journal's and the stores' tests are made of.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use parapet_actions::RollbackHandle;
+use parapet_model::{
+    Confidence, Decision, Detection, Intent, IntentId, IntentRequest, Outcome, Severity, Step,
+    Target,
+};
+
+use crate::{
+    clock::{ManualClock, SharedClock},
+    lifecycle::Event,
+};
+
+pub(crate) fn clock() -> SharedClock {
+    Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ))
+}
+
+pub(crate) fn intent(key: &str) -> Intent {
+    let step = Step::new(
+        "block_ip".parse().unwrap(),
+        Target::new("ip".into(), "192.0.2.1".into(), BTreeMap::new()).unwrap(),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let det = Detection::new(
+        "c2".into(),
+        Severity::High,
+        Confidence::try_from(0.9).unwrap(),
+        String::new(),
+    )
+    .unwrap();
+    IntentRequest::new(
+        key.into(),
+        "siem".into(),
+        det,
+        vec![step],
+        None,
+        String::new(),
+    )
+    .unwrap()
+    .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+}
+
+pub(crate) fn submitted(intent: &Intent) -> Vec<Event> {
+    vec![
+        Event::Received {
+            intent: intent.clone(),
+        },
+        Event::Decided {
+            decision: Decision {
+                outcome: Outcome::Execute,
+                reasons: vec![],
+                policy_digest: "sha256:0".into(),
+                retry_after: None,
+            },
+            seen: Box::new(parapet_policy::Seen::nothing(SystemTime::UNIX_EPOCH)),
+        },
+    ]
+}
+
+pub(crate) fn executed() -> Vec<Event> {
+    vec![
+        Event::StepStarted { step: 0 },
+        Event::StepSucceeded {
+            step: 0,
+            handle: RollbackHandle {
+                adapter: "edl".into(),
+                data: "{}".into(),
+            },
+        },
+        Event::Activated { expires_at: None },
+    ]
+}
+
+pub(crate) fn varied(key: &str, source: &str, rule: &str, kind: &str, ip: &str) -> Intent {
+    let step = Step::new(
+        kind.parse().unwrap(),
+        Target::new("ip".into(), ip.into(), BTreeMap::new()).unwrap(),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    let det = Detection::new(
+        rule.into(),
+        Severity::High,
+        Confidence::try_from(0.9).unwrap(),
+        String::new(),
+    )
+    .unwrap();
+    IntentRequest::new(
+        key.into(),
+        source.into(),
+        det,
+        vec![step],
+        None,
+        String::new(),
+    )
+    .unwrap()
+    .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+}
+
+pub(crate) fn decided(intent: &Intent, outcome: Outcome) -> Vec<Event> {
+    let mut events = submitted(intent);
+    if let Event::Decided { decision, .. } = &mut events[1] {
+        decision.outcome = outcome;
+    }
+    events
+}
+
+/// The stored chain walked against the index.
+pub(crate) fn walk(journal: &crate::journal::Journal) -> crate::journal::verify::Report {
+    crate::journal::verify::verify(journal.reader().as_ref(), Some(journal.index()), &[]).unwrap()
+}
