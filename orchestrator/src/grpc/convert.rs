@@ -15,7 +15,7 @@ use crate::{
     lifecycle::{IntentRecord, State, StepState},
     service::{
         admin::{Compaction, KillSwitch, Status},
-        journal::{Hashed, Query, Report},
+        journal::{Hash, Hashed, Query, Replay, Report, hex},
     },
 };
 
@@ -279,8 +279,8 @@ pub fn journal_entry(Hashed { entry: e, hash }: &Hashed) -> pb::JournalEntry {
         kind: e.event.kind().to_owned(),
         actor: e.actor.clone(),
         payload_json: payload_json(&e.event),
-        hash: crate::journal::hex(hash),
-        prev_hash: crate::journal::hex(&e.prev),
+        hash: hex(hash),
+        prev_hash: hex(&e.prev),
     }
 }
 
@@ -296,10 +296,10 @@ fn payload_json(event: &crate::lifecycle::Event) -> String {
     }
 }
 
-fn chain_point(seq: u64, hash: &crate::journal::log::Hash) -> pb::ChainPoint {
+fn chain_point(seq: u64, hash: &Hash) -> pb::ChainPoint {
     pb::ChainPoint {
         seq,
-        hash: crate::journal::hex(hash),
+        hash: hex(hash),
     }
 }
 
@@ -378,7 +378,7 @@ pub fn target(t: Option<pb::Target>) -> Result<Option<(String, String)>, Invalid
     }
 }
 
-pub fn replay(r: &crate::engine::replay::Replay, digest: &str) -> pb::ReplayPolicyResponse {
+pub fn replay(r: &Replay, digest: &str) -> pb::ReplayPolicyResponse {
     pb::ReplayPolicyResponse {
         policy_digest: digest.to_owned(),
         decided: r.decided,
@@ -528,7 +528,7 @@ pub fn compaction(c: Compaction) -> pb::CompactJournalResponse {
         compacted: true,
         anchor: Some(pb::ChainPoint {
             seq: c.anchor.seq,
-            hash: crate::journal::hex(&c.anchor.hash),
+            hash: hex(&c.anchor.hash),
         }),
         entries: c.entries,
         intents: c.intents,

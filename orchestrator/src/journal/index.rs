@@ -1,7 +1,8 @@
 //! The state derived from the log, kept in a [`Kv`] store: intent records and the indexes that
 //! answer queries without reading the whole log.
 //!
-//! Key layout; each prefix byte has one meaning and is never reused:
+//! Key layout, one [`key::Table`] per prefix; a prefix has one meaning and is never reused
+//! (`t` and `d`, the intents by target and by detection of layout 3, are retired):
 //!
 //! | key                                     | value                    |
 //! |-----------------------------------------|--------------------------|
@@ -14,8 +15,6 @@
 //! | `i` intent                              | the record of an ended intent |
 //! | `k` source `\0` idempotency key         | intent                   |
 //! | `n` intent seq                          | last seq (BE): entries of an intent, seq to last |
-//! | `t` target kind `\0` target id `\0` intent | (intents by target)   |
-//! | `d` rule id `\0` intent                 | (intents by detection)   |
 //! | `T` target kind `\0` target id `\0` seq | last seq (BE): entries by target, in order |
 //! | `D` rule id `\0` seq                    | last seq (BE): entries by detection, in order |
 //! | `l` intent                              | the record of an intent not yet ended |
@@ -48,9 +47,91 @@ use super::{
     kv::{Batch, Kv},
 };
 use crate::lifecycle::{Event, IntentRecord, State};
+use key::Table;
 
 pub(super) mod key {
     use parapet_model::IntentId;
+
+    /// The tables the index keeps, each under its own key prefix (never reused).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Table {
+        /// The index's own settings: [`APPLIED`], [`HEAD`], [`LAYOUT`], [`TALLY`], constants
+        /// (a test checks they are under this prefix).
+        #[cfg_attr(not(test), allow(dead_code))]
+        Meta,
+        /// The chain's hash at every 1024th entry.
+        Checkpoint,
+        Entry,
+        /// The records of ended intents.
+        Ended,
+        /// The records of intents not yet ended.
+        Live,
+        Idempotency,
+        /// One key per append of an intent: its first entry, and its last as the value.
+        IntentEntries,
+        TargetEntries,
+        DetectionEntries,
+        Waiting,
+        KillSwitch,
+        Demoted,
+        Restored,
+        Verdict,
+        Bulk,
+        Suppression,
+    }
+
+    impl Table {
+        pub const fn prefix(self) -> &'static [u8] {
+            match self {
+                Self::Meta => b"m",
+                Self::Checkpoint => b"c",
+                Self::Entry => b"e",
+                Self::Ended => b"i",
+                Self::Live => b"l",
+                Self::Idempotency => b"k",
+                Self::IntentEntries => b"n",
+                Self::TargetEntries => b"T",
+                Self::DetectionEntries => b"D",
+                Self::Waiting => b"w",
+                Self::KillSwitch => b"sk",
+                Self::Demoted => b"sd",
+                Self::Restored => b"sr",
+                Self::Verdict => b"j",
+                Self::Bulk => b"b",
+                Self::Suppression => b"x",
+            }
+        }
+
+        /// A key of this table: its prefix, then the parts as they are.
+        pub fn key(self, parts: &[&[u8]]) -> Vec<u8> {
+            let mut key = self.prefix().to_vec();
+            for part in parts {
+                key.extend_from_slice(part);
+            }
+            key
+        }
+    }
+
+    /// Every table, to check the prefixes against each other.
+    #[cfg(test)]
+    pub const TABLES: [Table; 16] = [
+        Table::Meta,
+        Table::Checkpoint,
+        Table::Entry,
+        Table::Ended,
+        Table::Live,
+        Table::Idempotency,
+        Table::IntentEntries,
+        Table::TargetEntries,
+        Table::DetectionEntries,
+        Table::Waiting,
+        Table::KillSwitch,
+        Table::Demoted,
+        Table::Restored,
+        Table::Verdict,
+        Table::Bulk,
+        Table::Suppression,
+    ];
 
     pub const APPLIED: &[u8] = b"mapplied";
     pub const HEAD: &[u8] = b"mhead";
@@ -58,77 +139,86 @@ pub(super) mod key {
     pub const TALLY: &[u8] = b"mtally";
 
     pub fn checkpoint(seq: u64) -> Vec<u8> {
-        [&b"c"[..], &seq.to_be_bytes()].concat()
+        Table::Checkpoint.key(&[&seq.to_be_bytes()])
     }
 
     pub fn entry(seq: u64) -> Vec<u8> {
-        [&b"e"[..], &seq.to_be_bytes()].concat()
+        Table::Entry.key(&[&seq.to_be_bytes()])
     }
 
     pub fn intent(id: IntentId) -> Vec<u8> {
-        [&b"i"[..], id.as_bytes()].concat()
+        Table::Ended.key(&[id.as_bytes()])
     }
 
     pub fn idempotency(source: &str, key: &str) -> Vec<u8> {
-        [b"k", source.as_bytes(), b"\0", key.as_bytes()].concat()
+        Table::Idempotency.key(&[source.as_bytes(), b"\0", key.as_bytes()])
+    }
+
+    /// The appends of an intent; the sequence number follows.
+    pub fn intent_entries(id: IntentId) -> Vec<u8> {
+        Table::IntentEntries.key(&[id.as_bytes()])
     }
 
     pub fn intent_entry(id: IntentId, seq: u64) -> Vec<u8> {
-        [&b"n"[..], id.as_bytes(), &seq.to_be_bytes()].concat()
-    }
-
-    pub fn target_prefix(kind: &str, target: &str) -> Vec<u8> {
-        [b"t", kind.as_bytes(), b"\0", target.as_bytes(), b"\0"].concat()
+        Table::IntentEntries.key(&[id.as_bytes(), &seq.to_be_bytes()])
     }
 
     /// The entries of intents acting on a target; the sequence number follows.
     pub fn target_entries(kind: &str, target: &str) -> Vec<u8> {
-        [b"T", kind.as_bytes(), b"\0", target.as_bytes(), b"\0"].concat()
+        Table::TargetEntries.key(&[kind.as_bytes(), b"\0", target.as_bytes(), b"\0"])
     }
 
     /// The entries of a detection's intents; the sequence number follows.
     pub fn detection_entries(rule: &str) -> Vec<u8> {
-        [b"D", rule.as_bytes(), b"\0"].concat()
-    }
-
-    pub fn detection_prefix(rule: &str) -> Vec<u8> {
-        [b"d", rule.as_bytes(), b"\0"].concat()
+        Table::DetectionEntries.key(&[rule.as_bytes(), b"\0"])
     }
 
     pub fn live(id: IntentId) -> Vec<u8> {
-        [&b"l"[..], id.as_bytes()].concat()
+        Table::Live.key(&[id.as_bytes()])
     }
 
     pub fn waiting(id: IntentId) -> Vec<u8> {
-        [&b"w"[..], id.as_bytes()].concat()
+        Table::Waiting.key(&[id.as_bytes()])
     }
 
     /// A bulk rollback not yet finished.
     pub fn bulk(op: &str) -> Vec<u8> {
-        [b"b", op.as_bytes()].concat()
+        Table::Bulk.key(&[op.as_bytes()])
+    }
+
+    /// The verdicts on a detection's intents; the intent follows.
+    pub fn verdicts(rule: &str) -> Vec<u8> {
+        Table::Verdict.key(&[rule.as_bytes(), b"\0"])
     }
 
     /// The latest verdict on an intent, under its detection.
     pub fn verdict(rule: &str, id: IntentId) -> Vec<u8> {
-        [b"j", rule.as_bytes(), b"\0", id.as_bytes()].concat()
+        Table::Verdict.key(&[rule.as_bytes(), b"\0", id.as_bytes()])
     }
 
     /// A detection suppressed on a target after a false positive.
     pub fn suppression(rule: &str, kind: &str, target: &str) -> Vec<u8> {
-        [
-            b"x",
+        let parts: [&[u8]; 5] = [
             rule.as_bytes(),
             b"\0",
             kind.as_bytes(),
             b"\0",
             target.as_bytes(),
-        ]
-        .concat()
+        ];
+        Table::Suppression.key(&parts)
     }
 
-    /// An engaged kill switch: `s` `k` and the action kind, or `*` for all kinds.
+    /// An engaged kill switch: the action kind, or `*` for all kinds.
     pub fn kill_switch(kind: Option<&parapet_model::ActionKind>) -> Vec<u8> {
-        [b"sk", kind.map_or("*", |k| k.as_str()).as_bytes()].concat()
+        Table::KillSwitch.key(&[kind.map_or("*", |k| k.as_str()).as_bytes()])
+    }
+
+    pub fn demoted(rule: &str) -> Vec<u8> {
+        Table::Demoted.key(&[rule.as_bytes()])
+    }
+
+    pub fn restored(rule: &str) -> Vec<u8> {
+        Table::Restored.key(&[rule.as_bytes()])
     }
 
     /// The intent id at the end of an index key.
@@ -167,7 +257,7 @@ pub struct SuppressionRecord {
 }
 
 /// The key layout this code reads and writes; an index holding another is rebuilt.
-pub(super) const LAYOUT: u8 = 3;
+pub(super) const LAYOUT: u8 = 4;
 
 /// How many live intents are in each state, by the action kind of their first step.
 pub type Tally = std::collections::BTreeMap<(State, String), u64>;
@@ -251,7 +341,7 @@ impl Index {
     /// The chain's hash at every checkpointed entry still kept.
     pub fn checkpoints(&self) -> io::Result<Vec<(u64, super::log::Hash)>> {
         self.kv
-            .scan(b"c", None, false)
+            .scan(Table::Checkpoint.prefix(), None, false)
             .map(|r| {
                 let (k, v) = r?;
                 let bad = || io::Error::other("a chain checkpoint in the index is damaged");
@@ -278,13 +368,13 @@ impl Index {
     pub fn entries(&self, after_seq: u64) -> impl Iterator<Item = io::Result<Entry>> + '_ {
         let start = key::entry(after_seq.saturating_add(1));
         self.kv
-            .scan(b"e", Some(&start), false)
+            .scan(Table::Entry.prefix(), Some(&start), false)
             .map(|r| r.and_then(|(_, v)| decode(&v)))
     }
 
     /// The sequence numbers of an intent's entries, in order.
     pub fn entry_seqs_of(&self, id: IntentId) -> io::Result<Vec<u64>> {
-        let prefix = [&b"n"[..], id.as_bytes()].concat();
+        let prefix = key::intent_entries(id);
         let mut out = Vec::new();
         for pair in self.kv.scan(&prefix, None, false) {
             let (first, last) = seq_range(&pair?)?;
@@ -293,24 +383,17 @@ impl Index {
         Ok(out)
     }
 
-    pub fn intents_by_target(&self, kind: &str, target: &str) -> io::Result<Vec<IntentId>> {
-        self.ids(&key::target_prefix(kind, target))
-    }
-
-    pub fn intents_by_detection(&self, rule: &str) -> io::Result<Vec<IntentId>> {
-        self.ids(&key::detection_prefix(rule))
-    }
-
     /// The engaged kill switches, each with the entry that engaged it: `None` is the global one.
     pub fn kill_switches(&self) -> io::Result<Vec<(Option<parapet_model::ActionKind>, Entry)>> {
         let mut out = Vec::new();
-        for pair in self.kv.scan(b"sk", None, false) {
+        let table = Table::KillSwitch.prefix();
+        for pair in self.kv.scan(table, None, false) {
             let (k, v) = pair?;
             let seq: [u8; 8] = v.as_slice().try_into().map_err(io::Error::other)?;
             let Some(entry) = self.entry(u64::from_be_bytes(seq))? else {
                 continue;
             };
-            let name = String::from_utf8_lossy(&k[2..]).into_owned();
+            let name = String::from_utf8_lossy(&k[table.len()..]).into_owned();
             let kind = if name == "*" {
                 None
             } else {
@@ -324,10 +407,11 @@ impl Index {
     /// The latest verdict on every judged intent: detection, verdict, the intent's action kinds.
     pub fn judgements(&self) -> io::Result<Vec<(String, Judgement)>> {
         let mut out = Vec::new();
-        for pair in self.kv.scan(b"j", None, false) {
+        let table = Table::Verdict.prefix();
+        for pair in self.kv.scan(table, None, false) {
             let (k, v) = pair?;
             let rule_end = k.len().saturating_sub(17);
-            let rule = String::from_utf8_lossy(&k[1..rule_end]).into_owned();
+            let rule = String::from_utf8_lossy(&k[table.len()..rule_end]).into_owned();
             out.push((rule, decode(&v)?));
         }
         Ok(out)
@@ -336,10 +420,11 @@ impl Index {
     /// Bulk rollbacks started and not finished: (operation, members, reason, actor).
     pub fn open_bulk_rollbacks(&self) -> io::Result<Vec<OpenBulk>> {
         let mut out = Vec::new();
-        for pair in self.kv.scan(b"b", None, false) {
+        let table = Table::Bulk.prefix();
+        for pair in self.kv.scan(table, None, false) {
             let (k, v) = pair?;
             let (members, reason, actor): (Vec<IntentId>, String, String) = decode(&v)?;
-            let op = String::from_utf8_lossy(&k[1..]).into_owned();
+            let op = String::from_utf8_lossy(&k[table.len()..]).into_owned();
             out.push(OpenBulk {
                 op,
                 members,
@@ -352,7 +437,7 @@ impl Index {
 
     /// The latest verdict on each intent of one detection.
     pub fn judgements_of(&self, rule: &str) -> io::Result<Vec<Judgement>> {
-        let prefix = [b"j", rule.as_bytes(), b"\0"].concat();
+        let prefix = key::verdicts(rule);
         self.kv
             .scan(&prefix, None, false)
             .map(|pair| decode(&pair?.1))
@@ -361,26 +446,34 @@ impl Index {
 
     /// When a detection was last restored after a demotion, if it ever was.
     pub fn restored_at(&self, rule: &str) -> io::Result<Option<SystemTime>> {
-        let k = [b"sr", rule.as_bytes()].concat();
-        Ok(self.kv.get(&k)?.and_then(|v| v.try_into().ok()).map(|b| {
-            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(u64::from_be_bytes(b))
-        }))
+        Ok(self
+            .kv
+            .get(&key::restored(rule))?
+            .and_then(|v| v.try_into().ok())
+            .map(|b| {
+                SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(u64::from_be_bytes(b))
+            }))
     }
 
     /// Detections demoted to approval and not restored.
     pub fn demoted(&self) -> io::Result<Vec<String>> {
         self.kv
-            .scan(b"sd", None, false)
-            .map(|r| r.map(|(k, _)| String::from_utf8_lossy(&k[2..]).into_owned()))
+            .scan(Table::Demoted.prefix(), None, false)
+            .map(|r| {
+                r.map(|(k, _)| {
+                    String::from_utf8_lossy(&k[Table::Demoted.prefix().len()..]).into_owned()
+                })
+            })
             .collect()
     }
 
     /// Every suppression recorded, expired or not.
     pub fn suppressions(&self) -> io::Result<Vec<SuppressionRecord>> {
         let mut out = Vec::new();
-        for pair in self.kv.scan(b"x", None, false) {
+        let table = Table::Suppression.prefix();
+        for pair in self.kv.scan(table, None, false) {
             let (k, v) = pair?;
-            let text = String::from_utf8_lossy(&k[1..]).into_owned();
+            let text = String::from_utf8_lossy(&k[table.len()..]).into_owned();
             let mut parts = text.splitn(3, '\0');
             let (Some(rule), Some(kind), Some(target)) = (parts.next(), parts.next(), parts.next())
             else {
@@ -409,7 +502,7 @@ impl Index {
     /// The records of the intents waiting for approval, oldest first.
     pub fn waiting(&self) -> io::Result<Vec<IntentRecord>> {
         let mut out = Vec::new();
-        for id in self.ids(b"w")? {
+        for id in self.ids(Table::Waiting.prefix())? {
             out.extend(self.record(id)?);
         }
         Ok(out)
@@ -417,7 +510,11 @@ impl Index {
 
     /// The record of the intent that has waited for approval longest.
     pub fn oldest_waiting(&self) -> io::Result<Option<IntentRecord>> {
-        let first = self.kv.scan(b"w", None, false).next().transpose()?;
+        let first = self
+            .kv
+            .scan(Table::Waiting.prefix(), None, false)
+            .next()
+            .transpose()?;
         match first.and_then(|(k, _)| key::trailing_id(&k)) {
             Some(id) => self.record(id),
             None => Ok(None),
@@ -427,7 +524,7 @@ impl Index {
     /// The records of the intents not in a final state, oldest first, read as they are walked.
     pub fn live_records(&self) -> impl Iterator<Item = io::Result<IntentRecord>> + '_ {
         self.kv
-            .scan(b"l", None, false)
+            .scan(Table::Live.prefix(), None, false)
             .map(|r| r.and_then(|(_, v)| decode(&v)))
     }
 
@@ -447,8 +544,8 @@ impl Index {
                 })
         };
         // `true` takes the live side's next; an error goes first, so it is reported at once
-        under(b"l")
-            .merge_by(under(b"i"), |l, i| match (l, i) {
+        under(Table::Live.prefix())
+            .merge_by(under(Table::Ended.prefix()), |l, i| match (l, i) {
                 (Ok((l, _)), Ok((i, _))) => l[1..] > i[1..],
                 (Err(_), _) => true,
                 (_, Err(_)) => false,
@@ -488,6 +585,8 @@ pub(super) struct Stager<'a> {
     before: HashMap<IntentId, Option<Option<(State, String)>>>,
     keys: HashMap<Vec<u8>, IntentId>,
     batch: Batch,
+    /// A value that could not be encoded: the batch is not written, never written without it.
+    failed: Option<io::Error>,
 }
 
 impl<'a> Stager<'a> {
@@ -498,6 +597,7 @@ impl<'a> Stager<'a> {
             before: HashMap::new(),
             keys: HashMap::new(),
             batch: Vec::new(),
+            failed: None,
         }
     }
 
@@ -547,16 +647,14 @@ impl<'a> Stager<'a> {
                 ..
             } => {
                 let open = (members.clone(), reason.clone(), entry.actor.clone());
-                if let Ok(bytes) = encode(&open) {
-                    self.batch.push((key::bulk(op), Some(bytes)));
-                }
+                self.put(key::bulk(op), encode(&open));
             }
             Event::BulkRollbackFinished { op, .. } => self.batch.push((key::bulk(op), None)),
             Event::DetectionDemoted { rule, demoted, .. } => {
-                let k = [b"sd", rule.as_bytes()].concat();
-                self.batch.push((k, demoted.then(Vec::new)));
+                self.batch
+                    .push((key::demoted(rule), demoted.then(Vec::new)));
                 if !demoted {
-                    let k = [b"sr", rule.as_bytes()].concat();
+                    let k = key::restored(rule);
                     let ms = millis(entry.time);
                     self.batch.push((k, Some(ms.to_be_bytes().to_vec())));
                 }
@@ -595,20 +693,6 @@ impl<'a> Stager<'a> {
             let k = key::idempotency(&intent.source, &intent.idempotency_key);
             self.keys.insert(k.clone(), id);
             self.batch.push((k, Some(id.as_bytes().to_vec())));
-            for step in &intent.steps {
-                let t = [
-                    key::target_prefix(&step.target.kind, &step.target.id),
-                    id.as_bytes().to_vec(),
-                ]
-                .concat();
-                self.batch.push((t, Some(Vec::new())));
-            }
-            let d = [
-                key::detection_prefix(&intent.detection.rule_id),
-                id.as_bytes().to_vec(),
-            ]
-            .concat();
-            self.batch.push((d, Some(Vec::new())));
         }
         if let Event::Judged {
             by,
@@ -629,9 +713,7 @@ impl<'a> Stager<'a> {
                 kinds,
                 at: entry.time,
             };
-            if let Ok(bytes) = encode(&judged) {
-                self.batch.push((key::verdict(rule, id), Some(bytes)));
-            }
+            self.put(key::verdict(rule, id), encode(&judged));
             for step in record
                 .intent
                 .steps
@@ -639,24 +721,33 @@ impl<'a> Stager<'a> {
                 .filter(|_| suppress_until.is_some())
             {
                 let s = (suppress_until.unwrap_or(entry.time), by.clone());
-                if let Ok(bytes) = encode(&s) {
-                    self.batch.push((
-                        key::suppression(rule, &step.target.kind, &step.target.id),
-                        Some(bytes),
-                    ));
-                }
+                let k = key::suppression(rule, &step.target.kind, &step.target.id);
+                self.put(k, encode(&s));
             }
         }
         self.records.insert(id, record.clone());
     }
 
     /// The write that makes the store reflect everything staged, `first_seq` to `last_seq`.
+    /// Stages a value, or notes that it could not be encoded.
+    fn put(&mut self, key: Vec<u8>, value: io::Result<Vec<u8>>) {
+        match value {
+            Ok(bytes) => self.batch.push((key, Some(bytes))),
+            Err(e) => {
+                self.failed.get_or_insert(e);
+            }
+        }
+    }
+
     pub(super) fn finish(
         mut self,
         first_seq: u64,
         last_seq: u64,
         head: super::log::Hash,
     ) -> io::Result<Batch> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut tally = None;
         for (id, record) in &self.records {
             let before = self.before.get(id).cloned().flatten();

@@ -91,7 +91,7 @@ impl Index {
             Ok(f(entry))
         };
         let driver = match (&q.intent, &q.intents.target, &q.intents.detection) {
-            (Some(id), _, _) => Some([&b"n"[..], id.as_bytes()].concat()),
+            (Some(id), _, _) => Some(key::intent_entries(*id)),
             (None, Some((kind, id)), _) => Some(key::target_entries(kind, id)),
             (None, None, Some(rule)) => Some(key::detection_entries(rule)),
             (None, None, None) => None,
@@ -121,7 +121,7 @@ impl Index {
             }
             None => {
                 let from = key::entry(start.saturating_add(1));
-                for pair in self.kv.scan(b"e", Some(&from), false) {
+                for pair in self.kv.scan(key::Table::Entry.prefix(), Some(&from), false) {
                     let (_, v) = pair?;
                     if !check(decode(&v)?)? {
                         break;
@@ -148,14 +148,16 @@ impl Index {
 
     /// The first entry kept (after retention, the one after the anchor).
     pub fn first_seq(&self) -> io::Result<u64> {
-        Ok(match self.kv.scan(b"e", None, false).next() {
-            Some(pair) => {
-                let (k, _) = pair?;
-                let seq: [u8; 8] = k[1..9].try_into().map_err(io::Error::other)?;
-                u64::from_be_bytes(seq)
-            }
-            None => self.applied_seq()? + 1,
-        })
+        Ok(
+            match self.kv.scan(key::Table::Entry.prefix(), None, false).next() {
+                Some(pair) => {
+                    let (k, _) = pair?;
+                    let seq: [u8; 8] = k[1..9].try_into().map_err(io::Error::other)?;
+                    u64::from_be_bytes(seq)
+                }
+                None => self.applied_seq()? + 1,
+            },
+        )
     }
 }
 

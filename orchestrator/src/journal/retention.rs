@@ -250,16 +250,6 @@ pub(super) fn forget(index: &Index, through: u64) -> io::Result<()> {
                     None,
                 ));
                 batch.push((key::verdict(&rule, id), None));
-                batch.push((
-                    [&key::detection_prefix(&rule)[..], id.as_bytes()].concat(),
-                    None,
-                ));
-                for (kind, target) in &targets {
-                    batch.push((
-                        [&key::target_prefix(kind, target)[..], id.as_bytes()].concat(),
-                        None,
-                    ));
-                }
                 keys_of.insert(id, (rule, targets));
             }
             batch.push((key::intent_entry(id, seq), None));

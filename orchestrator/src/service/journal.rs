@@ -6,9 +6,12 @@ use futures::StreamExt as _;
 use parapet_model::Invalid;
 
 use super::{Answers, Caller, Error, Operation, Result, Service};
-use crate::{engine::replay::Replay, journal::parse_hex, lifecycle::Event, store::State};
+use crate::{journal::parse_hex, lifecycle::Event, store::State};
 
-pub use crate::journal::{Entry, Query, log::Hash, verify::Report};
+pub use crate::{
+    engine::replay::Replay,
+    journal::{Entry, Query, hex, log::Hash, verify::Report},
+};
 
 /// An entry with its hash (of its stored bytes), as readers are shown it.
 #[derive(Debug, Clone)]
