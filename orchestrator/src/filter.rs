@@ -87,33 +87,8 @@ mod tests {
     use super::*;
 
     fn record(source: &str, detection: &str, kind: &str, target: &str) -> IntentRecord {
-        use parapet_model::{
-            Confidence, Detection, IntentId, IntentRequest, Severity, Step, Target,
-        };
-        let step = Step::new(
-            kind.parse().unwrap(),
-            Target::new("ip".into(), target.into(), Default::default()).unwrap(),
-            Default::default(),
-        )
-        .unwrap();
-        let detection = Detection::new(
-            detection.into(),
-            Severity::High,
-            Confidence::try_from(0.9).unwrap(),
-            String::new(),
-        )
-        .unwrap();
-        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
-        let intent = IntentRequest::new(
-            "k".into(),
-            source.into(),
-            detection,
-            vec![step],
-            None,
-            String::new(),
-        )
-        .unwrap()
-        .into_intent(IntentId::generate(), at);
+        let mut intent = crate::journal::fixtures::varied("k", source, detection, kind, target);
+        intent.received_at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000);
         IntentRecord::received(intent, 1)
     }
 

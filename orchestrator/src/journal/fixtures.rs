@@ -23,30 +23,9 @@ pub(crate) fn clock() -> SharedClock {
     ))
 }
 
+/// An intent blocking 192.0.2.1 for detection `c2`, from `siem`.
 pub(crate) fn intent(key: &str) -> Intent {
-    let step = Step::new(
-        "block_ip".parse().unwrap(),
-        Target::new("ip".into(), "192.0.2.1".into(), BTreeMap::new()).unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap();
-    let det = Detection::new(
-        "c2".into(),
-        Severity::High,
-        Confidence::try_from(0.9).unwrap(),
-        String::new(),
-    )
-    .unwrap();
-    IntentRequest::new(
-        key.into(),
-        "siem".into(),
-        det,
-        vec![step],
-        None,
-        String::new(),
-    )
-    .unwrap()
-    .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+    varied(key, "siem", "c2", "block_ip", "192.0.2.1")
 }
 
 pub(crate) fn submitted(intent: &Intent) -> Vec<Event> {
