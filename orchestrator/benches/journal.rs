@@ -20,7 +20,7 @@ use parapet_orchestrator::{
     clock::SystemClock,
     filter::IntentFilter,
     journal::{Journal, Query, kv::SledKv, log::FileLog, verify},
-    lifecycle::Event,
+    lifecycle::IntentEvent,
 };
 use parapet_policy::Seen;
 
@@ -32,7 +32,7 @@ fn address(k: usize) -> String {
     format!("10.{}.{}.{}", k / 65536, k / 256 % 256, k % 256)
 }
 
-fn events(k: usize) -> (IntentId, Vec<Event>, Vec<Event>) {
+fn events(k: usize) -> (IntentId, Vec<IntentEvent>, Vec<IntentEvent>) {
     let step = Step::new(
         "block_ip".parse().unwrap(),
         Target::new(
@@ -69,22 +69,22 @@ fn events(k: usize) -> (IntentId, Vec<Event>, Vec<Event>) {
         retry_after: None,
     };
     let first = vec![
-        Event::Received { intent },
-        Event::Decided {
+        IntentEvent::Received { intent },
+        IntentEvent::Decided {
             decision,
             seen: Box::new(Seen::nothing(SystemTime::now())),
         },
     ];
     let then = vec![
-        Event::StepStarted { step: 0 },
-        Event::StepSucceeded {
+        IntentEvent::StepStarted { step: 0 },
+        IntentEvent::StepSucceeded {
             step: 0,
             handle: RollbackHandle {
                 adapter: "edl".into(),
                 data: r#"{"list":"block","entry":"10.0.0.1/32"}"#.into(),
             },
         },
-        Event::Activated { expires_at: None },
+        IntentEvent::Activated { expires_at: None },
     ];
     (id, first, then)
 }

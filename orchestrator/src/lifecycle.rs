@@ -98,10 +98,10 @@ impl Verdict {
     }
 }
 
-/// A change to an intent, or (the last variants) to Parapet itself, as journaled.
+/// A change to an intent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Event {
+pub enum IntentEvent {
     Received {
         intent: Intent,
     },
@@ -176,6 +176,12 @@ pub enum Event {
         #[serde(with = "serde_time::opt_time")]
         suppress_until: Option<SystemTime>,
     },
+}
+
+/// A change to Parapet itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemEvent {
     /// The kill switch, for all action kinds (`kind` unset) or one, was engaged or released.
     KillSwitch {
         kind: Option<ActionKind>,
@@ -183,10 +189,7 @@ pub enum Event {
         reason: String,
     },
     /// A policy took effect; decisions from now on carry its digest.
-    PolicyLoaded {
-        digest: String,
-        origin: String,
-    },
+    PolicyLoaded { digest: String, origin: String },
     /// An operator rolls back every active intent a selector matches, as one operation.
     BulkRollbackStarted {
         op: String,
@@ -208,10 +211,7 @@ pub enum Event {
         reason: String,
     },
     /// A policy was offered and refused; the one in effect stays.
-    PolicyRefused {
-        origin: String,
-        error: String,
-    },
+    PolicyRefused { origin: String, error: String },
     /// Retention removed the entries up to `through`; the chain of what remains starts from
     /// `anchor`, the hash of entry `through`.
     JournalCompacted {
@@ -232,34 +232,84 @@ pub enum Event {
     },
 }
 
-impl Event {
-    /// Whether this is about Parapet itself rather than an intent.
-    pub fn is_system(&self) -> bool {
-        matches!(
-            self,
-            Self::KillSwitch { .. }
-                | Self::PolicyLoaded { .. }
-                | Self::PolicyRefused { .. }
-                | Self::JournalCompacted { .. }
-                | Self::AccessDenied { .. }
-                | Self::BulkRollbackStarted { .. }
-                | Self::BulkRollbackFinished { .. }
-                | Self::DetectionDemoted { .. }
-        )
+/// A journaled event: about an intent, or about Parapet itself. Encoded as one enum whose
+/// variants are the intent events' and then the system events' (`encoding`), as the journal
+/// has always kept them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Intent(IntentEvent),
+    System(SystemEvent),
+}
+
+impl From<IntentEvent> for Event {
+    fn from(e: IntentEvent) -> Self {
+        Self::Intent(e)
     }
 }
 
-/// One table of every event kind: [`Event::kind`] and [`Event::KINDS`] are made from it.
+impl From<SystemEvent> for Event {
+    fn from(e: SystemEvent) -> Self {
+        Self::System(e)
+    }
+}
+
+impl Event {
+    /// Whether this is about Parapet itself rather than an intent.
+    pub fn is_system(&self) -> bool {
+        matches!(self, Self::System(_))
+    }
+
+    /// The intent event, if this is one.
+    pub fn intent(&self) -> Option<&IntentEvent> {
+        match self {
+            Self::Intent(e) => Some(e),
+            Self::System(_) => None,
+        }
+    }
+
+    /// The system event, if this is one.
+    pub fn system(&self) -> Option<&SystemEvent> {
+        match self {
+            Self::System(e) => Some(e),
+            Self::Intent(_) => None,
+        }
+    }
+}
+
+/// One table of every event kind: the `kind` of each event type and [`Event::KINDS`] are made
+/// from it.
 macro_rules! event_kinds {
-    ($($pattern:pat => $name:literal,)*) => {
+    (
+        intent { $($ip:pat => $iname:literal,)* }
+        system { $($sp:pat => $sname:literal,)* }
+    ) => {
+        impl IntentEvent {
+            /// The event's name in the journal and the API.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $($ip => $iname,)*
+                }
+            }
+        }
+
+        impl SystemEvent {
+            /// The event's name in the journal and the API.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $($sp => $sname,)*
+                }
+            }
+        }
+
         impl Event {
             /// Every value [`Event::kind`] can take.
-            pub const KINDS: &'static [&'static str] = &[$($name),*];
+            pub const KINDS: &'static [&'static str] = &[$($iname,)* $($sname),*];
 
             /// The event's name in the journal and the API.
             pub fn kind(&self) -> &'static str {
                 match self {
-                    $($pattern => $name,)*
+                    Self::Intent(e) => e.kind(),
+                    Self::System(e) => e.kind(),
                 }
             }
         }
@@ -267,32 +317,36 @@ macro_rules! event_kinds {
 }
 
 event_kinds! {
-    Event::Received { .. } => "received",
-    Event::Decided { .. } => "decided",
-    Event::StepStarted { .. } => "step_started",
-    Event::StepSucceeded { .. } => "step_succeeded",
-    Event::StepFailed { .. } => "step_failed",
-    Event::Activated { .. } => "activated",
-    Event::TtlExtended { .. } => "ttl_extended",
-    Event::RollbackStarted { .. } => "rollback_started",
-    Event::StepRolledBack { .. } => "step_rolled_back",
-    Event::StepRollbackFailed { .. } => "step_rollback_failed",
-    Event::RolledBack => "rolled_back",
-    Event::Failed { .. } => "failed",
-    Event::RollbackFailed { .. } => "rollback_failed",
-    Event::Approved { .. } => "approved",
-    Event::Escalated { .. } => "escalated",
-    Event::Rejected { .. } => "rejected",
-    Event::Judged { .. } => "verdict",
-    Event::KillSwitch { .. } => "kill_switch",
-    Event::BulkRollbackStarted { .. } => "bulk_rollback_started",
-    Event::DetectionDemoted { demoted: true, .. } => "detection_demoted",
-    Event::DetectionDemoted { demoted: false, .. } => "detection_restored",
-    Event::BulkRollbackFinished { .. } => "bulk_rollback_finished",
-    Event::PolicyLoaded { .. } => "policy_loaded",
-    Event::PolicyRefused { .. } => "policy_refused",
-    Event::JournalCompacted { .. } => "journal_compacted",
-    Event::AccessDenied { .. } => "access_denied",
+    intent {
+    IntentEvent::Received { .. } => "received",
+    IntentEvent::Decided { .. } => "decided",
+    IntentEvent::StepStarted { .. } => "step_started",
+    IntentEvent::StepSucceeded { .. } => "step_succeeded",
+    IntentEvent::StepFailed { .. } => "step_failed",
+    IntentEvent::Activated { .. } => "activated",
+    IntentEvent::TtlExtended { .. } => "ttl_extended",
+    IntentEvent::RollbackStarted { .. } => "rollback_started",
+    IntentEvent::StepRolledBack { .. } => "step_rolled_back",
+    IntentEvent::StepRollbackFailed { .. } => "step_rollback_failed",
+    IntentEvent::RolledBack => "rolled_back",
+    IntentEvent::Failed { .. } => "failed",
+    IntentEvent::RollbackFailed { .. } => "rollback_failed",
+    IntentEvent::Approved { .. } => "approved",
+    IntentEvent::Escalated { .. } => "escalated",
+    IntentEvent::Rejected { .. } => "rejected",
+    IntentEvent::Judged { .. } => "verdict",
+    }
+    system {
+    SystemEvent::KillSwitch { .. } => "kill_switch",
+    SystemEvent::BulkRollbackStarted { .. } => "bulk_rollback_started",
+    SystemEvent::DetectionDemoted { demoted: true, .. } => "detection_demoted",
+    SystemEvent::DetectionDemoted { demoted: false, .. } => "detection_restored",
+    SystemEvent::BulkRollbackFinished { .. } => "bulk_rollback_finished",
+    SystemEvent::PolicyLoaded { .. } => "policy_loaded",
+    SystemEvent::PolicyRefused { .. } => "policy_refused",
+    SystemEvent::JournalCompacted { .. } => "journal_compacted",
+    SystemEvent::AccessDenied { .. } => "access_denied",
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -394,7 +448,7 @@ impl IntentRecord {
     /// Applies one event, or refuses it without changing anything.
     pub fn apply(
         &mut self,
-        event: &Event,
+        event: &IntentEvent,
         seq: u64,
         time: SystemTime,
     ) -> Result<(), InvalidTransition> {
@@ -404,7 +458,7 @@ impl IntentRecord {
         };
         let mut next = self.clone();
         next.state = match (self.state, event) {
-            (State::Received, Event::Decided { decision, .. }) => {
+            (State::Received, IntentEvent::Decided { decision, .. }) => {
                 next.decision = Some(decision.clone());
                 match decision.outcome {
                     Outcome::Execute => State::Decided,
@@ -415,7 +469,7 @@ impl IntentRecord {
             }
             (
                 State::AwaitingApproval,
-                Event::Approved {
+                IntentEvent::Approved {
                     by,
                     reason,
                     decision,
@@ -433,13 +487,13 @@ impl IntentRecord {
                 });
                 State::Decided
             }
-            (State::AwaitingApproval, Event::Escalated { level, .. })
+            (State::AwaitingApproval, IntentEvent::Escalated { level, .. })
                 if *level > self.escalation =>
             {
                 next.escalation = *level;
                 State::AwaitingApproval
             }
-            (State::AwaitingApproval, Event::Rejected { by, reason }) => {
+            (State::AwaitingApproval, IntentEvent::Rejected { by, reason }) => {
                 next.answer = Some(Answer {
                     approved: false,
                     by: by.clone(),
@@ -447,41 +501,41 @@ impl IntentRecord {
                 });
                 State::Rejected
             }
-            (state, Event::Judged { by, verdict, .. }) if state != State::Received => {
+            (state, IntentEvent::Judged { by, verdict, .. }) if state != State::Received => {
                 next.verdict = Some((*verdict, by.clone()));
                 state
             }
-            (State::Decided | State::Executing, Event::StepStarted { step }) => {
+            (State::Decided | State::Executing, IntentEvent::StepStarted { step }) => {
                 next.step_mut(*step, &[StepState::Pending, StepState::Executing], &refuse)?
                     .state = StepState::Executing;
                 State::Executing
             }
-            (State::Executing, Event::StepSucceeded { step, handle }) => {
+            (State::Executing, IntentEvent::StepSucceeded { step, handle }) => {
                 let s = next.step_mut(*step, &[StepState::Executing], &refuse)?;
                 s.state = StepState::Done;
                 s.handle = Some(handle.clone());
                 State::Executing
             }
-            (State::Executing, Event::StepFailed { step, error, .. }) => {
+            (State::Executing, IntentEvent::StepFailed { step, error, .. }) => {
                 let s = next.step_mut(*step, &[StepState::Executing], &refuse)?;
                 s.state = StepState::Failed;
                 s.error = Some(error.clone());
                 State::Executing
             }
-            (State::Executing, Event::Activated { expires_at }) => {
+            (State::Executing, IntentEvent::Activated { expires_at }) => {
                 if next.steps.iter().any(|s| s.state != StepState::Done) {
                     return Err(refuse);
                 }
                 next.expires_at = *expires_at;
                 State::Active
             }
-            (State::Active, Event::TtlExtended { expires_at, .. }) => {
+            (State::Active, IntentEvent::TtlExtended { expires_at, .. }) => {
                 next.expires_at = Some(*expires_at);
                 State::Active
             }
             (
                 State::Active,
-                Event::RollbackStarted {
+                IntentEvent::RollbackStarted {
                     cause: RollbackCause::Ttl,
                     ..
                 },
@@ -491,38 +545,41 @@ impl IntentRecord {
             }
             (
                 State::Active | State::RollbackFailed,
-                Event::RollbackStarted {
+                IntentEvent::RollbackStarted {
                     cause: RollbackCause::Operator | RollbackCause::Verdict,
                     ..
                 },
             )
             | (
                 State::Executing,
-                Event::RollbackStarted {
+                IntentEvent::RollbackStarted {
                     cause: RollbackCause::Compensation,
                     ..
                 },
             ) => {
-                let Event::RollbackStarted { cause, .. } = event else {
+                let IntentEvent::RollbackStarted { cause, .. } = event else {
                     return Err(refuse);
                 };
                 next.rollback_cause = Some(*cause);
                 next.expires_at = None;
                 State::RollingBack
             }
-            (State::Expiring | State::RollingBack, Event::StepRolledBack { step }) => {
+            (State::Expiring | State::RollingBack, IntentEvent::StepRolledBack { step }) => {
                 let s = next.step_mut(*step, UNDOABLE, &refuse)?;
                 s.state = StepState::RolledBack;
                 s.error = None;
                 next.state
             }
-            (State::Expiring | State::RollingBack, Event::StepRollbackFailed { step, error }) => {
+            (
+                State::Expiring | State::RollingBack,
+                IntentEvent::StepRollbackFailed { step, error },
+            ) => {
                 let s = next.step_mut(*step, UNDOABLE, &refuse)?;
                 s.state = StepState::RollbackFailed;
                 s.error = Some(error.clone());
                 next.state
             }
-            (State::Expiring | State::RollingBack, Event::RolledBack)
+            (State::Expiring | State::RollingBack, IntentEvent::RolledBack)
                 if next.rollback_cause != Some(RollbackCause::Compensation) =>
             {
                 if next.steps.iter().any(StepRecord::needs_rollback) {
@@ -531,20 +588,20 @@ impl IntentRecord {
                 next.expires_at = None;
                 State::RolledBack
             }
-            (State::Decided | State::Executing, Event::Failed { error })
+            (State::Decided | State::Executing, IntentEvent::Failed { error })
                 if next.steps.iter().all(|s| !s.needs_rollback()) =>
             {
                 next.error = Some(error.clone());
                 State::Failed
             }
-            (State::RollingBack, Event::Failed { error })
+            (State::RollingBack, IntentEvent::Failed { error })
                 if next.rollback_cause == Some(RollbackCause::Compensation)
                     && next.steps.iter().all(|s| !s.needs_rollback()) =>
             {
                 next.error = Some(error.clone());
                 State::Failed
             }
-            (State::Expiring | State::RollingBack, Event::RollbackFailed { error }) => {
+            (State::Expiring | State::RollingBack, IntentEvent::RollbackFailed { error }) => {
                 next.error = Some(error.clone());
                 State::RollbackFailed
             }
@@ -568,6 +625,8 @@ impl IntentRecord {
             .ok_or_else(|| refuse.clone())
     }
 }
+
+mod encoding;
 
 #[cfg(test)]
 mod tests;

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use crate::{
     journal::{Entry, hex, log::Hash},
-    lifecycle::{Event, IntentRecord},
+    lifecycle::{Event, IntentEvent, IntentRecord},
 };
 
 /// The OCSF schema version the events follow.
@@ -78,10 +78,14 @@ pub fn entry_json(e: &Entry, hash: &Hash) -> Value {
 /// The Remediation Activity event of an entry, if the entry is a step acting or being undone.
 pub fn remediation(e: &Entry, hash: &Hash, record: &IntentRecord) -> Option<Value> {
     let (step, restore, ok, error) = match &e.event {
-        Event::StepSucceeded { step, .. } => (*step, false, true, None),
-        Event::StepFailed { step, error, .. } => (*step, false, false, Some(error)),
-        Event::StepRolledBack { step } => (*step, true, true, None),
-        Event::StepRollbackFailed { step, error } => (*step, true, false, Some(error)),
+        Event::Intent(IntentEvent::StepSucceeded { step, .. }) => (*step, false, true, None),
+        Event::Intent(IntentEvent::StepFailed { step, error, .. }) => {
+            (*step, false, false, Some(error))
+        }
+        Event::Intent(IntentEvent::StepRolledBack { step }) => (*step, true, true, None),
+        Event::Intent(IntentEvent::StepRollbackFailed { step, error }) => {
+            (*step, true, false, Some(error))
+        }
         _ => return None,
     };
     let intent = &record.intent;
@@ -226,13 +230,13 @@ mod tests {
         IntentRecord::received(intent, 1)
     }
 
-    fn entry(event: Event) -> Entry {
+    fn entry(event: impl Into<Event>) -> Entry {
         Entry {
             seq: 7,
             time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_764_600_000),
             intent_id: None,
             actor: "parapet".into(),
-            event,
+            event: event.into(),
             prev: [0; 32],
         }
     }
@@ -243,7 +247,7 @@ mod tests {
             adapter: "directory".into(),
             data: "{}".into(),
         };
-        let done = entry(Event::StepSucceeded { step: 0, handle });
+        let done = entry(IntentEvent::StepSucceeded { step: 0, handle });
         let cases = [
             ("revoke_credentials", ("user", "alice"), 7001, 2),
             ("block_ip", ("ip", "2001:db8::1"), 7004, 1),
@@ -273,12 +277,17 @@ mod tests {
     #[test]
     fn an_undo_restores_and_a_failure_says_why() {
         let r = record("revoke_credentials", ("user", "alice"));
-        let undone = remediation(&entry(Event::StepRolledBack { step: 0 }), &[0; 32], &r).unwrap();
+        let undone = remediation(
+            &entry(IntentEvent::StepRolledBack { step: 0 }),
+            &[0; 32],
+            &r,
+        )
+        .unwrap();
         assert_eq!(
             (undone["activity_id"].as_u64(), undone["type_uid"].as_u64()),
             (Some(3), Some(700103))
         );
-        let failed = entry(Event::StepFailed {
+        let failed = entry(IntentEvent::StepFailed {
             step: 0,
             error: "ldap: busy".into(),
             retryable: true,
@@ -291,6 +300,6 @@ mod tests {
             ),
             (Some(6), Some("ldap: busy"))
         );
-        assert!(remediation(&entry(Event::RolledBack), &[0; 32], &r).is_none());
+        assert!(remediation(&entry(IntentEvent::RolledBack), &[0; 32], &r).is_none());
     }
 }

@@ -18,7 +18,7 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 
 use crate::{
     journal::{Entry, Observer, Took},
-    lifecycle::{Event, IntentRecord, RollbackCause, Verdict},
+    lifecycle::{Event, IntentEvent, IntentRecord, RollbackCause, Verdict},
 };
 
 /// The meter provider and the Prometheus registry it feeds.
@@ -195,7 +195,7 @@ impl Observer for Metrics {
         self.batch_size.record(entries.len() as u64, &[]);
         for (entry, record) in entries {
             match &entry.event {
-                Event::Decided { decision, .. } => {
+                Event::Intent(IntentEvent::Decided { decision, .. }) => {
                     let guardrail = decision
                         .reasons
                         .iter()
@@ -212,7 +212,7 @@ impl Observer for Metrics {
                         ],
                     );
                 }
-                Event::RollbackStarted { cause, .. } => {
+                Event::Intent(IntentEvent::RollbackStarted { cause, .. }) => {
                     let cause = match cause {
                         RollbackCause::Ttl => "ttl",
                         RollbackCause::Compensation => "compensation",
@@ -221,7 +221,7 @@ impl Observer for Metrics {
                     };
                     self.rollbacks.add(1, &[KeyValue::new("cause", cause)]);
                 }
-                Event::Judged { verdict, .. } => {
+                Event::Intent(IntentEvent::Judged { verdict, .. }) => {
                     let Some(record) = record else { continue };
                     let verdict = match verdict {
                         Verdict::TruePositive => "true_positive",

@@ -20,7 +20,7 @@ use parapet_model::{
 use parapet_orchestrator::{
     clock::SystemClock,
     journal::{Journal, kv::MemKv, log::FileLog},
-    lifecycle::Event,
+    lifecycle::IntentEvent,
 };
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -74,8 +74,8 @@ async fn journal_without_index(dir: &std::path::Path, intents: usize) {
                     retry_after: None,
                 };
                 let events = vec![
-                    Event::Received { intent },
-                    Event::Decided {
+                    IntentEvent::Received { intent },
+                    IntentEvent::Decided {
                         decision,
                         seen: Box::new(parapet_policy::Seen::nothing(SystemTime::now())),
                     },

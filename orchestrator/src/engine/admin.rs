@@ -9,7 +9,7 @@ use parapet_policy::{Ledger, Policy, Usage, rules::Budget};
 use super::{Engine, Error, Result};
 use crate::{
     journal::{Entry, Query},
-    lifecycle::{Event, IntentRecord, State},
+    lifecycle::{Event, IntentEvent, IntentRecord, State, SystemEvent},
 };
 
 /// An engaged kill switch and the journal entry that engaged it.
@@ -53,7 +53,7 @@ impl Engine {
         reason: &str,
     ) -> Result<Vec<KillSwitch>> {
         let _admin = self.inner.admin.lock().await;
-        let event = Event::KillSwitch {
+        let event = SystemEvent::KillSwitch {
             kind: kind.clone(),
             engaged,
             reason: reason.to_owned(),
@@ -97,7 +97,7 @@ impl Engine {
                 ),
             )));
         }
-        let event = Event::DetectionDemoted {
+        let event = SystemEvent::DetectionDemoted {
             rule: rule.to_owned(),
             demoted,
             reason: reason.to_owned(),
@@ -188,7 +188,7 @@ impl Engine {
         let policy = match loaded {
             Ok(p) => p,
             Err(error) => {
-                let refused = Event::PolicyRefused {
+                let refused = SystemEvent::PolicyRefused {
                     origin,
                     error: error.clone(),
                 };
@@ -200,7 +200,7 @@ impl Engine {
         };
         let previous = self.policy().digest().to_owned();
         let policy = policy.with_own_addresses(self.policy().own.clone());
-        let event = Event::PolicyLoaded {
+        let event = SystemEvent::PolicyLoaded {
             digest: policy.digest().to_owned(),
             origin,
         };
@@ -263,7 +263,8 @@ impl Engine {
                 ..Query::default()
             };
             for entry in index.query(&q)? {
-                let (Some(id), Event::Decided { decision, .. }) = (entry.intent_id, &entry.event)
+                let (Some(id), Event::Intent(IntentEvent::Decided { decision, .. })) =
+                    (entry.intent_id, &entry.event)
                 else {
                     continue;
                 };

@@ -6,7 +6,7 @@ use parapet_model::{IntentId, Outcome};
 use parapet_policy::rules::Suppression;
 
 use super::{Engine, Error, Result};
-use crate::lifecycle::{Event, IntentRecord, State, Verdict};
+use crate::lifecycle::{IntentEvent, IntentRecord, State, Verdict};
 
 /// True and false positives of one detection × action kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +83,7 @@ impl Engine {
         if decision.outcome != Outcome::Execute {
             return Err(Error::Refused(decision));
         }
-        let approved = Event::Approved {
+        let approved = IntentEvent::Approved {
             by: by.to_owned(),
             reason: reason.to_owned(),
             decision,
@@ -105,7 +105,7 @@ impl Engine {
     pub async fn reject(&self, id: IntentId, by: &str, reason: &str) -> Result<IntentRecord> {
         let _guard = self.inner.locks.lock(id).await;
         self.waiting(id)?;
-        let rejected = Event::Rejected {
+        let rejected = IntentEvent::Rejected {
             by: by.to_owned(),
             reason: reason.to_owned(),
         };
@@ -142,7 +142,7 @@ impl Engine {
         let record = self.record(id)?;
         let suppress_until = (verdict == Verdict::FalsePositive)
             .then(|| self.now() + self.policy().verdicts.suppress_for.0);
-        let judged = Event::Judged {
+        let judged = IntentEvent::Judged {
             by: by.to_owned(),
             verdict,
             note: note.to_owned(),

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use super::{Engine, Error, Result};
 use crate::{
     filter::IntentFilter,
-    lifecycle::{Event, State},
+    lifecycle::{State, SystemEvent},
 };
 
 /// How one member of a bulk rollback ended.
@@ -52,7 +52,7 @@ impl Engine {
             }
         }
         let op = uuid::Uuid::now_v7().to_string();
-        let started = Event::BulkRollbackStarted {
+        let started = SystemEvent::BulkRollbackStarted {
             op: op.clone(),
             selector: selector.to_string(),
             reason: reason.to_owned(),
@@ -119,7 +119,7 @@ impl Engine {
                     .await;
             }
         }
-        let finished = Event::BulkRollbackFinished {
+        let finished = SystemEvent::BulkRollbackFinished {
             op: op.clone(),
             rolled_back: done - failed,
             failed,

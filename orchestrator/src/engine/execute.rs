@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Engine, SYSTEM_ACTOR};
 use crate::{
     journal::AppendError,
-    lifecycle::{Event, IntentRecord, RollbackCause, State, StepState},
+    lifecycle::{IntentEvent, IntentRecord, RollbackCause, State, StepState},
 };
 
 impl Engine {
@@ -74,35 +74,35 @@ impl Engine {
             let kind = &record.intent.steps[i].kind;
             if self.inner.guards.lock().kill_switches.stops(kind) {
                 // Engaged after the decision: this step must not start, and those done are undone.
-                let refused = Event::StepFailed {
+                let refused = IntentEvent::StepFailed {
                     step,
                     retryable: false,
                     error: format!("the kill switch stops `{kind}`"),
                 };
                 record = self
-                    .append_all(id, vec![Event::StepStarted { step }, refused])
+                    .append_all(id, vec![IntentEvent::StepStarted { step }, refused])
                     .await?;
                 return self.fail(id, record).await;
             }
-            record = self.append(id, Event::StepStarted { step }).await?;
+            record = self.append(id, IntentEvent::StepStarted { step }).await?;
             let mut events = vec![match self.act(&record, step).await {
-                Ok(handle) => Event::StepSucceeded { step, handle },
+                Ok(handle) => IntentEvent::StepSucceeded { step, handle },
                 // Stopping: a failure a retry could mend is no failure yet; the step stays
                 // started, and the next start repeats it.
                 Err(e) if e.retryable() && self.inner.shutdown.is_cancelled() => {
                     tracing::warn!(intent = %id, step, error = %e, "stopping: the step is left in flight");
                     return Ok(());
                 }
-                Err(e) => Event::StepFailed {
+                Err(e) => IntentEvent::StepFailed {
                     step,
                     retryable: e.retryable(),
                     error: e.message,
                 },
             }];
             // The last success and the activation share one journal write.
-            if i + 1 == steps && matches!(events[0], Event::StepSucceeded { .. }) {
+            if i + 1 == steps && matches!(events[0], IntentEvent::StepSucceeded { .. }) {
                 let expires_at = record.intent.ttl.map(|ttl| self.now() + ttl);
-                events.push(Event::Activated { expires_at });
+                events.push(IntentEvent::Activated { expires_at });
             }
             record = self.append_all(id, events).await?;
             if record.steps[i].state == StepState::Failed {
@@ -112,7 +112,9 @@ impl Engine {
         if record.state == State::Executing {
             // Every step was done before a restart; only the activation is missing.
             let expires_at = record.intent.ttl.map(|ttl| self.now() + ttl);
-            record = self.append(id, Event::Activated { expires_at }).await?;
+            record = self
+                .append(id, IntentEvent::Activated { expires_at })
+                .await?;
         }
         if let Some(at) = record.expires_at {
             self.schedule(at, id);
@@ -195,14 +197,14 @@ impl Engine {
     async fn fail(&self, id: IntentId, record: IntentRecord) -> Result<(), AppendError> {
         let cause = failure_summary(&record);
         if record.steps.iter().any(|s| s.needs_rollback()) {
-            let started = Event::RollbackStarted {
+            let started = IntentEvent::RollbackStarted {
                 cause: RollbackCause::Compensation,
                 reason: cause,
             };
             let record = self.append(id, started).await?;
             self.undo(id, record).await.map(drop)
         } else {
-            self.append(id, Event::Failed { error: cause })
+            self.append(id, IntentEvent::Failed { error: cause })
                 .await
                 .map(drop)
         }
@@ -263,12 +265,12 @@ impl Engine {
                 result.is_ok(),
             );
             let event = match result {
-                Ok(()) => Event::StepRolledBack { step },
+                Ok(()) => IntentEvent::StepRolledBack { step },
                 Err(e) if e.retryable() && self.inner.shutdown.is_cancelled() => {
                     tracing::warn!(intent = %id, step, error = %e, "stopping: the undo is left in flight");
                     return Ok(record);
                 }
-                Err(e) => Event::StepRollbackFailed {
+                Err(e) => IntentEvent::StepRollbackFailed {
                     step,
                     error: e.message,
                 },
@@ -286,7 +288,7 @@ impl Engine {
     pub(super) async fn append(
         &self,
         id: IntentId,
-        event: Event,
+        event: IntentEvent,
     ) -> Result<IntentRecord, AppendError> {
         self.append_all(id, vec![event]).await
     }
@@ -295,7 +297,7 @@ impl Engine {
     async fn append_all(
         &self,
         id: IntentId,
-        events: Vec<Event>,
+        events: Vec<IntentEvent>,
     ) -> Result<IntentRecord, AppendError> {
         let record = self
             .inner
@@ -360,7 +362,7 @@ fn failure_summary(record: &IntentRecord) -> String {
 
 /// How an undo ends, given the record before its last step's outcome `last`: `rollback_failed`
 /// if any step could not be undone, `failed` after a compensation, else `rolled_back`.
-fn ending(record: &IntentRecord, last: Option<&Event>) -> Event {
+fn ending(record: &IntentRecord, last: Option<&IntentEvent>) -> IntentEvent {
     let mut failures: Vec<(usize, &str)> = record
         .steps
         .iter()
@@ -369,11 +371,13 @@ fn ending(record: &IntentRecord, last: Option<&Event>) -> Event {
         .map(|(i, s)| (i, s.error.as_deref().unwrap_or("failed")))
         .collect();
     match last {
-        Some(Event::StepRollbackFailed { step, error }) => {
+        Some(IntentEvent::StepRollbackFailed { step, error }) => {
             failures.retain(|(i, _)| *i != *step as usize);
             failures.push((*step as usize, error));
         }
-        Some(Event::StepRolledBack { step }) => failures.retain(|(i, _)| *i != *step as usize),
+        Some(IntentEvent::StepRolledBack { step }) => {
+            failures.retain(|(i, _)| *i != *step as usize)
+        }
         _ => {}
     }
     failures.sort_by_key(|(i, _)| *i);
@@ -382,14 +386,14 @@ fn ending(record: &IntentRecord, last: Option<&Event>) -> Event {
             .iter()
             .map(|(i, e)| format!("step {i}: {e}"))
             .collect();
-        Event::RollbackFailed {
+        IntentEvent::RollbackFailed {
             error: failures.join("; "),
         }
     } else if record.rollback_cause == Some(RollbackCause::Compensation) {
-        Event::Failed {
+        IntentEvent::Failed {
             error: failure_summary(record),
         }
     } else {
-        Event::RolledBack
+        IntentEvent::RolledBack
     }
 }

@@ -38,7 +38,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     clock::SharedClock,
     journal::retention::{Compaction, Retention},
-    lifecycle::{Event, IntentRecord, State},
+    lifecycle::{IntentRecord, State, SystemEvent},
     store::{self, Store},
 };
 
@@ -162,7 +162,7 @@ impl Engine {
             Some(path) => path.display().to_string(),
             None => "built-in example".to_owned(),
         };
-        let loaded = Event::PolicyLoaded {
+        let loaded = SystemEvent::PolicyLoaded {
             digest: engine.policy().digest().to_owned(),
             origin,
         };

@@ -7,7 +7,7 @@ use parapet_model::IntentId;
 use super::Engine;
 use parapet_model::Outcome;
 
-use crate::lifecycle::{Event, IntentRecord, State};
+use crate::lifecycle::{IntentEvent, IntentRecord, State};
 
 /// What start-up found to pick up again, done once the guardrails stand.
 #[derive(Debug, Default)]
@@ -66,7 +66,10 @@ impl Engine {
             Ok(record) if record.state == State::Received => {
                 let (decision, seen) = self.decide(&record.intent, self.now(), false);
                 let outcome = decision.outcome;
-                match self.append(id, Event::Decided { decision, seen }).await {
+                match self
+                    .append(id, IntentEvent::Decided { decision, seen })
+                    .await
+                {
                     Ok(_) if outcome == Outcome::Execute => self.execute_locked(id).await,
                     Ok(r) => {
                         if r.state == State::AwaitingApproval {

@@ -17,7 +17,10 @@ use std::{
 use parapet_model::{Decision, Intent, IntentId, Outcome};
 use parapet_policy::{Allowance, Policy, allowance::ends};
 
-use crate::{lifecycle::Event, store::State};
+use crate::{
+    lifecycle::{Event, IntentEvent},
+    store::State,
+};
 
 /// One intent whose decision would change.
 #[derive(Debug, Clone)]
@@ -64,10 +67,10 @@ pub fn replay(
         }
         let Some(id) = entry.intent_id else { continue };
         match entry.event {
-            Event::Received { intent } => {
+            Event::Intent(IntentEvent::Received { intent }) => {
                 received.insert(id, intent);
             }
-            Event::Decided { decision, seen } => {
+            Event::Intent(IntentEvent::Decided { decision, seen }) => {
                 let Some(intent) = received.remove(&id) else {
                     continue;
                 };
@@ -112,16 +115,18 @@ pub fn replay(
                 }
             }
             // an approval that really came would come under the new policy too, if it waits
-            Event::Approved { seen, .. } => {
+            Event::Intent(IntentEvent::Approved { seen, .. }) => {
                 if let Some(intent) = waiting.remove(&id) {
                     allowance.take(policy, &intent, seen.now);
                 }
             }
-            Event::RolledBack | Event::Failed { .. } | Event::RollbackFailed { .. } => {
+            Event::Intent(IntentEvent::RolledBack)
+            | Event::Intent(IntentEvent::Failed { .. })
+            | Event::Intent(IntentEvent::RollbackFailed { .. }) => {
                 allowance.ledger.release(id);
                 waiting.remove(&id);
             }
-            Event::Rejected { .. } => {
+            Event::Intent(IntentEvent::Rejected { .. }) => {
                 waiting.remove(&id);
             }
             _ => {}

@@ -6,7 +6,7 @@ use parapet_model::IntentId;
 use tokio::sync::mpsc;
 
 use super::{Engine, Error, Result, SYSTEM_ACTOR};
-use crate::lifecycle::{Event, IntentRecord, RollbackCause, State};
+use crate::lifecycle::{IntentEvent, IntentRecord, RollbackCause, State};
 
 /// What the timer wakes for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -68,7 +68,7 @@ impl Engine {
                 return Ok(RolledBack { record, noop: true });
             }
         }
-        let started = Event::RollbackStarted {
+        let started = IntentEvent::RollbackStarted {
             cause,
             reason: reason.to_owned(),
         };
@@ -116,7 +116,7 @@ impl Engine {
             return;
         }
         let ttl = record.intent.ttl.map(humantime::format_duration);
-        let started = Event::RollbackStarted {
+        let started = IntentEvent::RollbackStarted {
             cause: RollbackCause::Ttl,
             reason: format!(
                 "ttl of {} passed",
@@ -151,7 +151,7 @@ impl Engine {
         let approvals = &policy.approvals;
         let now = self.now();
         if record.intent.received_at + approvals.timeout.0 <= now {
-            let rejected = Event::Rejected {
+            let rejected = IntentEvent::Rejected {
                 by: SYSTEM_ACTOR.into(),
                 reason: format!("no answer within {}", approvals.timeout.1),
             };
@@ -171,7 +171,7 @@ impl Engine {
             return Ok(());
         }
         let group = approvals.groups[level as usize].clone();
-        let escalated = Event::Escalated {
+        let escalated = IntentEvent::Escalated {
             level,
             group: group.clone(),
         };

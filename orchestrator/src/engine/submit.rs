@@ -8,7 +8,7 @@ use parapet_policy::Seen;
 use super::{Engine, Error, Result};
 use crate::{
     journal::AppendError,
-    lifecycle::{Event, IntentRecord, State},
+    lifecycle::{IntentEvent, IntentRecord, State},
 };
 
 /// The answer to a submission.
@@ -61,8 +61,8 @@ impl Engine {
         let waits = decision.outcome == Outcome::AwaitApproval;
         let source = intent.source.clone();
         let events = vec![
-            Event::Received { intent },
-            Event::Decided { decision, seen },
+            IntentEvent::Received { intent },
+            IntentEvent::Decided { decision, seen },
         ];
         let appended = self.inner.store.append(id, &source, events).await;
         if appended.is_err() && execute {
@@ -163,7 +163,11 @@ impl Engine {
         let appended = self
             .inner
             .store
-            .append(id, actor, vec![Event::TtlExtended { ttl, expires_at }])
+            .append(
+                id,
+                actor,
+                vec![IntentEvent::TtlExtended { ttl, expires_at }],
+            )
             .await?;
         // the budget's units free later too, as a restart would rebuild them
         self.inner

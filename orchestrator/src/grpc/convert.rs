@@ -454,7 +454,10 @@ pub fn selector(req: &pb::RollbackSelectedRequest) -> Result<IntentFilter, Inval
 
 pub fn kill_switch(k: &KillSwitch) -> pb::KillSwitch {
     let reason = match &k.engaged_by.event {
-        crate::lifecycle::Event::KillSwitch { reason, .. } => reason.clone(),
+        crate::lifecycle::Event::System(crate::lifecycle::SystemEvent::KillSwitch {
+            reason,
+            ..
+        }) => reason.clone(),
         _ => String::new(),
     };
     pb::KillSwitch {

@@ -14,7 +14,7 @@ use parapet_model::{
 
 use crate::{
     clock::{ManualClock, SharedClock},
-    lifecycle::Event,
+    lifecycle::IntentEvent,
 };
 
 pub(crate) fn clock() -> SharedClock {
@@ -28,12 +28,12 @@ pub(crate) fn intent(key: &str) -> Intent {
     varied(key, "siem", "c2", "block_ip", "192.0.2.1")
 }
 
-pub(crate) fn submitted(intent: &Intent) -> Vec<Event> {
+pub(crate) fn submitted(intent: &Intent) -> Vec<IntentEvent> {
     vec![
-        Event::Received {
+        IntentEvent::Received {
             intent: intent.clone(),
         },
-        Event::Decided {
+        IntentEvent::Decided {
             decision: Decision {
                 outcome: Outcome::Execute,
                 reasons: vec![],
@@ -45,17 +45,17 @@ pub(crate) fn submitted(intent: &Intent) -> Vec<Event> {
     ]
 }
 
-pub(crate) fn executed() -> Vec<Event> {
+pub(crate) fn executed() -> Vec<IntentEvent> {
     vec![
-        Event::StepStarted { step: 0 },
-        Event::StepSucceeded {
+        IntentEvent::StepStarted { step: 0 },
+        IntentEvent::StepSucceeded {
             step: 0,
             handle: RollbackHandle {
                 adapter: "edl".into(),
                 data: "{}".into(),
             },
         },
-        Event::Activated { expires_at: None },
+        IntentEvent::Activated { expires_at: None },
     ]
 }
 
@@ -85,9 +85,9 @@ pub(crate) fn varied(key: &str, source: &str, rule: &str, kind: &str, ip: &str) 
     .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
 }
 
-pub(crate) fn decided(intent: &Intent, outcome: Outcome) -> Vec<Event> {
+pub(crate) fn decided(intent: &Intent, outcome: Outcome) -> Vec<IntentEvent> {
     let mut events = submitted(intent);
-    if let Event::Decided { decision, .. } = &mut events[1] {
+    if let IntentEvent::Decided { decision, .. } = &mut events[1] {
         decision.outcome = outcome;
     }
     events

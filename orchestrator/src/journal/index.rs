@@ -46,7 +46,7 @@ use super::{
     Entry, decode, encode,
     kv::{Batch, Kv},
 };
-use crate::lifecycle::{Event, IntentRecord, State};
+use crate::lifecycle::{Event, IntentEvent, IntentRecord, State, SystemEvent};
 use key::Table;
 
 pub(super) mod key {
@@ -640,17 +640,19 @@ impl<'a> Stager<'a> {
                 .push((key::checkpoint(entry.seq), Some(hash.to_vec())));
         }
         match &entry.event {
-            Event::BulkRollbackStarted {
+            Event::System(SystemEvent::BulkRollbackStarted {
                 op,
                 members,
                 reason,
                 ..
-            } => {
+            }) => {
                 let open = (members.clone(), reason.clone(), entry.actor.clone());
                 self.put(key::bulk(op), encode(&open));
             }
-            Event::BulkRollbackFinished { op, .. } => self.batch.push((key::bulk(op), None)),
-            Event::DetectionDemoted { rule, demoted, .. } => {
+            Event::System(SystemEvent::BulkRollbackFinished { op, .. }) => {
+                self.batch.push((key::bulk(op), None))
+            }
+            Event::System(SystemEvent::DetectionDemoted { rule, demoted, .. }) => {
                 self.batch
                     .push((key::demoted(rule), demoted.then(Vec::new)));
                 if !demoted {
@@ -661,7 +663,7 @@ impl<'a> Stager<'a> {
             }
             _ => {}
         }
-        if let Event::KillSwitch { kind, engaged, .. } = &entry.event {
+        if let Event::System(SystemEvent::KillSwitch { kind, engaged, .. }) = &entry.event {
             let k = key::kill_switch(kind.as_ref());
             self.batch
                 .push((k, engaged.then(|| entry.seq.to_be_bytes().to_vec())));
@@ -689,17 +691,17 @@ impl<'a> Stager<'a> {
                 }
             }
         }
-        if let Event::Received { intent } = &entry.event {
+        if let Event::Intent(IntentEvent::Received { intent }) = &entry.event {
             let k = key::idempotency(&intent.source, &intent.idempotency_key);
             self.keys.insert(k.clone(), id);
             self.batch.push((k, Some(id.as_bytes().to_vec())));
         }
-        if let Event::Judged {
+        if let Event::Intent(IntentEvent::Judged {
             by,
             verdict,
             suppress_until,
             ..
-        } = &entry.event
+        }) = &entry.event
         {
             let rule = &record.intent.detection.rule_id;
             let kinds: Vec<String> = record

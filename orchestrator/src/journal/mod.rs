@@ -42,7 +42,7 @@ pub use query::Query;
 
 use crate::{
     clock::SharedClock,
-    lifecycle::{Event, IntentRecord, InvalidTransition},
+    lifecycle::{Event, IntentEvent, IntentRecord, InvalidTransition, SystemEvent},
 };
 
 /// One journaled event.
@@ -136,8 +136,9 @@ pub enum AppendError {
     UnknownIntent(IntentId),
     #[error("intent {0} is already in the journal")]
     AlreadyReceived(IntentId),
-    /// System events and intent events cannot be mixed in one append.
-    #[error("events about Parapet itself and about an intent cannot be appended together")]
+    /// An entry read back whose event is not of its kind: an intent's entry holding a system
+    /// event, or the other way round.
+    #[error("an entry's event is not of its kind (intent or system)")]
     NotAnIntentEvent,
     /// The journal could not write; it refuses further appends rather than guess what is on disk.
     #[error("journal unavailable: {0}")]
@@ -318,8 +319,9 @@ impl Journal {
         &self,
         intent_id: IntentId,
         actor: &str,
-        events: Vec<Event>,
+        events: Vec<IntentEvent>,
     ) -> Result<Appended, AppendError> {
+        let events = events.into_iter().map(Event::Intent).collect();
         let (first_seq, last_seq, record) = self.send(Some(intent_id), actor, events).await?;
         let record = record.ok_or(AppendError::UnknownIntent(intent_id))?;
         Ok(Appended {
@@ -330,8 +332,8 @@ impl Journal {
     }
 
     /// Journals an event about Parapet itself (kill switch, policy); returns its sequence number.
-    pub async fn append_system(&self, actor: &str, event: Event) -> Result<u64, AppendError> {
-        Ok(self.send(None, actor, vec![event]).await?.1)
+    pub async fn append_system(&self, actor: &str, event: SystemEvent) -> Result<u64, AppendError> {
+        Ok(self.send(None, actor, vec![Event::System(event)]).await?.1)
     }
 
     async fn send(
@@ -514,10 +516,14 @@ fn replay(log: &dyn Log, index: &Index, kv: &dyn Kv) -> io::Result<u64> {
 
 /// The record after one entry: the only way records change, live or in replay.
 fn advance(record: Option<IntentRecord>, entry: &Entry) -> Result<IntentRecord, AppendError> {
-    let id = entry.intent_id.ok_or(AppendError::NotAnIntentEvent)?;
-    match (record, &entry.event) {
-        (None, Event::Received { intent }) => Ok(IntentRecord::received(intent.clone(), entry.seq)),
-        (Some(_), Event::Received { .. }) => Err(AppendError::AlreadyReceived(id)),
+    let (Some(id), Event::Intent(event)) = (entry.intent_id, &entry.event) else {
+        return Err(AppendError::NotAnIntentEvent);
+    };
+    match (record, event) {
+        (None, IntentEvent::Received { intent }) => {
+            Ok(IntentRecord::received(intent.clone(), entry.seq))
+        }
+        (Some(_), IntentEvent::Received { .. }) => Err(AppendError::AlreadyReceived(id)),
         (Some(mut record), event) => {
             record.apply(event, entry.seq, entry.time)?;
             Ok(record)
@@ -721,7 +727,12 @@ impl Writer {
     /// eighth of it, everything is, so that the index store never meets a full disk (it
     /// cannot recover from one without a restart).
     fn refuse_new_intents_without_space(&mut self, requests: &mut Vec<Request>) {
-        let new = |r: &Request| matches!(r.events.first(), Some(Event::Received { .. }));
+        let new = |r: &Request| {
+            matches!(
+                r.events.first(),
+                Some(Event::Intent(IntentEvent::Received { .. }))
+            )
+        };
         let free = match self.reader.free_space() {
             Ok(Some(free)) if free < self.reserve => free,
             _ => return,
@@ -749,18 +760,12 @@ impl Writer {
         r: &Request,
         records: &mut Vec<Vec<u8>>,
     ) -> Result<(Written, Vec<Entry>), AppendError> {
-        if let Some(Event::Received { intent }) = r.events.first()
+        if let Some(Event::Intent(IntentEvent::Received { intent })) = r.events.first()
             && let Some(holder) = stager
                 .holder_of(&intent.source, &intent.idempotency_key)
                 .map_err(io_unavailable)?
         {
             return Err(AppendError::Duplicate(holder));
-        }
-        if r.events
-            .iter()
-            .any(|e| e.is_system() != r.intent_id.is_none())
-        {
-            return Err(AppendError::NotAnIntentEvent);
         }
         let mut entries: Vec<Entry> = Vec::with_capacity(r.events.len());
         let mut record = match r.intent_id {

@@ -23,7 +23,7 @@ use super::{
     log::{Anchor, LogReader},
     verify,
 };
-use crate::lifecycle::Event;
+use crate::lifecycle::{Event, IntentEvent, SystemEvent};
 
 /// When old entries go. Either limit, or both; none keeps everything.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -197,12 +197,12 @@ pub(super) fn plan(
 
 /// The event that records a compaction in the journal.
 pub(super) fn event(plan: &Plan) -> Event {
-    Event::JournalCompacted {
+    Event::System(SystemEvent::JournalCompacted {
         through: plan.anchor.seq,
         anchor: hex(&plan.anchor.hash),
         entries: plan.entries,
         intents: plan.intents.len() as u64,
-    }
+    })
 }
 
 /// Whether the plan still holds: every intent it removes is still ended, with nothing newer.
@@ -236,7 +236,7 @@ pub(super) fn forget(index: &Index, through: u64) -> io::Result<()> {
             batch.push((key::checkpoint(seq), None));
         }
         if let Some(id) = entry.intent_id {
-            if let Event::Received { intent } = &entry.event {
+            if let Event::Intent(IntentEvent::Received { intent }) = &entry.event {
                 let rule = intent.detection.rule_id.clone();
                 let targets = intent
                     .steps

@@ -9,7 +9,7 @@ use super::{
     log::{FileLog, MemLog},
     *,
 };
-use crate::lifecycle::State;
+use crate::lifecycle::{IntentEvent, State};
 
 #[tokio::test]
 async fn appends_are_ordered_indexed_and_readable() {
@@ -87,11 +87,11 @@ async fn the_live_view_follows_every_change_also_a_retried_rollback() {
     journal.append(a.id, "parapet", executed()).await.unwrap();
     assert_live_view(index, &[(State::Decided, 1), (State::Active, 1)]);
 
-    let start = Event::RollbackStarted {
+    let start = IntentEvent::RollbackStarted {
         cause: crate::lifecycle::RollbackCause::Operator,
         reason: "fp".into(),
     };
-    let failed = Event::RollbackFailed {
+    let failed = IntentEvent::RollbackFailed {
         error: "adapter down".into(),
     };
     let events = vec![start.clone(), failed];
@@ -104,7 +104,10 @@ async fn the_live_view_follows_every_change_also_a_retried_rollback() {
     // the operator retries: the intent is live again, and listed once
     journal.append(a.id, "op", vec![start]).await.unwrap();
     assert_live_view(index, &[(State::Decided, 1), (State::RollingBack, 1)]);
-    let events = vec![Event::StepRolledBack { step: 0 }, Event::RolledBack];
+    let events = vec![
+        IntentEvent::StepRolledBack { step: 0 },
+        IntentEvent::RolledBack,
+    ];
     journal.append(a.id, "parapet", events).await.unwrap();
     assert_live_view(index, &[(State::Decided, 1)]);
     let listed: Vec<_> = index

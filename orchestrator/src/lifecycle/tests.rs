@@ -1,5 +1,6 @@
 use std::{collections::BTreeMap, time::SystemTime};
 
+use crate::lifecycle::IntentEvent;
 use parapet_model::{Confidence, Detection, IntentId, IntentRequest, Severity, Step, Target};
 
 use super::*;
@@ -30,8 +31,8 @@ fn intent(steps: usize) -> Intent {
     .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
 }
 
-fn decided(outcome: Outcome) -> Event {
-    Event::Decided {
+fn decided(outcome: Outcome) -> IntentEvent {
+    IntentEvent::Decided {
         decision: Decision {
             outcome,
             reasons: vec![],
@@ -49,7 +50,7 @@ fn handle() -> RollbackHandle {
     }
 }
 
-fn run(rec: &mut IntentRecord, events: &[Event]) -> Result<(), InvalidTransition> {
+fn run(rec: &mut IntentRecord, events: &[IntentEvent]) -> Result<(), InvalidTransition> {
     for (i, e) in events.iter().enumerate() {
         rec.apply(e, i as u64 + 2, SystemTime::UNIX_EPOCH)?;
     }
@@ -63,17 +64,17 @@ fn a_plan_runs_to_active_and_rolls_back() {
         &mut rec,
         &[
             decided(Outcome::Execute),
-            Event::StepStarted { step: 0 },
-            Event::StepSucceeded {
+            IntentEvent::StepStarted { step: 0 },
+            IntentEvent::StepSucceeded {
                 step: 0,
                 handle: handle(),
             },
-            Event::StepStarted { step: 1 },
-            Event::StepSucceeded {
+            IntentEvent::StepStarted { step: 1 },
+            IntentEvent::StepSucceeded {
                 step: 1,
                 handle: handle(),
             },
-            Event::Activated { expires_at: None },
+            IntentEvent::Activated { expires_at: None },
         ],
     )
     .unwrap();
@@ -81,26 +82,26 @@ fn a_plan_runs_to_active_and_rolls_back() {
     run(
         &mut rec,
         &[
-            Event::RollbackStarted {
+            IntentEvent::RollbackStarted {
                 cause: RollbackCause::Operator,
                 reason: "fp".into(),
             },
-            Event::StepRolledBack { step: 1 },
+            IntentEvent::StepRolledBack { step: 1 },
         ],
     )
     .unwrap();
     // not every step is undone yet
     assert!(
-        rec.apply(&Event::RolledBack, 9, SystemTime::UNIX_EPOCH)
+        rec.apply(&IntentEvent::RolledBack, 9, SystemTime::UNIX_EPOCH)
             .is_err()
     );
     rec.apply(
-        &Event::StepRolledBack { step: 0 },
+        &IntentEvent::StepRolledBack { step: 0 },
         9,
         SystemTime::UNIX_EPOCH,
     )
     .unwrap();
-    rec.apply(&Event::RolledBack, 10, SystemTime::UNIX_EPOCH)
+    rec.apply(&IntentEvent::RolledBack, 10, SystemTime::UNIX_EPOCH)
         .unwrap();
     assert_eq!(rec.state, State::RolledBack);
     assert!(rec.state.is_final());
@@ -113,7 +114,7 @@ fn a_refused_event_changes_nothing() {
     run(&mut rec, &[decided(Outcome::Deny)]).unwrap();
     let before = rec.clone();
     let err = rec
-        .apply(&Event::StepStarted { step: 0 }, 3, SystemTime::now())
+        .apply(&IntentEvent::StepStarted { step: 0 }, 3, SystemTime::now())
         .unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -143,13 +144,13 @@ fn a_failed_step_compensates_then_fails() {
         &mut rec,
         &[
             decided(Outcome::Execute),
-            Event::StepStarted { step: 0 },
-            Event::StepSucceeded {
+            IntentEvent::StepStarted { step: 0 },
+            IntentEvent::StepSucceeded {
                 step: 0,
                 handle: handle(),
             },
-            Event::StepStarted { step: 1 },
-            Event::StepFailed {
+            IntentEvent::StepStarted { step: 1 },
+            IntentEvent::StepFailed {
                 step: 1,
                 error: "down".into(),
                 retryable: true,
@@ -160,28 +161,32 @@ fn a_failed_step_compensates_then_fails() {
     // failing outright would leave step 0 in force
     assert!(
         rec.clone()
-            .apply(&Event::Failed { error: "x".into() }, 9, SystemTime::now())
+            .apply(
+                &IntentEvent::Failed { error: "x".into() },
+                9,
+                SystemTime::now()
+            )
             .is_err()
     );
     run(
         &mut rec,
         &[
-            Event::RollbackStarted {
+            IntentEvent::RollbackStarted {
                 cause: RollbackCause::Compensation,
                 reason: String::new(),
             },
-            Event::StepRolledBack { step: 0 },
+            IntentEvent::StepRolledBack { step: 0 },
         ],
     )
     .unwrap();
     // compensation ends as failed, never as rolled back
     assert!(
         rec.clone()
-            .apply(&Event::RolledBack, 9, SystemTime::now())
+            .apply(&IntentEvent::RolledBack, 9, SystemTime::now())
             .is_err()
     );
     rec.apply(
-        &Event::Failed {
+        &IntentEvent::Failed {
             error: "step 1: down".into(),
         },
         9,
@@ -195,24 +200,27 @@ fn a_failed_step_compensates_then_fails() {
 fn ttl_expiry_and_extension_only_while_active() {
     let mut rec = IntentRecord::received(intent(1), 1);
     let later = SystemTime::now();
-    let extend = Event::TtlExtended {
+    let extend = IntentEvent::TtlExtended {
         ttl: Duration::from_secs(60),
         expires_at: later,
     };
     run(
         &mut rec,
-        &[decided(Outcome::Execute), Event::StepStarted { step: 0 }],
+        &[
+            decided(Outcome::Execute),
+            IntentEvent::StepStarted { step: 0 },
+        ],
     )
     .unwrap();
     assert!(rec.clone().apply(&extend, 9, later).is_err());
     run(
         &mut rec,
         &[
-            Event::StepSucceeded {
+            IntentEvent::StepSucceeded {
                 step: 0,
                 handle: handle(),
             },
-            Event::Activated {
+            IntentEvent::Activated {
                 expires_at: Some(SystemTime::UNIX_EPOCH),
             },
         ],
@@ -221,7 +229,7 @@ fn ttl_expiry_and_extension_only_while_active() {
     rec.apply(&extend, 9, later).unwrap();
     assert_eq!(rec.expires_at, Some(later));
     rec.apply(
-        &Event::RollbackStarted {
+        &IntentEvent::RollbackStarted {
             cause: RollbackCause::Ttl,
             reason: String::new(),
         },
@@ -231,7 +239,7 @@ fn ttl_expiry_and_extension_only_while_active() {
     .unwrap();
     assert_eq!(rec.state, State::Expiring);
     // an operator cannot start a second rollback of one in progress
-    let op = Event::RollbackStarted {
+    let op = IntentEvent::RollbackStarted {
         cause: RollbackCause::Operator,
         reason: String::new(),
     };
@@ -245,29 +253,29 @@ fn a_failed_rollback_can_be_retried_by_an_operator() {
         &mut rec,
         &[
             decided(Outcome::Execute),
-            Event::StepStarted { step: 0 },
-            Event::StepSucceeded {
+            IntentEvent::StepStarted { step: 0 },
+            IntentEvent::StepSucceeded {
                 step: 0,
                 handle: handle(),
             },
-            Event::Activated { expires_at: None },
-            Event::RollbackStarted {
+            IntentEvent::Activated { expires_at: None },
+            IntentEvent::RollbackStarted {
                 cause: RollbackCause::Operator,
                 reason: String::new(),
             },
-            Event::StepRollbackFailed {
+            IntentEvent::StepRollbackFailed {
                 step: 0,
                 error: "timeout".into(),
             },
-            Event::RollbackFailed {
+            IntentEvent::RollbackFailed {
                 error: "step 0: timeout".into(),
             },
-            Event::RollbackStarted {
+            IntentEvent::RollbackStarted {
                 cause: RollbackCause::Operator,
                 reason: "retry".into(),
             },
-            Event::StepRolledBack { step: 0 },
-            Event::RolledBack,
+            IntentEvent::StepRolledBack { step: 0 },
+            IntentEvent::RolledBack,
         ],
     )
     .unwrap();

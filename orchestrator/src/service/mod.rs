@@ -32,7 +32,7 @@ use parapet_model::{IntentId, Invalid, intent::check_text, limits};
 pub use access::{Caller, Identity, Operation, Role};
 
 pub use crate::error::{Error, Result};
-use crate::{engine::Engine, lifecycle::Event};
+use crate::{engine::Engine, lifecycle::SystemEvent};
 
 /// A stream of answers, ending early with an error if one comes.
 pub type Answers<T> = BoxStream<'static, Result<T>>;
@@ -82,7 +82,7 @@ impl Service {
         if self.journaled.check().is_err() {
             return;
         }
-        let event = Event::AccessDenied {
+        let event = SystemEvent::AccessDenied {
             identity: identity.to_owned(),
             peer,
             method: method.to_owned(),

@@ -1,7 +1,8 @@
 //! The storage boundary: what the engine and the service need from storage, and nothing of
 //! how it is kept.
 //!
-//! - [`Store`]: the journal of record. Appends are checked against the intent's state machine
+//! - [`Store`]: the journal of record: an intent's events ([`IntentEvent`]) or one event about
+//!   Parapet itself ([`SystemEvent`]), never mixed. Appends are checked against the intent's state machine
 //!   (and a `Received`'s idempotency key), chained, made durable in one order with every other
 //!   append, and only then answered and announced to [`Store::subscribe`]rs.
 //! - [`State`]: what is derived from the journal: records, the lookups by key, target and
@@ -29,7 +30,7 @@ use crate::{
         retention::{Compaction, Retention},
         verify::Report,
     },
-    lifecycle::{Event, IntentRecord},
+    lifecycle::{IntentEvent, IntentRecord, SystemEvent},
 };
 
 /// Records, one at a time, as a store reads them.
@@ -43,14 +44,14 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         intent: IntentId,
         actor: &'a str,
-        events: Vec<Event>,
+        events: Vec<IntentEvent>,
     ) -> BoxFuture<'a, Result<Appended, AppendError>>;
 
     /// Journals an event about Parapet itself; answers with its sequence number.
     fn append_system<'a>(
         &'a self,
         actor: &'a str,
-        event: Event,
+        event: SystemEvent,
     ) -> BoxFuture<'a, Result<u64, AppendError>>;
 
     /// Every change from now on, each once the derived state holds it.
@@ -131,7 +132,7 @@ impl Store for Journal {
         &'a self,
         intent: IntentId,
         actor: &'a str,
-        events: Vec<Event>,
+        events: Vec<IntentEvent>,
     ) -> BoxFuture<'a, Result<Appended, AppendError>> {
         Box::pin(Journal::append(self, intent, actor, events))
     }
@@ -139,7 +140,7 @@ impl Store for Journal {
     fn append_system<'a>(
         &'a self,
         actor: &'a str,
-        event: Event,
+        event: SystemEvent,
     ) -> BoxFuture<'a, Result<u64, AppendError>> {
         Box::pin(Journal::append_system(self, actor, event))
     }

@@ -1,6 +1,7 @@
 //! Budgets under any interleaving of submissions, rollbacks and expiries, checked against the
 //! journal itself; and the usage a restart rebuilds equals the usage before it.
 
+use crate::lifecycle::IntentEvent;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
@@ -126,7 +127,9 @@ fn truth(engine: &Engine, now: SystemTime) -> HashMap<String, (u32, u32)> {
         })
         .unwrap()
     {
-        let (Some(id), Event::Decided { decision, .. }) = (entry.intent_id, &entry.event) else {
+        let (Some(id), crate::lifecycle::Event::Intent(IntentEvent::Decided { decision, .. })) =
+            (entry.intent_id, &entry.event)
+        else {
             continue;
         };
         if decision.outcome != Outcome::Execute {
