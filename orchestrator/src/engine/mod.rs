@@ -97,6 +97,9 @@ pub struct Inner {
     store: Arc<dyn Store>,
     /// The store's derived state.
     state: Arc<dyn store::State>,
+    /// Who holds which work, and the name this engine claims work under.
+    leases: Arc<dyn store::Leases>,
+    holder: String,
     /// Swapped whole on reload; a decision uses the one it started with.
     policy: parking_lot::RwLock<Arc<Policy>>,
     guards: parking_lot::Mutex<guards::Guards>,
@@ -138,6 +141,8 @@ impl Engine {
             inner: Arc::new(Inner {
                 metrics,
                 state: store.state(),
+                leases: store.leases(),
+                holder: format!("parapet-{}", uuid::Uuid::now_v7()),
                 store,
                 policy: parking_lot::RwLock::new(policy),
                 guards: parking_lot::Mutex::default(),

@@ -103,6 +103,19 @@ impl Engine {
     /// Rolls back an intent whose TTL has passed, unless it was extended or already undone;
     /// rejects one that waited too long for approval.
     async fn expire(&self, id: IntentId) {
+        // another holder of the store may be expiring it (replicas): then it is theirs
+        let work = format!("intent {id}");
+        let ttl = self.inner.config.adapter_timeout.saturating_mul(4);
+        let Some(lease) = self.inner.leases.claim(&work, &self.inner.holder, ttl) else {
+            tracing::debug!(intent = %id, "its deadline is another holder's to handle");
+            return;
+        };
+        self.expire_held(id).await;
+        self.inner.leases.release(&lease);
+    }
+
+    /// As `expire`, with the intent's lease held.
+    async fn expire_held(&self, id: IntentId) {
         let _guard = self.inner.locks.lock(id).await;
         let Ok(record) = self.record(id) else { return };
         if record.state == State::AwaitingApproval {

@@ -179,6 +179,8 @@ pub struct Journal {
     /// What went wrong with writing, shared with the writer.
     trouble: Arc<parking_lot::Mutex<Trouble>>,
     reserve: u64,
+    /// Who holds which work: this process, the one that holds the data directory.
+    leases: Arc<crate::store::leases::LocalLeases>,
 }
 
 /// Free space kept by default for what is in flight once new intents are refused: the
@@ -255,6 +257,7 @@ impl Journal {
         let (changes, _) = broadcast::channel(4096);
         let observer = SharedObserver::default();
         let trouble = Arc::new(parking_lot::Mutex::new(Trouble::default()));
+        let leases = Arc::new(crate::store::leases::LocalLeases::new(clock.clone()));
         let writer = Writer {
             reader: reader.clone(),
             reserve: options.reserve,
@@ -282,7 +285,13 @@ impl Journal {
             writer: Arc::new(parking_lot::Mutex::new(Some(writer))),
             trouble,
             reserve: options.reserve,
+            leases,
         })
+    }
+
+    /// Who holds which work.
+    pub fn leases(&self) -> Arc<dyn crate::store::Leases> {
+        self.leases.clone()
     }
 
     /// Whether appends can be written now. After a write the disk refused, probes the disk

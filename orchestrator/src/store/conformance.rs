@@ -62,7 +62,8 @@ macro_rules! suite {
                 system_events_are_journaled_apart_from_intents,
                 every_query_filter_narrows_and_they_combine,
                 the_state_holds_what_was_appended_and_no_more,
-                each_entry_carries_the_hash_of_the_one_before);
+                each_entry_carries_the_hash_of_the_one_before,
+                a_lease_is_one_holders_until_it_lapses_and_fences_the_last);
         }
     };
     (@tests $open:expr; $($test:ident),*) => {
@@ -151,6 +152,39 @@ async fn the_state_holds_what_was_appended_and_no_more(open: Open) {
         state.record(i.id).unwrap().unwrap().state,
         State::RolledBack
     );
+}
+
+async fn a_lease_is_one_holders_until_it_lapses_and_fences_the_last(open: Open) {
+    let manual = Arc::new(ManualClock::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+    ));
+    let opened = open(manual.clone());
+    let leases = opened.store.leases();
+    let minute = Duration::from_secs(60);
+    let a = leases.claim("intent x", "a", minute).unwrap();
+    assert!(leases.holds(&a));
+    // held: nobody else gets it; its holder renews it, with the same token
+    assert_eq!(leases.claim("intent x", "b", minute), None);
+    manual.advance(Duration::from_secs(30));
+    let renewed = leases.claim("intent x", "a", minute).unwrap();
+    assert_eq!(renewed.token, a.token);
+    assert!(renewed.until > a.until);
+    // other work is other work
+    assert!(leases.claim("intent y", "b", minute).is_some());
+    // lapsed: another holder takes it over, with a larger token, and the old lease no longer holds
+    manual.advance(Duration::from_secs(61));
+    assert!(!leases.holds(&renewed));
+    let b = leases.claim("intent x", "b", minute).unwrap();
+    assert!(b.token > renewed.token);
+    assert!(leases.holds(&b) && !leases.holds(&renewed));
+    // released early: free at once, and the old lease is not the holder's any more
+    leases.release(&b);
+    assert!(!leases.holds(&b));
+    let c = leases.claim("intent x", "a", minute).unwrap();
+    assert!(c.token > b.token);
+    // a stale release changes nothing
+    leases.release(&b);
+    assert!(leases.holds(&c));
 }
 
 async fn each_entry_carries_the_hash_of_the_one_before(open: Open) {

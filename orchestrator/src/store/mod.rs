@@ -5,6 +5,8 @@
 //!   Parapet itself ([`SystemEvent`]), never mixed. Appends are checked against the intent's state machine
 //!   (and a `Received`'s idempotency key), chained, made durable in one order with every other
 //!   append, and only then answered and announced to [`Store::subscribe`]rs.
+//! - [`Leases`]: who holds which piece of work (a TTL's expiry, say) for a while, with fencing
+//!   tokens; the embedded store holds them in its process ([`leases::LocalLeases`]).
 //! - [`State`]: what is derived from the journal: records, the lookups by key, target and
 //!   detection, what waits and what is live, the guardrails' inputs, the entries themselves.
 //!   Always as of some entry the store has acknowledged; never ahead of what it answered.
@@ -15,10 +17,12 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod leases;
 
 use std::{io, sync::Arc, time::SystemTime};
 
 use futures::future::BoxFuture;
+pub use leases::{Lease, Leases};
 use parapet_model::{ActionKind, IntentId};
 use tokio::sync::broadcast;
 
@@ -76,6 +80,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The derived state.
     fn state(&self) -> Arc<dyn State>;
+
+    /// Who holds which work (timers, deadlines, bulk rollbacks).
+    fn leases(&self) -> Arc<dyn Leases>;
 }
 
 /// What is derived from the journal.
@@ -172,6 +179,10 @@ impl Store for Journal {
 
     fn state(&self) -> Arc<dyn State> {
         Arc::new(self.index().clone())
+    }
+
+    fn leases(&self) -> Arc<dyn Leases> {
+        Journal::leases(self)
     }
 }
 
