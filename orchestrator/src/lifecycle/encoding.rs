@@ -3,6 +3,10 @@
 //! encoding the journal has always had, so every journal written before the two types were
 //! split reads back unchanged. Each half is derived by serde; only the system events' variant
 //! index is moved, on the way out and on the way back.
+//!
+//! A new system event goes at the end of [`SystemEvent`]. A new intent event cannot go at the
+//! end of [`IntentEvent`] (its index would be a system event's): it needs an index here past
+//! every system event.
 
 use std::fmt;
 
