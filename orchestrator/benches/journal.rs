@@ -21,6 +21,7 @@ use parapet_orchestrator::{
     filter::IntentFilter,
     journal::{Journal, Query, kv::SledKv, log::FileLog, verify},
     lifecycle::IntentEvent,
+    store::State as _,
 };
 use parapet_policy::Seen;
 

@@ -43,6 +43,11 @@ pub struct Authenticator {
     tokens: HashMap<[u8; 32], Arc<Identity>>,
 }
 
+/// The token of an `Authorization: Bearer TOKEN` value, whichever front door it came to.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    authorization.strip_prefix("Bearer ").map(str::trim)
+}
+
 /// The SHA-256 of a token, as the token file keeps it.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -118,11 +123,11 @@ impl Authenticator {
         if let Some(value) = authorization {
             let token = std::str::from_utf8(value)
                 .ok()
-                .and_then(|v| v.strip_prefix("Bearer "))
+                .and_then(bearer)
                 .ok_or_else(|| {
                     Error::Unauthenticated("authorization: expected `Bearer TOKEN`".into())
                 })?;
-            return match self.tokens.get(&token_hash(token.trim())) {
+            return match self.tokens.get(&token_hash(token)) {
                 Some(id) => Ok(known(id)),
                 None => Err(Error::Unauthenticated(
                     "the bearer token is not known".into(),

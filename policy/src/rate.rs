@@ -22,8 +22,8 @@ use crate::{
 /// The cells of every rate limit, by limit name and key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RateCells {
-    /// The theoretical arrival time, as time since the Unix epoch.
-    tat: HashMap<(String, String), Duration>,
+    /// The theoretical arrival time, as time since the Unix epoch, by limit and key.
+    tat: HashMap<String, HashMap<String, Duration>>,
     /// Cells kept after the last pruning: the next is due when they have doubled.
     kept: usize,
 }
@@ -57,13 +57,19 @@ impl RateCells {
     fn take_one(&mut self, rule: &RateLimit, key: &str, now: SystemTime) -> Result<(), Duration> {
         let (t, tau) = interval(rule);
         let now = since_epoch(now);
-        let cell = (rule.name.clone(), key.to_owned());
-        let tat = self.tat.get(&cell).copied().unwrap_or(now);
-        let earliest = tat.saturating_sub(tau);
+        let cells = match self.tat.get_mut(rule.name.as_str()) {
+            Some(cells) => cells,
+            None => self.tat.entry(rule.name.clone()).or_default(),
+        };
+        let cell = match cells.get_mut(key) {
+            Some(cell) => cell,
+            None => cells.entry(key.to_owned()).or_insert(now),
+        };
+        let earliest = cell.saturating_sub(tau);
         if now < earliest {
             return Err(earliest - now);
         }
-        self.tat.insert(cell, tat.max(now).saturating_add(t));
+        *cell = (*cell).max(now).saturating_add(t);
         Ok(())
     }
 
@@ -72,17 +78,17 @@ impl RateCells {
     pub fn take(&mut self, limits: &[RateLimit], intent: &Intent, now: SystemTime) -> RateCheck {
         let mut check = RateCheck::default();
         for rule in limits {
-            let keys: Vec<String> = match rule.key {
-                RateKey::Source => vec![intent.source.clone()],
-                RateKey::Detection => vec![intent.detection.rule_id.clone()],
-                RateKey::ActionKind => intent.steps.iter().map(|s| s.kind.to_string()).collect(),
+            let keys: Vec<&str> = match rule.key {
+                RateKey::Source => vec![&intent.source],
+                RateKey::Detection => vec![&intent.detection.rule_id],
+                RateKey::ActionKind => intent.steps.iter().map(|s| s.kind.as_str()).collect(),
             };
             let per = humantime::format_duration(rule.per.0);
             for key in keys {
-                let answer = self.take_one(rule, &key, now);
+                let answer = self.take_one(rule, key, now);
                 check.seen.push(RateSeen {
                     limit: rule.name.clone(),
-                    key: key.clone(),
+                    key: key.to_owned(),
                     allowed: answer.is_ok(),
                     retry_after: answer.err(),
                 });
@@ -125,25 +131,28 @@ impl RateCells {
     /// Drops the cells whose TAT has passed: they would answer as no cell does.
     pub fn prune(&mut self, now: SystemTime) {
         let now = since_epoch(now);
-        self.tat.retain(|_, tat| *tat > now);
-        self.kept = self.tat.len();
+        self.tat.retain(|_, cells| {
+            cells.retain(|_, tat| *tat > now);
+            !cells.is_empty()
+        });
+        self.kept = self.len();
     }
 
     /// Prunes once the cells have doubled since the last time, so that keeping them small
     /// costs a constant per request however many keys come and go.
     pub fn prune_when_grown(&mut self, now: SystemTime) {
-        if self.tat.len() >= 2 * self.kept.max(512) {
+        if self.len() >= 2 * self.kept.max(512) {
             self.prune(now);
         }
     }
 
     /// Cells kept.
     pub fn len(&self) -> usize {
-        self.tat.len()
+        self.tat.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tat.is_empty()
+        self.len() == 0
     }
 }
 

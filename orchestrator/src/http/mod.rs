@@ -78,8 +78,8 @@ fn failure(e: Error, scheme: Scheme) -> Response {
 /// What a request's `Authorization` header presents, if anything readable.
 fn credential(headers: &HeaderMap) -> Option<Credential> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return Some(Credential::Bearer(token.trim().to_owned()));
+    if let Some(token) = crate::auth::bearer(value) {
+        return Some(Credential::Bearer(token.to_owned()));
     }
     let encoded = value.strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD

@@ -40,18 +40,6 @@ impl Query {
 }
 
 impl Index {
-    /// The matching entries in journal order, at most `limit`.
-    pub fn query(&self, q: &Query) -> io::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        if q.limit > 0 {
-            self.each_match(q, &mut |e| {
-                out.push(e);
-                out.len() < q.limit
-            })?;
-        }
-        Ok(out)
-    }
-
     /// Calls `f` with each matching entry in journal order until it returns `false`.
     pub fn each_match(&self, q: &Query, f: &mut dyn FnMut(Entry) -> bool) -> io::Result<()> {
         let start = match q.since {

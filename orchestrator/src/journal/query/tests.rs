@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::{
     filter::IntentFilter,
     journal::{Journal, Query, fixtures::*, kv::MemKv, log::MemLog},
+    store::State as _,
 };
 
 #[tokio::test]
