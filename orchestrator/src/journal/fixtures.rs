@@ -59,13 +59,19 @@ pub(crate) fn executed() -> Vec<IntentEvent> {
     ]
 }
 
-pub(crate) fn varied(key: &str, source: &str, rule: &str, kind: &str, ip: &str) -> Intent {
-    let step = Step::new(
-        kind.parse().unwrap(),
-        Target::new("ip".into(), ip.into(), BTreeMap::new()).unwrap(),
-        BTreeMap::new(),
-    )
-    .unwrap();
+/// A request for one step, `kind` on the address `ip` (with `attributes`), for detection
+/// `rule` from `source`.
+pub(crate) fn request(
+    key: &str,
+    source: &str,
+    rule: &str,
+    kind: &str,
+    ip: &str,
+    attributes: BTreeMap<String, String>,
+    ttl: Option<Duration>,
+) -> IntentRequest {
+    let target = Target::new("ip".into(), ip.into(), attributes).unwrap();
+    let step = Step::new(kind.parse().unwrap(), target, BTreeMap::new()).unwrap();
     let det = Detection::new(
         rule.into(),
         Severity::High,
@@ -78,11 +84,15 @@ pub(crate) fn varied(key: &str, source: &str, rule: &str, kind: &str, ip: &str) 
         source.into(),
         det,
         vec![step],
-        None,
+        ttl,
         String::new(),
     )
     .unwrap()
-    .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
+}
+
+pub(crate) fn varied(key: &str, source: &str, rule: &str, kind: &str, ip: &str) -> Intent {
+    request(key, source, rule, kind, ip, BTreeMap::new(), None)
+        .into_intent(IntentId::generate(), SystemTime::UNIX_EPOCH)
 }
 
 pub(crate) fn decided(intent: &Intent, outcome: Outcome) -> Vec<IntentEvent> {

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use parapet_model::{Confidence, Detection, IntentRequest, Severity, Step, Target};
+use parapet_model::IntentRequest;
 use proptest::prelude::*;
 
 use super::super::*;
@@ -101,29 +101,17 @@ impl Model {
 }
 
 fn request(n: usize, d: usize) -> IntentRequest {
-    let target = Target::new(
-        "ip".into(),
-        format!("198.51.100.{}", n % 250),
+    let ip = format!("198.51.100.{}", n % 250);
+    let rule = format!("d{d}");
+    crate::journal::fixtures::request(
+        &format!("k{n}"),
+        "s",
+        &rule,
+        "block_ip",
+        &ip,
         Default::default(),
-    )
-    .unwrap();
-    let step = Step::new("block_ip".parse().unwrap(), target, Default::default()).unwrap();
-    let det = Detection::new(
-        format!("d{d}"),
-        Severity::High,
-        Confidence::try_from(1.0).unwrap(),
-        String::new(),
-    )
-    .unwrap();
-    IntentRequest::new(
-        format!("k{n}"),
-        "s".into(),
-        det,
-        vec![step],
         None,
-        String::new(),
     )
-    .unwrap()
 }
 
 /// Waits for the engine's demoted set to be the model's: timers that a clock move woke may

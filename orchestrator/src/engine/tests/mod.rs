@@ -3,7 +3,7 @@
 
 use crate::lifecycle::IntentEvent;
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -12,7 +12,7 @@ use parapet_actions::{
     Registry,
     edl::{Edl, EdlConfig},
 };
-use parapet_model::{Confidence, Detection, IntentRequest, Outcome, Severity, Step, Target};
+use parapet_model::{IntentRequest, Outcome, Step};
 use parapet_policy::Policy;
 use proptest::prelude::*;
 
@@ -58,29 +58,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn request(n: usize, site: &str, ttl: Option<u64>) -> IntentRequest {
-    let target = Target::new(
-        "ip".into(),
-        format!("198.51.100.{}", n % 250),
-        [("site".to_owned(), site.to_owned())].into(),
-    )
-    .unwrap();
-    let step = Step::new("block_ip".parse().unwrap(), target, BTreeMap::new()).unwrap();
-    let det = Detection::new(
-        "d".into(),
-        Severity::High,
-        Confidence::try_from(1.0).unwrap(),
-        String::new(),
-    )
-    .unwrap();
-    IntentRequest::new(
-        format!("k{n}"),
-        "s".into(),
-        det,
-        vec![step],
-        ttl.map(|m| Duration::from_secs(m * 60)),
-        String::new(),
-    )
-    .unwrap()
+    let ip = format!("198.51.100.{}", n % 250);
+    let site = [("site".to_owned(), site.to_owned())].into();
+    let ttl = ttl.map(|m| Duration::from_secs(m * 60));
+    crate::journal::fixtures::request(&format!("k{n}"), "s", "d", "block_ip", &ip, site, ttl)
 }
 
 async fn engine(dir: &std::path::Path, clock: &ManualClock) -> Engine {
