@@ -207,7 +207,7 @@ async fn submit(server: &Server, first: u64, count: u64, source: &str, detection
                         }),
                         params: Default::default(),
                     }],
-                    ttl: Some(prost_types::Duration {
+                    ttl: Some(parapet_proto::wkt::Duration {
                         seconds: 24 * 3600,
                         nanos: 0,
                     }),

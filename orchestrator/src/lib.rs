@@ -8,13 +8,15 @@
 //! - [`journal`]: the embedded store: the durable log, group commit, the derived state in sled.
 //! - [`service`]: every operation, whatever the front door: who may call it, its checks, its
 //!   answer; [`filter`] selects intents for all of them; [`error`] is their one error.
-//! - [`grpc`]: the gRPC front door, thin tonic handlers over the service.
+//! - [`api`]: the operations in `parapet.v1`'s terms, for both API front doors.
+//! - [`grpc`]: the gRPC front door, thin tonic handlers over [`api`].
 //! - [`http`]: the HTTP front door (EDL lists for firewalls, liveness, metrics).
 //! - [`clock`]: injected time.
 //! - [`lock`]: one Parapet per data directory.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;

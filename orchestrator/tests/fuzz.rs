@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use parapet_model::limits;
-use parapet_orchestrator::grpc::convert::intent_request;
+use parapet_orchestrator::api::convert::intent_request;
 use parapet_proto::v1 as pb;
 use proptest::prelude::*;
 
@@ -77,7 +77,7 @@ fn request() -> impl Strategy<Value = pb::SubmitIntentRequest> {
                     title,
                 }),
                 steps,
-                ttl: ttl.map(|(seconds, nanos)| prost_types::Duration { seconds, nanos }),
+                ttl: ttl.map(|(seconds, nanos)| parapet_proto::wkt::Duration { seconds, nanos }),
                 reason,
                 wait: false,
                 finding,

@@ -209,7 +209,7 @@ async fn call(ch: &Channel, method: &str, who: &str) -> Code {
             JournalClient::new(ch.clone())
                 .replay_policy(pb::ReplayPolicyRequest {
                     policy_toml: "[[detections]]\nid = \"x\"\n".into(),
-                    since: Some(prost_types::Timestamp::default()),
+                    since: Some(parapet_proto::wkt::Timestamp::default()),
                     until: None,
                 })
                 .await,

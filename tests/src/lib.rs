@@ -414,8 +414,8 @@ pub fn step(kind: &str, target_kind: &str, id: &str, attrs: &[(&str, &str)]) -> 
     }
 }
 
-pub fn hours(h: u64) -> prost_types::Duration {
-    prost_types::Duration {
+pub fn hours(h: u64) -> parapet_proto::wkt::Duration {
+    parapet_proto::wkt::Duration {
         seconds: (h * 3600) as i64,
         nanos: 0,
     }

@@ -120,7 +120,7 @@ async fn each_bad_submission_names_its_field_and_leaves_no_trace() {
         (
             "negative ttl",
             |r| {
-                r.ttl = Some(prost_types::Duration {
+                r.ttl = Some(parapet_proto::wkt::Duration {
                     seconds: -5,
                     nanos: 0,
                 })
@@ -130,7 +130,7 @@ async fn each_bad_submission_names_its_field_and_leaves_no_trace() {
         (
             "zero ttl",
             |r| {
-                r.ttl = Some(prost_types::Duration {
+                r.ttl = Some(parapet_proto::wkt::Duration {
                     seconds: 0,
                     nanos: 0,
                 })
@@ -268,7 +268,7 @@ async fn bad_ids_and_filters_are_invalid_arguments() {
     );
     let req = pb::ReplayPolicyRequest {
         policy_toml: "[[detections]]\nid = \"a\"\nmin_confidence = 2.0\n".into(),
-        since: Some(prost_types::Timestamp::default()),
+        since: Some(parapet_proto::wkt::Timestamp::default()),
         until: None,
     };
     let err = p.journal().replay_policy(req).await.unwrap_err();

@@ -105,7 +105,7 @@ async fn a_window_budget_says_when_to_retry_and_survives_a_restart() {
     // the first isolation leaves the hour 40 minutes from now
     assert_eq!(
         d.retry_after,
-        Some(prost_types::Duration {
+        Some(parapet_proto::wkt::Duration {
             seconds: 40 * 60,
             nanos: 0
         })
@@ -153,7 +153,7 @@ async fn active_budgets_are_restored_after_a_restart_and_freed_by_ttls() {
     assert_eq!(d.outcome, pb::Outcome::Deny as i32);
     assert_eq!(
         d.retry_after,
-        Some(prost_types::Duration {
+        Some(parapet_proto::wkt::Duration {
             seconds: 3600,
             nanos: 0
         })
@@ -209,7 +209,7 @@ async fn rate_limits_refuse_with_retry_after_and_refill_with_time() {
     );
     assert_eq!(
         d.retry_after,
-        Some(prost_types::Duration {
+        Some(parapet_proto::wkt::Duration {
             seconds: 30,
             nanos: 0
         })

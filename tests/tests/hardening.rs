@@ -272,8 +272,8 @@ async fn every_rpc_refuses_bad_input_by_name_and_nothing_panics() {
         .await
         .unwrap()
         .intent_id;
-    let at = |seconds: i64, nanos: i32| Some(prost_types::Timestamp { seconds, nanos });
-    let ttl = |seconds: i64, nanos: i32| Some(prost_types::Duration { seconds, nanos });
+    let at = |seconds: i64, nanos: i32| Some(parapet_proto::wkt::Timestamp { seconds, nanos });
+    let ttl = |seconds: i64, nanos: i32| Some(parapet_proto::wkt::Duration { seconds, nanos });
     let answer = |reason: String| pb::AnswerRequest {
         intent_id: waiting.clone(),
         reason,

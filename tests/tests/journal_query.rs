@@ -62,8 +62,8 @@ async fn queries_filter_by_target_detection_intent_and_time() {
     // time range: [t0, t1) holds the policy the server started on, then only the first
     // intent's submission and execution
     let q = pb::QueryJournalRequest {
-        since: Some(t0.into()),
-        until: Some(t1.into()),
+        since: Some(parapet_proto::time::timestamp(t0)),
+        until: Some(parapet_proto::time::timestamp(t1)),
         ..Default::default()
     };
     let early = p.entries(q).await;
@@ -71,7 +71,7 @@ async fn queries_filter_by_target_detection_intent_and_time() {
     assert_eq!(early.len(), 1 + 5);
     assert!(early[1..].iter().all(|e| e.intent_id == a));
     let q = pb::QueryJournalRequest {
-        since: Some(t1.into()),
+        since: Some(parapet_proto::time::timestamp(t1)),
         ..Default::default()
     };
     let late = intents_of(p.entries(q).await);

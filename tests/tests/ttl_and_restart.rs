@@ -18,7 +18,7 @@ async fn an_action_is_rolled_back_when_its_ttl_passes() {
     assert_eq!(
         intent
             .expires_at
-            .map(|t| std::time::SystemTime::try_from(t).unwrap()),
+            .map(|t| parapet_proto::time::system_time(&t).unwrap()),
         Some(activated + Duration::from_secs(4 * 3600))
     );
 
@@ -56,7 +56,7 @@ async fn a_repeat_extends_the_ttl_and_the_extension_is_what_fires() {
     assert!(repeat.duplicate);
     assert_eq!(repeat.intent_id, first.intent_id);
     let expires =
-        std::time::SystemTime::try_from(repeat.intent.unwrap().expires_at.unwrap()).unwrap();
+        parapet_proto::time::system_time(&repeat.intent.unwrap().expires_at.unwrap()).unwrap();
     assert_eq!(expires, p.now() + Duration::from_secs(2 * 3600));
 
     // the original deadline passes: nothing happens
@@ -69,7 +69,7 @@ async fn a_repeat_extends_the_ttl_and_the_extension_is_what_fires() {
     req.ttl = Some(hours(1));
     let shorter = p.submit(req).await.unwrap();
     assert_eq!(
-        std::time::SystemTime::try_from(shorter.intent.unwrap().expires_at.unwrap()).unwrap(),
+        parapet_proto::time::system_time(&shorter.intent.unwrap().expires_at.unwrap()).unwrap(),
         expires
     );
 

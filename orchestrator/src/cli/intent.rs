@@ -120,8 +120,8 @@ fn pairs(items: &[String], flag: &str) -> anyhow::Result<HashMap<String, String>
         .collect()
 }
 
-fn ttl(d: Duration) -> prost_types::Duration {
-    prost_types::Duration::try_from(d).unwrap_or_default()
+fn ttl(d: Duration) -> parapet_proto::wkt::Duration {
+    d.into()
 }
 
 /// A file's text, or stdin's for `-`.

@@ -126,7 +126,7 @@ impl Filters {
     }
 }
 
-pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
+pub(super) fn when(text: &str) -> anyhow::Result<parapet_proto::wkt::Timestamp> {
     let t = match humantime::parse_rfc3339_weak(text) {
         Ok(t) => t,
         Err(_) => {
@@ -135,7 +135,7 @@ pub(super) fn when(text: &str) -> anyhow::Result<prost_types::Timestamp> {
             SystemTime::now() - ago
         }
     };
-    Ok(t.into())
+    Ok(parapet_proto::time::timestamp(t))
 }
 
 pub async fn run(channel: &Conn, cmd: Command, out: Output) -> anyhow::Result<()> {
@@ -189,7 +189,7 @@ pub fn verify_offline(args: VerifyArgs, out: Output) -> anyhow::Result<()> {
     let report = verify::verify(reader.as_ref(), None, &expect)
         .with_context(|| format!("cannot verify the journal in `{}`", journal.display()))?;
     print_report(
-        &parapet_orchestrator::grpc::convert::verify_report(&report),
+        &parapet_orchestrator::api::convert::verify_report(&report),
         out,
     )
 }

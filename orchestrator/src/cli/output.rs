@@ -24,13 +24,13 @@ impl Output {
     }
 }
 
-pub fn time(t: Option<&prost_types::Timestamp>) -> String {
-    t.and_then(|t| std::time::SystemTime::try_from(*t).ok())
+pub fn time(t: Option<&parapet_proto::wkt::Timestamp>) -> String {
+    t.and_then(parapet_proto::time::system_time)
         .map(|t| humantime::format_rfc3339_seconds(t).to_string())
         .unwrap_or_default()
 }
 
-fn duration(d: Option<&prost_types::Duration>) -> Value {
+fn duration(d: Option<&parapet_proto::wkt::Duration>) -> Value {
     d.and_then(|d| std::time::Duration::try_from(*d).ok())
         .map_or(Value::Null, |d| {
             humantime::format_duration(d).to_string().into()

@@ -1,27 +1,17 @@
 //! The gRPC front door: decode, call the service, encode. Nothing else happens here.
 //!
 //! - `auth`: the layer that authenticates each call and asks the service whether it may go on.
-//! - `convert`: every conversion between protobuf and the service's types.
-//! - one module per service of `parapet.v1`.
+//! - `services`: the services of `parapet.v1`, each method a call into [`crate::api`].
 
-mod admin;
-mod approvals;
 pub mod auth;
-pub mod convert;
-mod intents;
-mod journal;
-mod rollbacks;
+mod services;
 
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt as _};
 use tonic::{Request, Status};
 
-pub use admin::Admin;
-pub use approvals::{Approvals, Verdicts};
-pub use intents::Intents;
-pub use journal::Journal;
-pub use rollbacks::Rollbacks;
+pub use services::{Admin, Approvals, Intents, Journal, Rollbacks, Verdicts};
 
 use crate::{
     error::Error,
@@ -68,10 +58,7 @@ fn caller<T>(request: &Request<T>) -> Caller {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// A service's answers as a gRPC stream of messages.
-fn stream<T: Send + 'static, M: Send + 'static>(
-    answers: Answers<T>,
-    mut encode: impl FnMut(T) -> M + Send + 'static,
-) -> BoxStream<M> {
-    Box::pin(answers.map(move |a| a.map(&mut encode).map_err(status)))
+/// Answers as a gRPC stream of messages.
+fn stream<M: Send + 'static>(answers: Answers<M>) -> BoxStream<M> {
+    Box::pin(answers.map(|a| a.map_err(status)))
 }

@@ -155,7 +155,7 @@ fn request(mode: Mode, n: u64, wait: bool, run: usize) -> pb::SubmitIntentReques
             }),
             params: Default::default(),
         }],
-        ttl: Some(prost_types::Duration {
+        ttl: Some(parapet_proto::wkt::Duration {
             seconds: 4 * 3600,
             nanos: 0,
         }),

@@ -8,7 +8,7 @@ use parapet_model::{
     Confidence, Decision, Detection, Intent, IntentRequest, Invalid, Outcome, Reason, Severity,
     Step, Target,
 };
-use parapet_proto::v1 as pb;
+use parapet_proto::{v1 as pb, wkt};
 
 use crate::{
     filter::IntentFilter,
@@ -80,7 +80,7 @@ fn step(s: pb::Step) -> Result<Step, Invalid> {
 }
 
 /// A duration as protobuf defines it: `nanos` within a second, no negative part.
-fn duration(d: prost_types::Duration) -> Result<Duration, Invalid> {
+fn duration(d: wkt::Duration) -> Result<Duration, Invalid> {
     if !(0..1_000_000_000).contains(&d.nanos) {
         return Err(Invalid::new(
             "nanos",
@@ -92,15 +92,18 @@ fn duration(d: prost_types::Duration) -> Result<Duration, Invalid> {
     Ok(Duration::new(seconds, d.nanos as u32))
 }
 
-pub fn pb_duration(d: Duration) -> prost_types::Duration {
-    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
-        seconds: i64::MAX,
-        nanos: 0,
-    })
+pub fn pb_duration(d: Duration) -> wkt::Duration {
+    if d.as_secs() > i64::MAX as u64 {
+        return wkt::Duration {
+            seconds: i64::MAX,
+            nanos: 0,
+        };
+    }
+    d.into()
 }
 
-pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
-    prost_types::Timestamp::from(t)
+pub fn timestamp(t: SystemTime) -> wkt::Timestamp {
+    parapet_proto::time::timestamp(t)
 }
 
 /// The last second protobuf's `Timestamp` may name: 9999-12-31T23:59:59Z.
@@ -108,7 +111,7 @@ const LAST_SECOND: i64 = 253_402_300_799;
 
 /// A time as protobuf defines it (`nanos` within a second, 1970 to 9999 here: Parapet has
 /// nothing from before), so that no time computation on it can overflow.
-pub fn system_time(t: prost_types::Timestamp) -> Result<SystemTime, Invalid> {
+pub fn system_time(t: wkt::Timestamp) -> Result<SystemTime, Invalid> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(Invalid::new(
             "nanos",
@@ -121,7 +124,7 @@ pub fn system_time(t: prost_types::Timestamp) -> Result<SystemTime, Invalid> {
             format!("{} is not between 1970 and 9999", t.seconds),
         ));
     }
-    SystemTime::try_from(t).map_err(|_| Invalid::new("", "is not a valid timestamp"))
+    parapet_proto::time::system_time(&t).ok_or_else(|| Invalid::new("", "is not a valid timestamp"))
 }
 
 pub fn outcome(o: Outcome) -> pb::Outcome {
@@ -324,7 +327,7 @@ pub fn verify_report(r: &Report) -> pb::VerifyJournalResponse {
 
 /// A journal query from its request, each field checked.
 pub fn journal_query(req: pb::QueryJournalRequest) -> Result<Query, Invalid> {
-    let time = |t: Option<prost_types::Timestamp>, field: &str| {
+    let time = |t: Option<wkt::Timestamp>, field: &str| {
         t.map(|t| system_time(t).map_err(|e| e.under(field)))
             .transpose()
     };
@@ -411,7 +414,7 @@ fn text(s: &str) -> Option<String> {
     Some(s.to_owned()).filter(|s| !s.is_empty())
 }
 
-fn time(t: Option<prost_types::Timestamp>, field: &str) -> Result<Option<SystemTime>, Invalid> {
+fn time(t: Option<wkt::Timestamp>, field: &str) -> Result<Option<SystemTime>, Invalid> {
     t.map(|t| system_time(t).map_err(|e| e.under(field)))
         .transpose()
 }
