@@ -115,6 +115,14 @@ impl Authenticator {
             peer,
         };
         if self.insecure {
+            // the listeners of an insecure Parapet are on loopback; a front door that is not
+            // (the HTTP one, for firewalls to poll) still answers only this machine's callers
+            if peer.is_some_and(|p| !p.ip().to_canonical().is_loopback()) {
+                return Err(Error::Unauthenticated(
+                    "authentication is off (`--insecure`): only callers on this machine may call"
+                        .into(),
+                ));
+            }
             return Ok(Caller {
                 identity: None,
                 peer,

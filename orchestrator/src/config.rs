@@ -58,6 +58,9 @@ pub struct HttpConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// A file holding the bearer token `/metrics` asks for.
     pub metrics_token_file: Option<PathBuf>,
+    /// HTTPS for the main listener (`[http.tls]`); client certificates from `client_ca`
+    /// authenticate to the JSON API as they do to gRPC.
+    pub tls: Option<TlsConfig>,
 }
 
 /// What the EDL lists ask of a firewall: a bearer token, or Basic credentials (either).
@@ -168,6 +171,7 @@ struct HttpFile {
     max_body_bytes: Option<usize>,
     metrics_addr: Option<SocketAddr>,
     metrics_token_file: Option<PathBuf>,
+    tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -350,6 +354,12 @@ impl Config {
             }
             if let Some(f) = h.metrics_token_file {
                 self.http.metrics_token_file = Some(relative(f));
+            }
+            if let Some(mut tls) = h.tls {
+                tls.cert = relative(tls.cert);
+                tls.key = relative(tls.key);
+                tls.client_ca = tls.client_ca.map(relative);
+                self.http.tls = Some(tls);
             }
         }
         if let Some(edl) = file.edl {

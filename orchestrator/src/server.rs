@@ -98,6 +98,9 @@ pub async fn preflight(
         })
         .map_err(|e| anyhow::anyhow!("{policy_name}: {e}"))?;
     // whether plaintext is allowed is `serve --insecure`'s to say; the files are checked here
+    if let Some(tls) = &config.http.tls {
+        crate::http::serve::tls(tls)?;
+    }
     if let Some(tls) = &config.tls {
         authenticator(config)?;
         server_tls(tls)?;
@@ -276,7 +279,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         readers,
     });
     let grpc = builder
-        .layer(grpc::auth::AuthLayer::new(auth, service.clone()))
+        .layer(grpc::auth::AuthLayer::new(auth.clone(), service.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
@@ -317,15 +320,26 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         ),
         None => None,
     };
-    let router = crate::http::router(service.clone(), metrics_listener.is_none());
+    let front = crate::http::api::Front {
+        service: service.clone(),
+        auth,
+    };
+    let router = crate::http::router(front, metrics_listener.is_none());
     let counted = |engine: &Engine| {
         let metrics = engine.metrics().clone();
         move |cause| metrics.refused_call("Unavailable", cause)
     };
     let limits = config.http.limits;
+    let http_tls = config
+        .http
+        .tls
+        .as_ref()
+        .map(crate::http::serve::tls)
+        .transpose()?;
     let main = crate::http::serve::serve(
         http_listener,
         router,
+        http_tls,
         limits,
         stop.clone(),
         counted(&engine),
@@ -338,6 +352,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         crate::http::serve::serve(
             listener,
             crate::http::metrics_router(service),
+            None,
             limits,
             stop.clone(),
             counted(&engine),

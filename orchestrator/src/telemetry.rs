@@ -274,6 +274,23 @@ pub mod trace {
         }
     }
 
+    struct Headers<'a>(&'a axum::http::HeaderMap);
+
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|v| v.to_str().ok())
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(|k| k.as_str()).collect()
+        }
+    }
+
+    /// The caller's trace, if its HTTP headers carry a `traceparent`.
+    pub fn from_headers(headers: &axum::http::HeaderMap) -> Context {
+        TraceContextPropagator::new().extract(&Headers(headers))
+    }
+
     /// The caller's trace, if its metadata carries a `traceparent`.
     pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Context {
         TraceContextPropagator::new().extract(&Metadata(metadata))

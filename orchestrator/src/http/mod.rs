@@ -1,21 +1,33 @@
-//! The HTTP front door: External Dynamic Lists for firewalls to poll, liveness, and metrics
-//! for Prometheus to scrape, each a translation of a service operation.
+//! The HTTP front door, each route a translation of a service operation:
 //!
-//! The lists may ask for a bearer token or Basic credentials (what PAN-OS, FortiGate and
-//! Check Point can send), and `/metrics` for a token, or be served on an address of its own;
-//! [`serve`] holds the listener to its limits.
+//! - [`api`]: the JSON API, every operation of `parapet.v1` (`/v1/...`), authenticated and
+//!   authorized as gRPC is; [`schema`] reads query strings by the messages' descriptors;
+//!   [`openapi`] describes it.
+//! - External Dynamic Lists for firewalls to poll, liveness, and metrics for Prometheus to
+//!   scrape. The lists may ask for a bearer token or Basic credentials (what PAN-OS, FortiGate
+//!   and Check Point can send), and `/metrics` for a token, or be served on an address of its
+//!   own.
+//! - [`problem`]: every error as `application/problem+json`.
+//! - [`serve`] holds the listener to its limits and speaks TLS when configured.
 
+pub mod api;
+pub mod openapi;
+pub mod problem;
+pub mod schema;
 pub mod serve;
+
+use std::net::SocketAddr;
 
 use axum::{
     Router,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use base64::Engine as _;
 
+use self::problem::Problem;
 use crate::{
     error::Error,
     service::{
@@ -24,8 +36,17 @@ use crate::{
     },
 };
 
+/// The connection a request came on, which the listener puts in each request.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    /// The client certificate (DER) presented in the TLS handshake, if any.
+    pub certificate: Option<Vec<u8>>,
+}
+
 /// The main listener's routes; `/metrics` among them unless it is served elsewhere.
-pub fn router(service: Service, with_metrics: bool) -> Router {
+pub fn router(front: api::Front, with_metrics: bool) -> Router {
+    let service = front.service.clone();
     let mut router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/edl", get(lists))
@@ -33,7 +54,10 @@ pub fn router(service: Service, with_metrics: bool) -> Router {
     if with_metrics {
         router = router.route("/metrics", get(metrics));
     }
-    router.with_state(service)
+    router
+        .with_state(service)
+        .route("/v1/openapi.json", get(openapi::serve))
+        .merge(api::router(front))
 }
 
 /// `/metrics` alone, for an address of its own.
@@ -43,36 +67,8 @@ pub fn metrics_router(service: Service) -> Router {
         .with_state(service)
 }
 
-/// The one mapping of Parapet's errors to HTTP answers.
 fn failure(e: Error, scheme: Scheme) -> Response {
-    if e.is_internal() {
-        tracing::error!(error = %e, "request failed");
-    }
-    let status = match &e {
-        Error::Invalid(_) => StatusCode::BAD_REQUEST,
-        Error::Unauthenticated(_) => {
-            let challenge = match scheme {
-                Scheme::Basic => "Basic realm=\"parapet\", charset=\"UTF-8\"",
-                Scheme::Bearer => "Bearer realm=\"parapet\"",
-            };
-            let body = format!("{e}\n");
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, challenge)],
-                body,
-            )
-                .into_response();
-        }
-        Error::Forbidden(_) => StatusCode::FORBIDDEN,
-        Error::NotFound { .. } => StatusCode::NOT_FOUND,
-        Error::IdempotencyConflict { .. } => StatusCode::CONFLICT,
-        Error::FailedPrecondition(_) | Error::Refused(_) => StatusCode::CONFLICT,
-        Error::Exhausted(_) | Error::Lagged(_) => StatusCode::TOO_MANY_REQUESTS,
-        Error::ShuttingDown | Error::Journal(_) | Error::Storage(_) => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
-    };
-    (status, format!("{e}\n")).into_response()
+    Problem::from(e).challenge(scheme).into_response()
 }
 
 /// What a request's `Authorization` header presents, if anything readable.

@@ -3,15 +3,25 @@
 //! how large a body may be, and how many connections are open (in all, and from one address).
 //! A client over a limit is cut off, so idle or slow connections cannot starve the firewalls
 //! that poll the lists, nor grow Parapet's memory.
+//!
+//! With TLS settings the listener speaks HTTPS only, and asks for (without requiring) a client
+//! certificate when a client CA is set; each request carries its [`Connection`].
 
 use std::{collections::HashMap, io, net::IpAddr, sync::Arc, time::Duration};
 
-use axum::{Router, http::StatusCode};
+use axum::{
+    Router,
+    http::{Request, StatusCode},
+};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt as _;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
+
+use super::Connection;
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +79,7 @@ impl Drop for Place {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsAcceptor>,
     limits: Limits,
     stop: CancellationToken,
     refused: impl Fn(&'static str) + Send + 'static,
@@ -116,16 +127,46 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(service.clone());
+        let service = service.clone();
         let stop = stop.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _place = place;
+            let (io, certificate) = match tls {
+                None => (Io::Plain(stream), None),
+                // the handshake is held to the time a request's headers have
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let leaf = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .map(|c| c.to_vec());
+                            (Io::Tls(Box::new(stream)), leaf)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            let connection = Connection { peer, certificate };
+            let service =
+                service.map_request(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(connection.clone());
+                    request
+                });
+            let service = hyper_util::service::TowerToHyperService::new(service);
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -139,4 +180,101 @@ pub async fn serve(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// A connection's stream, plain or TLS.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The TLS settings of an HTTP listener: its certificate and key, and the CA whose client
+/// certificates it accepts (optional for the client: a token will do).
+pub fn tls(settings: &crate::config::TlsConfig) -> anyhow::Result<TlsAcceptor> {
+    use anyhow::Context as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = CertificateDer::pem_file_iter(&settings.cert)
+        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+        .with_context(|| {
+            format!(
+                "cannot read certificates from `{}`",
+                settings.cert.display()
+            )
+        })?;
+    let key = PrivateKeyDer::from_pem_file(&settings.key).with_context(|| {
+        format!(
+            "cannot read a private key from `{}`",
+            settings.key.display()
+        )
+    })?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let config = match &settings.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca)
+                .with_context(|| format!("cannot read `{}`", ca.display()))?
+            {
+                roots.add(cert.with_context(|| format!("`{}`", ca.display()))?)?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .allow_unauthenticated()
+                    .build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    }
+    .with_single_cert(certs, key)
+    .context("the HTTP listener's certificate and key")?;
+    let mut config = config;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
