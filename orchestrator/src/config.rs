@@ -46,6 +46,10 @@ pub struct Config {
     /// What one caller may hold open or have journaled.
     pub limits: crate::engine::RequestLimits,
     pub http: HttpConfig,
+    /// Webhook intakes, `POST /v1/ingest/{name}` (`[[intake]]`).
+    pub intakes: Vec<crate::intake::Intake>,
+    /// The OpenC2 consumer (`[openc2]`).
+    pub openc2: OpenC2Config,
     /// Who may read the lists; open to anyone who can reach the listener when unset.
     pub edl_access: EdlAccess,
 }
@@ -133,6 +137,8 @@ impl Default for Config {
             telemetry: TelemetryConfig::default(),
             limits: crate::engine::RequestLimits::default(),
             http: HttpConfig::default(),
+            intakes: Vec::new(),
+            openc2: OpenC2Config::default(),
             edl_access: EdlAccess::default(),
         }
     }
@@ -157,6 +163,31 @@ struct File {
     telemetry: Option<TelemetryConfig>,
     limits: Option<LimitsFile>,
     http: Option<HttpFile>,
+    intake: Option<Vec<crate::intake::Intake>>,
+    openc2: Option<OpenC2Config>,
+}
+
+/// The OpenC2 consumer at `/.well-known/openc2`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenC2Config {
+    /// The detection the intents of `deny` commands carry (it must be in the inventory).
+    #[serde(default = "OpenC2Config::default_detection")]
+    pub detection: String,
+}
+
+impl OpenC2Config {
+    fn default_detection() -> String {
+        "openc2".into()
+    }
+}
+
+impl Default for OpenC2Config {
+    fn default() -> Self {
+        Self {
+            detection: Self::default_detection(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -361,6 +392,25 @@ impl Config {
                 tls.client_ca = tls.client_ca.map(relative);
                 self.http.tls = Some(tls);
             }
+        }
+        if let Some(intakes) = file.intake {
+            let mut names = std::collections::BTreeSet::new();
+            for mut intake in intakes {
+                intake
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("config `{}`: {e}", path.display()))?;
+                anyhow::ensure!(
+                    names.insert(intake.name.clone()),
+                    "config `{}`: intake `{}` is defined twice",
+                    path.display(),
+                    intake.name
+                );
+                intake.secret_file = intake.secret_file.map(relative);
+                self.intakes.push(intake);
+            }
+        }
+        if let Some(openc2) = file.openc2 {
+            self.openc2 = openc2;
         }
         if let Some(edl) = file.edl {
             if let Some(f) = edl.token_file {

@@ -10,7 +10,8 @@
 //!   answer; [`filter`] selects intents for all of them; [`error`] is their one error.
 //! - [`api`]: the operations in `parapet.v1`'s terms, for both API front doors.
 //! - [`grpc`]: the gRPC front door, thin tonic handlers over [`api`].
-//! - [`http`]: the HTTP front door (EDL lists for firewalls, liveness, metrics).
+//! - [`http`]: the HTTP front door: the JSON API, webhook intake, OpenC2, EDL lists for
+//!   firewalls, liveness, metrics; [`intake`] maps SIEM payloads to intents.
 //! - [`clock`]: injected time.
 //! - [`lock`]: one Parapet per data directory.
 
@@ -25,6 +26,7 @@ pub mod error;
 pub mod filter;
 pub mod grpc;
 pub mod http;
+pub mod intake;
 pub mod journal;
 pub mod lifecycle;
 pub mod lock;

@@ -101,6 +101,7 @@ pub async fn preflight(
     if let Some(tls) = &config.http.tls {
         crate::http::serve::tls(tls)?;
     }
+    crate::http::intake::Intakes::from_config(&config.intakes)?;
     if let Some(tls) = &config.tls {
         authenticator(config)?;
         server_tls(tls)?;
@@ -323,6 +324,8 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
     let front = crate::http::api::Front {
         service: service.clone(),
         auth,
+        intakes: Arc::new(crate::http::intake::Intakes::from_config(&config.intakes)?),
+        openc2: Arc::new(config.openc2.clone()),
     };
     let router = crate::http::router(front, metrics_listener.is_none());
     let counted = |engine: &Engine| {

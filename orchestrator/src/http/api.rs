@@ -33,6 +33,8 @@ use crate::{
 pub struct Front {
     pub service: Service,
     pub auth: Arc<Authenticator>,
+    pub intakes: Arc<super::intake::Intakes>,
+    pub openc2: Arc<crate::config::OpenC2Config>,
 }
 
 impl Front {

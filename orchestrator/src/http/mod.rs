@@ -7,10 +7,12 @@
 //!   scrape. The lists may ask for a bearer token or Basic credentials (what PAN-OS, FortiGate
 //!   and Check Point can send), and `/metrics` for a token, or be served on an address of its
 //!   own.
+//! - [`intake`]: `POST /v1/ingest/{name}`, the webhooks SIEMs send.
 //! - [`problem`]: every error as `application/problem+json`.
 //! - [`serve`] holds the listener to its limits and speaks TLS when configured.
 
 pub mod api;
+pub mod intake;
 pub mod openapi;
 pub mod problem;
 pub mod schema;
@@ -57,6 +59,10 @@ pub fn router(front: api::Front, with_metrics: bool) -> Router {
     router
         .with_state(service)
         .route("/v1/openapi.json", get(openapi::serve))
+        .route(
+            "/v1/ingest/{name}",
+            axum::routing::post(intake::ingest).with_state(front.clone()),
+        )
         .merge(api::router(front))
 }
 
