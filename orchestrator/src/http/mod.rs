@@ -8,12 +8,14 @@
 //!   and Check Point can send), and `/metrics` for a token, or be served on an address of its
 //!   own.
 //! - [`intake`]: `POST /v1/ingest/{name}`, the webhooks SIEMs send.
+//! - [`openc2`]: an OpenC2 consumer (SLPF) at `/.well-known/openc2`.
 //! - [`problem`]: every error as `application/problem+json`.
 //! - [`serve`] holds the listener to its limits and speaks TLS when configured.
 
 pub mod api;
 pub mod intake;
 pub mod openapi;
+pub mod openc2;
 pub mod problem;
 pub mod schema;
 pub mod serve;
@@ -62,6 +64,10 @@ pub fn router(front: api::Front, with_metrics: bool) -> Router {
         .route(
             "/v1/ingest/{name}",
             axum::routing::post(intake::ingest).with_state(front.clone()),
+        )
+        .route(
+            "/.well-known/openc2",
+            axum::routing::post(openc2::consume).with_state(front.clone()),
         )
         .merge(api::router(front))
 }

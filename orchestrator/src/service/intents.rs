@@ -84,6 +84,47 @@ impl Service {
         self.readable(caller, id)
     }
 
+    /// An intent's number: the sequence number of the journal entry that received it. Stable
+    /// and a small integer, for protocols that name what they created by one (OpenC2's
+    /// `slpf:rule_number`).
+    pub fn intent_number(&self, caller: &Caller, id: IntentId) -> Result<u64> {
+        self.authorize(caller, Operation::GetIntent)?;
+        self.readable(caller, id)?;
+        let query = crate::journal::Query {
+            intent: Some(id),
+            events: vec!["received".into()],
+            limit: 1,
+            ..Default::default()
+        };
+        let found = self.engine.state().query(&query)?;
+        found.first().map(|e| e.seq).ok_or(Error::NotFound {
+            what: "intent",
+            name: id.to_string(),
+        })
+    }
+
+    /// The intent an [`Self::intent_number`] names, if the caller may read it.
+    pub fn intent_by_number(&self, caller: &Caller, number: u64) -> Result<IntentRecord> {
+        self.authorize(caller, Operation::GetIntent)?;
+        let missing = || Error::NotFound {
+            what: "intent number",
+            name: number.to_string(),
+        };
+        let query = crate::journal::Query {
+            after_seq: number.checked_sub(1).ok_or_else(missing)?,
+            limit: 1,
+            ..Default::default()
+        };
+        let entry = self.engine.state().query(&query)?.into_iter().next();
+        match entry {
+            Some(e) if e.seq == number && e.event.kind() == "received" => {
+                let id = e.intent_id.ok_or_else(missing)?;
+                self.readable(caller, id).map_err(|_| missing())
+            }
+            _ => Err(missing()),
+        }
+    }
+
     fn readable(&self, caller: &Caller, id: IntentId) -> Result<IntentRecord> {
         let record = self.engine.record(id)?;
         if !caller.reads(&record.intent.source) {
