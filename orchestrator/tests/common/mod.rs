@@ -143,6 +143,19 @@ impl Server {
             .unwrap()
     }
 
+    /// Whether the `block` list a firewall fetches holds `ip` (read with curl).
+    pub fn edl_blocking(&self, ip: &str) -> bool {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .arg(format!("http://{}/edl/block", self.http))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .any(|l| l.split('/').next() == Some(ip))
+    }
+
     /// Stops the server as a service manager does, and returns what it said.
     pub fn terminate(mut self) -> String {
         let kill = Command::new("kill")
