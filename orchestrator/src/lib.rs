@@ -14,6 +14,7 @@
 //!   firewalls, liveness, metrics; [`intake`] maps SIEM payloads to intents.
 //! - [`clock`]: injected time.
 //! - [`lock`]: one Parapet per data directory.
+//! - [`severable`]: connections a stop can cut.
 
 #![forbid(unsafe_code)]
 
@@ -33,5 +34,6 @@ pub mod lock;
 pub mod ocsf;
 pub mod server;
 pub mod service;
+pub mod severable;
 pub mod store;
 pub mod telemetry;

@@ -1,5 +1,6 @@
 //! Builds Parapet from its configuration and runs its listeners.
 
+use futures::StreamExt as _;
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -51,6 +52,8 @@ pub struct Running {
     writer: Option<std::thread::JoinHandle<()>>,
     health: tonic_health::server::HealthReporter,
     stop: CancellationToken,
+    /// Cuts the connections still open once the stop has waited long enough.
+    cut: CancellationToken,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
     /// Released last, once the journal is closed.
@@ -268,6 +271,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         .build_v1()?;
 
     let stop = CancellationToken::new();
+    let cut = CancellationToken::new();
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &config.tls {
         builder = builder
@@ -308,7 +312,12 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         )
         .serve_with_incoming_shutdown(
             // Nagle's algorithm would hold small answers back for the peer's delayed ACK.
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            {
+                let cut = cut.clone();
+                TcpIncoming::from(grpc_listener)
+                    .with_nodelay(Some(true))
+                    .map(move |s| s.map(|s| crate::severable::Severable::new(s, &cut)))
+            },
             stop.clone().cancelled_owned(),
         );
     engine.observe(&telemetry.meter());
@@ -345,6 +354,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         http_tls,
         limits,
         stop.clone(),
+        cut.clone(),
         counted(&engine),
     );
     let metrics_addr = metrics_listener
@@ -358,6 +368,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             None,
             limits,
             stop.clone(),
+            cut.clone(),
             counted(&engine),
         )
     });
@@ -376,6 +387,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         writer,
         health,
         stop,
+        cut,
         grpc: tokio::spawn(grpc),
         http: tokio::spawn(http),
         lock,
@@ -405,21 +417,37 @@ impl Running {
         self.stop.cancel();
         // Connections get a while to finish their requests; a client that never closes its
         // connection must not keep Parapet from stopping.
-        let (mut grpc, mut http) = (self.grpc, self.http);
+        let (mut grpc, mut http) = (Some(self.grpc), Some(self.http));
         let drained = tokio::time::timeout(DRAIN, async {
-            (&mut grpc).await?.context("gRPC server")?;
-            (&mut http).await?.context("HTTP server")
+            if let Some(r) = ended(&mut grpc).await {
+                r?.context("gRPC server")?;
+            }
+            if let Some(r) = ended(&mut http).await {
+                r?.context("HTTP server")?;
+            }
+            anyhow::Ok(())
         })
         .await;
         match drained {
             Ok(result) => result?,
             Err(_) => {
-                tracing::warn!("connections still open after {DRAIN:?}; closing them");
-                grpc.abort();
-                http.abort();
+                tracing::warn!("connections still open after {DRAIN:?}; cutting them");
+                // every read and write on them fails: their tasks end and let go of the engine
+                self.cut.cancel();
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    ended(&mut grpc).await;
+                    ended(&mut http).await;
+                })
+                .await;
                 // Wait for the aborted listeners to drop what they hold (the engine, the journal).
-                let _ = grpc.await;
-                let _ = http.await;
+                if let Some(grpc) = grpc {
+                    grpc.abort();
+                    let _ = grpc.await;
+                }
+                if let Some(http) = http {
+                    http.abort();
+                    let _ = http.await;
+                }
             }
         }
         let writer = self.writer;
@@ -442,6 +470,13 @@ impl Running {
         drop(lock);
         Ok(())
     }
+}
+
+/// The end of a task still running, once; `None` if it was seen to end before.
+async fn ended<T>(handle: &mut Option<JoinHandle<T>>) -> Option<Result<T, tokio::task::JoinError>> {
+    let result = handle.as_mut()?.await;
+    *handle = None;
+    Some(result)
 }
 
 /// Where Parapet listens, never to be blocked or isolated by it: the listeners' addresses, or

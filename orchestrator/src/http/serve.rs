@@ -22,6 +22,7 @@ use tower::ServiceExt as _;
 use tower_http::{limit::RequestBodyLimitLayer, timeout::TimeoutLayer};
 
 use super::Connection;
+use crate::severable::Severable;
 
 /// The limits of one HTTP listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     limits: Limits,
     stop: CancellationToken,
+    cut: CancellationToken,
     refused: impl Fn(&'static str) + Send + 'static,
 ) -> io::Result<()> {
     let service = router
@@ -127,6 +129,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let stream = Severable::new(stream, &cut);
         let service = service.clone();
         let stop = stop.clone();
         let tls = tls.clone();
@@ -184,8 +187,8 @@ pub async fn serve(
 
 /// A connection's stream, plain or TLS.
 enum Io {
-    Plain(tokio::net::TcpStream),
-    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+    Plain(Severable<tokio::net::TcpStream>),
+    Tls(Box<tokio_rustls::server::TlsStream<Severable<tokio::net::TcpStream>>>),
 }
 
 impl tokio::io::AsyncRead for Io {
