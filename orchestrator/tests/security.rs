@@ -6,7 +6,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+};
 
 use common::{BIN, Server};
 use parapet_proto::v1::{
@@ -82,6 +85,11 @@ impl Pki {
 /// A server with TLS, client certificates for each role, a restricted detector `xdr`, and the
 /// token file; returns it with its gRPC port.
 fn secure_server(dir: &Path, pki: &Pki, tokens: &Path) -> (Server, u16) {
+    secure_server_with(dir, pki, tokens, "")
+}
+
+/// As [`secure_server`], with more of the config file.
+fn secure_server_with(dir: &Path, pki: &Pki, tokens: &Path, more: &str) -> (Server, u16) {
     let mut config = format!(
         "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n\n[auth]\ntokens = \"{}\"\n",
         pki.path("server.pem"),
@@ -97,6 +105,7 @@ fn secure_server(dir: &Path, pki: &Pki, tokens: &Path) -> (Server, u16) {
     config.push_str(
         "[[auth.identities]]\nname = \"xdr\"\nroles = [\"detector\"]\ndetections = [\"edr.c2_beacon\"]\naction_kinds = [\"block_ip\"]\n",
     );
+    config.push_str(more);
     let path = dir.join("parapet.toml");
     std::fs::write(&path, config).unwrap();
     let server = Server::start_with(
@@ -607,4 +616,362 @@ fn the_server_refuses_to_start_open_to_anyone() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The HTTP route of each RPC of [`MATRIX`], with a minimal body.
+fn http_route(method: &str, who: &str) -> (&'static str, String, Option<serde_json::Value>) {
+    use serde_json::json;
+    let id = "01a23389-788d-7144-aae5-07e4be5f12b9";
+    let reason = json!({"reason": "matrix"});
+    match method {
+        "Intents/Submit" => (
+            "POST",
+            "/v1/intents".into(),
+            Some(json!({
+                "idempotencyKey": format!("{who}-http"), "source": who,
+                "detection": {"ruleId": "edr.c2_beacon", "severity": "SEVERITY_CRITICAL", "confidence": 0.95},
+                "steps": [{"kind": "block_ip", "target": {"kind": "ip", "id": "198.51.100.9"}}],
+                "reason": "test"
+            })),
+        ),
+        "Intents/Get" => ("GET", format!("/v1/intents/{id}"), None),
+        "Intents/List" => ("GET", "/v1/intents".into(), None),
+        "Intents/Watch" => ("GET", "/v1/intents:watch".into(), None),
+        "Rollbacks/Rollback" => ("POST", format!("/v1/intents/{id}:rollback"), Some(reason)),
+        "Rollbacks/RollbackSelected" => (
+            "POST",
+            "/v1/intents:rollback".into(),
+            Some(json!({"detection": "none", "reason": "matrix"})),
+        ),
+        "Journal/Query" => ("GET", "/v1/journal?limit=1".into(), None),
+        "Journal/Verify" => ("POST", "/v1/journal:verify".into(), None),
+        "Journal/Export" => ("GET", "/v1/journal:export?query.limit=1".into(), None),
+        "Journal/ReplayPolicy" => (
+            "POST",
+            "/v1/journal:replay".into(),
+            Some(
+                json!({"policyToml": "[[detections]]\nid = \"x\"\n", "since": "1970-01-01T00:00:00Z"}),
+            ),
+        ),
+        "Approvals/ListPending" => ("GET", "/v1/approvals".into(), None),
+        "Approvals/Approve" => ("POST", format!("/v1/intents/{id}:approve"), Some(reason)),
+        "Approvals/Reject" => ("POST", format!("/v1/intents/{id}:reject"), Some(reason)),
+        "Verdicts/Judge" => ("POST", format!("/v1/intents/{id}:judge"), None),
+        "Verdicts/Precision" => ("GET", "/v1/precision".into(), None),
+        "Admin/SetKillSwitch" => (
+            "POST",
+            "/v1/kill-switch".into(),
+            Some(json!({"actionKind": "isolate_host", "engaged": false, "reason": "matrix"})),
+        ),
+        "Admin/ReloadPolicy" => ("POST", "/v1/policy:reload".into(), None),
+        "Admin/GetStatus" => ("GET", "/v1/status".into(), None),
+        "Admin/SetDemotion" => (
+            "POST",
+            "/v1/demotions".into(),
+            Some(json!({"detection": "edr.c2_beacon", "demoted": false, "reason": "matrix"})),
+        ),
+        "Admin/CompactJournal" => ("POST", "/v1/journal:compact".into(), None),
+        other => panic!("no route for {other}"),
+    }
+}
+
+/// curl over HTTPS with the test CA, a client certificate and any more arguments; the
+/// status and body.
+fn https(pki: &Pki, client: Option<&str>, args: &[&str], url: &str) -> (u16, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .args(["--cacert", &pki.path("ca.pem")]);
+    if let Some(c) = client {
+        cmd.args(["--cert", &pki.path(&format!("{c}.pem"))])
+            .args(["--key", &pki.path(&format!("{c}.key"))]);
+    }
+    // a watch goes on; its status line is all this needs
+    if url.contains(":watch") {
+        cmd.args(["--max-time", "1"]);
+    }
+    let out = cmd.args(args).arg(url).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn every_route_by_every_role_over_https_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = ROLES.iter().map(|r| format!("{r}-1")).collect();
+    let mut clients: Vec<&str> = names.iter().map(String::as_str).collect();
+    clients.push("stranger");
+    let pki = Pki::new(dir.path(), &clients);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "").unwrap();
+    let https_listener = format!(
+        "[http.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem")
+    );
+    let (server, _) = secure_server_with(dir.path(), &pki, &tokens, &https_listener);
+    let port = server.http.rsplit(':').next().unwrap();
+    let base = format!("https://localhost:{port}");
+    let call = |client: Option<&str>, method: &str, who: &str| {
+        let (verb, path, body) = http_route(method, who);
+        let body = body.map(|b| b.to_string());
+        let mut args = vec!["-X", verb];
+        if let Some(b) = &body {
+            args.extend(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        https(&pki, client, &args, &format!("{base}{path}"))
+    };
+    for role in ROLES {
+        let who = format!("{role}-1");
+        for (method, allowed) in MATRIX {
+            let (status, body) = call(Some(&who), method, &who);
+            if allowed.contains(&role) {
+                assert!(
+                    ![0, 401, 403].contains(&status),
+                    "{role} may call {method}, got {status} {body}"
+                );
+            } else {
+                assert_eq!(status, 403, "{role} may not call {method}: {body}");
+                let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(problem["code"], "PermissionDenied");
+            }
+        }
+    }
+    for anonymous in [None, Some("stranger")] {
+        for (method, _) in MATRIX {
+            let (status, body) = call(anonymous, method, "x");
+            assert_eq!(status, 401, "{method} by {anonymous:?}: {body}");
+        }
+    }
+    // plaintext to the TLS listener gets nowhere
+    let plain = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://localhost:{port}/v1/status"))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+    // the refusals are journaled as gRPC's are, with the peer
+    let (status, body) = https(
+        &pki,
+        Some("auditor-1"),
+        &[],
+        &format!("{base}/v1/journal?events=access_denied"),
+    );
+    assert_eq!(status, 200);
+    let codes: BTreeSet<String> = body
+        .lines()
+        .map(|l| {
+            let e: serde_json::Value = serde_json::from_str(l).unwrap();
+            let payload: serde_json::Value =
+                serde_json::from_str(e["payloadJson"].as_str().unwrap()).unwrap();
+            assert!(payload["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+            payload["code"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from(["PermissionDenied".to_owned(), "Unauthenticated".to_owned()])
+    );
+    drop(server);
+}
+
+/// `parapet token create` for a detector named `identity`; the token.
+fn detector_token(tokens: &Path, identity: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--identity",
+            identity,
+            "--role",
+            "detector",
+            "--file",
+        ])
+        .arg(tokens)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn post(url: &str, headers: &[String], body: &str) -> (u16, serde_json::Value) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        "POST",
+    ])
+    .args([
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        body,
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn intakes_authenticate_by_token_query_token_or_signature() {
+    use hmac::Mac as _;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &["auditor-1"]);
+    let tokens = dir.path().join("tokens.toml");
+    let splunk = detector_token(&tokens, "splunk");
+    let am = detector_token(&tokens, "alertmanager");
+    let secret = "a-shared-secret-of-at-least-32-bytes!";
+    std::fs::write(dir.path().join("hmac.secret"), secret).unwrap();
+    let intakes = format!(
+        "[[intake]]\nname = \"splunk\"\npreset = \"splunk\"\nsource = \"splunk\"\nauth = \"query_token\"\n\
+         [intake.map]\naction = \"=block_ip\"\n\n\
+         [[intake]]\nname = \"am\"\npreset = \"alertmanager\"\nsource = \"alertmanager\"\n\n\
+         [[intake]]\nname = \"tip\"\npreset = \"generic\"\nsource = \"tip\"\nauth = \"hmac\"\nsecret_file = \"{}\"\n\
+         [intake.map]\ndetection = \"=edr.c2_beacon\"\naction = \"=block_ip\"\ntarget = \"/ioc\"\n\
+         severity = \"=critical\"\nconfidence = \"=0.99\"\nidempotency_key = \"/id\"\n",
+        dir.path().join("hmac.secret").display()
+    );
+    let (server, port) = secure_server_with(dir.path(), &pki, &tokens, &intakes);
+    let base = format!("http://{}/v1/ingest", server.http);
+    let splunk_alert = serde_json::json!({
+        "result": {"src_ip": "198.51.100.61", "severity": "high", "confidence": "0.9"},
+        "sid": "rt_scheduler__admin__search__x_at_1_1", "search_name": "edr.c2_beacon",
+        "results_link": "https://splunk:8000/app/search/@go?sid=x", "owner": "admin", "app": "search"
+    })
+    .to_string();
+
+    // Splunk: the token in the URL, as its webhook alert action can only send it
+    let (status, answer) = post(&format!("{base}/splunk?token={splunk}"), &[], &splunk_alert);
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["results"][0]["intentId"].as_str().is_some(),
+        "{answer}"
+    );
+    let (status, _) = post(
+        &format!("{base}/splunk?token=parapet_wrong"),
+        &[],
+        &splunk_alert,
+    );
+    assert_eq!(status, 401);
+    let (status, _) = post(&format!("{base}/splunk"), &[], &splunk_alert);
+    assert_eq!(status, 401);
+    // a bearer token only: the query is for Splunk's intake alone
+    let am_alert = serde_json::json!({"alerts": [{"status": "firing", "labels": {
+        "alertname": "edr.c2_beacon", "action": "block_ip", "target": "198.51.100.62",
+        "severity": "critical", "confidence": "0.95"}, "startsAt": "2026-12-08T00:00:00Z",
+        "fingerprint": "1"}]})
+    .to_string();
+    let (status, _) = post(&format!("{base}/am?token={am}"), &[], &am_alert);
+    assert_eq!(status, 401);
+    let (status, answer) = post(
+        &format!("{base}/am"),
+        &[format!("Authorization: Bearer {am}")],
+        &am_alert,
+    );
+    assert_eq!(status, 200, "{answer}");
+    // one identity may not submit as another's intake
+    let (status, answer) = post(
+        &format!("{base}/am"),
+        &[format!("Authorization: Bearer {splunk}")],
+        &am_alert,
+    );
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("PermissionDenied")),
+        "{answer}"
+    );
+
+    // a signature over the timestamp and the body; a replay after five minutes is refused
+    let sign = |at: u64, body: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{at}.{body}").as_bytes());
+        vec![
+            format!("X-Parapet-Timestamp: {at}"),
+            format!(
+                "X-Parapet-Signature: sha256={}",
+                hex::encode(mac.finalize().into_bytes())
+            ),
+        ]
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ioc = r#"{"ioc": "198.51.100.63", "id": "ioc-1"}"#;
+    let (status, answer) = post(&format!("{base}/tip"), &sign(now, ioc), ioc);
+    assert_eq!(status, 200, "{answer}");
+    let (status, answer) = post(&format!("{base}/tip"), &sign(now - 301, ioc), ioc);
+    assert_eq!(status, 401, "{answer}");
+    assert!(
+        answer["detail"].as_str().unwrap().contains("replay"),
+        "{answer}"
+    );
+    let (status, _) = post(
+        &format!("{base}/tip"),
+        &sign(now, ioc),
+        r#"{"ioc": "10.0.0.1", "id": "ioc-2"}"#,
+    );
+    assert_eq!(status, 401, "another body under the same signature");
+
+    // what was submitted carries its intake's source; the URL's token is nowhere
+    let auditor = pki.channel(port, Some("auditor-1"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let journal = rt.block_on(async {
+        let ch = auditor.await;
+        let mut stream = JournalClient::new(ch)
+            .export(pb::ExportJournalRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut all = String::new();
+        while let Some(e) = stream.message().await.unwrap() {
+            all.push_str(&e.json);
+            all.push('\n');
+        }
+        all
+    });
+    for source in [
+        "\"source\":\"splunk\"",
+        "\"source\":\"alertmanager\"",
+        "\"source\":\"tip\"",
+    ] {
+        assert!(journal.contains(source), "{source} in {journal}");
+    }
+    // the auditor's connection is still open (its runtime is not polled, so it cannot answer
+    // the server's GOAWAY): the stop cuts it and exits cleanly all the same
+    let said = server.terminate();
+    drop(rt);
+    for (what, text) in [("journal", &journal), ("server log", &said)] {
+        assert!(
+            !text.contains(&splunk[8..]),
+            "the Splunk token is in the {what}"
+        );
+    }
 }

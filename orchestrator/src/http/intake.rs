@@ -131,6 +131,16 @@ async fn receive(front: Front, name: &str, request: Request) -> Result<Response,
         (None, None) => return Err(Error::Unauthenticated("no credentials".into())),
     };
     front.service.authorize(&caller, Operation::Submit)?;
+    if let Some(id) = &caller.identity
+        && id.name != intake.source
+    {
+        let e = Error::Forbidden(format!(
+            "intake `{name}` submits as source `{}`; `{}` may submit only as itself",
+            intake.source, id.name
+        ));
+        front.service.refused(&id.name, caller.peer, &what, &e);
+        return Err(e);
+    }
     let payload: Value = serde_json::from_slice(&body).map_err(|e| {
         Error::invalid(
             "",
