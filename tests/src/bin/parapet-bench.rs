@@ -8,7 +8,10 @@
 //! Each run, for each mode: a fresh Parapet (or the one `--target` names) answers one probe; a
 //! bare echo service answers that answer to every request, and is driven with the load first;
 //! then Parapet is driven with the same load, closed-loop, for `--seconds` after `--warmup`;
-//! then again open-loop at half the throughput it reached, for the latency at that load.
+//! then again open-loop at half the throughput it reached, for the latency at that load;
+//! then closed-loop again with the same requests as JSON to `POST /v1/intents` on the HTTP
+//! listener (HTTP/1.1, a connection per request in flight), for the JSON API's cost next to
+//! gRPC's.
 //! The journal's figures (entries per `fdatasync`, sync and index-write times) come from the
 //! server's own `/metrics`, read before and after.
 
@@ -71,6 +74,9 @@ struct Args {
     /// That server's metrics (`http://host:port/metrics`), for the journal figures
     #[arg(long, requires = "target")]
     metrics: Option<String>,
+    /// That server's HTTP listener (`http://host:port`), to drive `POST /v1/intents` too
+    #[arg(long, requires = "target")]
+    target_http: Option<String>,
     /// Keep the fresh servers' data directories under this directory
     #[arg(long)]
     data: Option<std::path::PathBuf>,
@@ -181,13 +187,41 @@ fn session() -> u64 {
 enum Client {
     Parapet(IntentsClient<Channel>),
     Echo(echo::echo_client::EchoClient<Channel>),
+    /// `POST {url}/v1/intents` with the request as proto3 JSON.
+    Json(reqwest::Client, String),
+}
+
+/// Which client a drive uses.
+#[derive(Clone)]
+enum Via {
+    Echo,
+    Grpc,
+    Json(reqwest::Client, String),
 }
 
 impl Client {
-    async fn submit(&mut self, req: pb::SubmitIntentRequest) -> Result<(), tonic::Status> {
+    async fn submit(&mut self, req: pb::SubmitIntentRequest) -> anyhow::Result<()> {
         match self {
-            Client::Parapet(c) => c.submit(req).await.map(drop),
-            Client::Echo(c) => c.submit(req).await.map(drop),
+            Client::Parapet(c) => c.submit(req).await.map(drop).map_err(Into::into),
+            Client::Echo(c) => c.submit(req).await.map(drop).map_err(Into::into),
+            Client::Json(http, url) => {
+                let body = serde_json::to_vec(&req)?;
+                let answer = http
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                let status = answer.status().as_u16();
+                let _ = answer.bytes().await?;
+                // a denial (by the guardrails, 403; by a budget or rate, 429) is an answer,
+                // as it is over gRPC
+                if (200..300).contains(&status) || status == 403 || status == 429 {
+                    Ok(())
+                } else {
+                    anyhow::bail!("HTTP {status}")
+                }
+            }
         }
     }
 }
@@ -276,7 +310,7 @@ impl std::fmt::Display for Measured {
 
 struct Drive<'a> {
     channels: &'a [Channel],
-    parapet: bool,
+    via: Via,
     mode: Mode,
     wait: bool,
     run: usize,
@@ -296,10 +330,10 @@ impl Drive<'_> {
         let scheduled = Arc::new(AtomicU64::new(0));
         for w in 0..self.in_flight {
             let channel = self.channels[w % self.channels.len()].clone();
-            let mut client = if self.parapet {
-                Client::Parapet(IntentsClient::new(channel))
-            } else {
-                Client::Echo(echo::echo_client::EchoClient::new(channel))
+            let mut client = match &self.via {
+                Via::Grpc => Client::Parapet(IntentsClient::new(channel)),
+                Via::Echo => Client::Echo(echo::echo_client::EchoClient::new(channel)),
+                Via::Json(http, base) => Client::Json(http.clone(), format!("{base}/v1/intents")),
             };
             let (next, scheduled) = (self.next.clone(), scheduled.clone());
             let (mode, wait, run) = (self.mode, self.wait, self.run);
@@ -483,17 +517,26 @@ struct Outcome {
     echo: Measured,
     parapet: Measured,
     half: Measured,
+    /// The same load as JSON over HTTP, when the HTTP listener is known.
+    json: Option<Measured>,
 }
 
 impl Outcome {
     fn ratio(&self) -> f64 {
         self.parapet.rate / self.echo.rate
     }
+
+    /// JSON over HTTP's throughput against gRPC's.
+    fn json_ratio(&self) -> Option<f64> {
+        self.json.as_ref().map(|j| j.rate / self.parapet.rate)
+    }
 }
 
 /// A Parapet to measure: started here on a fresh directory, or the one `--target` names.
 struct Server {
     url: String,
+    /// The HTTP listener, for the JSON API.
+    http: Option<String>,
     metrics: Option<String>,
     running: Option<server::Running>,
     _dir: Option<tempfile::TempDir>,
@@ -504,6 +547,7 @@ impl Server {
         if let Some(url) = &args.target {
             return Ok(Self {
                 url: url.clone(),
+                http: args.target_http.clone(),
                 metrics: args.metrics.clone(),
                 running: None,
                 _dir: None,
@@ -542,6 +586,7 @@ impl Server {
         let running = server::start(&config, Arc::new(SystemClock)).await?;
         Ok(Self {
             url: format!("http://{}", running.grpc_addr),
+            http: Some(format!("http://{}", running.http_addr)),
             metrics: Some(format!("http://{}/metrics", running.http_addr)),
             running: Some(running),
             _dir: dir,
@@ -581,9 +626,9 @@ async fn measure(args: &Args, mode: Mode, run: usize) -> anyhow::Result<Outcome>
         .into_inner();
     let (echo_addr, echo_stop) = start_echo(reply).await;
     let echo = channels(&format!("http://{echo_addr}"), args.connections).await?;
-    let drive = |channels, parapet, next| Drive {
+    let drive = |channels, via, next| Drive {
         channels,
-        parapet,
+        via,
         mode,
         wait: args.wait,
         run,
@@ -592,17 +637,30 @@ async fn measure(args: &Args, mode: Mode, run: usize) -> anyhow::Result<Outcome>
         measure: Duration::from_secs_f64(args.seconds),
         next,
     };
-    let echo_figures = drive(&echo, false, Arc::new(AtomicU64::new(1)))
+    let echo_figures = drive(&echo, Via::Echo, Arc::new(AtomicU64::new(1)))
         .run(Load::Closed)
         .await;
     drop(echo_stop);
 
     let before = server.scrape().await;
-    let full = drive(&parapet, true, next.clone()).run(Load::Closed).await;
+    let full = drive(&parapet, Via::Grpc, next.clone())
+        .run(Load::Closed)
+        .await;
     let after = server.scrape().await;
-    let half = drive(&parapet, true, next.clone())
+    let half = drive(&parapet, Via::Grpc, next.clone())
         .run(Load::Open(full.rate / 2.0))
         .await;
+    let json = match &server.http {
+        Some(base) => {
+            let http = reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(args.in_flight)
+                .build()?;
+            let via = Via::Json(http, base.clone());
+            Some(drive(&parapet, via, next.clone()).run(Load::Closed).await)
+        }
+        None => None,
+    };
     let journal = before
         .zip(after)
         .and_then(|(b, a)| JournalFigures::of(&a.since(&b)));
@@ -615,6 +673,9 @@ async fn measure(args: &Args, mode: Mode, run: usize) -> anyhow::Result<Outcome>
         full.rate / echo_figures.rate
     );
     println!("  parapet @ 1/2  {half}");
+    if let Some(j) = &json {
+        println!("  parapet JSON   {j}   to gRPC {:.2}", j.rate / full.rate);
+    }
     if let Some(j) = journal {
         println!("  journal        {j}");
     }
@@ -624,6 +685,7 @@ async fn measure(args: &Args, mode: Mode, run: usize) -> anyhow::Result<Outcome>
         echo: echo_figures,
         parapet: full,
         half,
+        json,
     })
 }
 
@@ -671,6 +733,23 @@ async fn main() -> anyhow::Result<()> {
             m(&|o| o.half.p50.as_secs_f64() * 1e3),
             m(&|o| o.half.p999.as_secs_f64() * 1e3),
         );
+        if outcomes.iter().all(|o| o.json.is_some()) {
+            let j = |f: &dyn Fn(&Measured) -> f64| {
+                median(
+                    outcomes
+                        .iter()
+                        .filter_map(|o| o.json.as_ref().map(f))
+                        .collect(),
+                )
+            };
+            println!(
+                "  {:<7} JSON {:>7.0}/s  to gRPC {:.2}  p99 {:.2} ms",
+                "",
+                j(&|m| m.rate),
+                median(outcomes.iter().filter_map(Outcome::json_ratio).collect()),
+                j(&|m| m.p99.as_secs_f64() * 1e3),
+            );
+        }
     }
     Ok(())
 }
