@@ -195,3 +195,29 @@ fn certificate_names(
     }
     Ok(names)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn without_authentication_only_this_machine_may_call() {
+        let open = Authenticator::insecure();
+        for local in ["127.0.0.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            let peer = Some(local.parse().unwrap());
+            assert!(open.identify(None, None, peer).unwrap().identity.is_none());
+        }
+        for remote in [
+            "192.0.2.7:5000",
+            "[2001:db8::1]:5000",
+            "[::ffff:192.0.2.7]:5000",
+        ] {
+            let e = open
+                .identify(None, None, Some(remote.parse().unwrap()))
+                .unwrap_err();
+            assert!(matches!(e, Error::Unauthenticated(_)), "{remote}: {e}");
+        }
+    }
+}

@@ -57,7 +57,13 @@ fn curl(args: &[&str]) -> Reply {
         .stdin(Stdio::null())
         .output()
         .expect("curl");
-    let text = String::from_utf8(out.stdout).unwrap();
+    let mut text = String::from_utf8(out.stdout).unwrap();
+    // an interim answer (100 Continue) comes before the final one
+    while text.starts_with("HTTP/1.1 1") {
+        text = text
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, rest)| rest.to_owned());
+    }
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines
@@ -512,6 +518,35 @@ fn problems(api: &Api) {
         &format!("{}/v1/intents", api.base),
     ]);
     assert_eq!(r.status, 400);
+    // over the body limit: told at once when the length is given, and when it is not
+    let big = std::env::temp_dir().join(format!("parapet-big-{}.json", std::process::id()));
+    std::fs::write(&big, vec![b' '; 2 << 20]).unwrap();
+    let at_big = format!("@{}", big.display());
+    let url = format!("{}/v1/intents", api.base);
+    let r = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        &at_big,
+        &url,
+    ]);
+    assert_eq!(r.status, 413);
+    let r = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "transfer-encoding: chunked",
+        "--data-binary",
+        &at_big,
+        &url,
+    ]);
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    std::fs::remove_file(&big).unwrap();
     let r = curl(&["-X", "DELETE", &format!("{}/v1/status", api.base)]);
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
     let r = curl(&[&format!("{}/v1/intents/{missing}:explode", api.base)]);

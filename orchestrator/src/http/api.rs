@@ -275,9 +275,10 @@ async fn call(front: Front, route: &Route, id: String, request: Request) -> Resu
     let caller = front.caller(&request, &what)?;
     front.service.authorize(&caller, route.operation)?;
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|e| Error::invalid("", format!("the request body: {e}")))?;
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(problem) => return Ok(Reply::Problem(problem)),
+    };
     if !body.is_empty() {
         let json = parts
             .headers
@@ -307,6 +308,29 @@ async fn call(front: Front, route: &Route, id: String, request: Request) -> Resu
         trace: crate::telemetry::trace::from_headers(&parts.headers),
     };
     (route.call)(call).await
+}
+
+/// A request's body, within the listener's limit: over it is 413, as a body that says its
+/// length up front is told before it is read.
+pub async fn read_body(body: Body) -> Result<Bytes, Problem> {
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
+        // the limit's error, however many layers wrapped it
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut too_large = false;
+        while let Some(c) = cause {
+            too_large |= c.is::<http_body_util::LengthLimitError>();
+            cause = c.source();
+        }
+        if too_large {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "InvalidArgument",
+                "the body is over the listener's limit ([http] max_body_bytes)",
+            )
+        } else {
+            Problem::invalid("", format!("the request body: {e}"))
+        }
+    })
 }
 
 /// NDJSON: one message per line as it comes; an error ends the stream with one line

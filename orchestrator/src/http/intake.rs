@@ -114,9 +114,10 @@ async fn receive(front: Front, name: &str, request: Request) -> Result<Response,
         }
         _ => Some(front.identify(&parts.headers, parts.extensions.get(), &what)?),
     };
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|e| Error::invalid("", format!("the request body: {e}")))?;
+    let body = match super::api::read_body(body).await {
+        Ok(body) => body,
+        Err(problem) => return Ok(problem.into_response()),
+    };
     let caller = match (caller, &door.signed) {
         (Some(caller), _) => caller,
         (None, Some((secret, identity))) => {
