@@ -184,8 +184,12 @@ pub enum Item {
     Invalid(Invalid),
 }
 
+/// Alerts one payload may carry: each is a submission, and a sender is answered only once
+/// all are decided.
+pub const MAX_ITEMS: usize = 1000;
+
 /// The items of `payload`, each mapped: in order, one per alert (or one for the payload).
-/// `Err` when the payload has no items where the preset expects them.
+/// `Err` when the payload has no items where the preset expects them, or too many.
 pub fn map(intake: &Intake, payload: &Value) -> Result<Vec<Item>, Invalid> {
     let items: Vec<&Value> = match intake.preset {
         Preset::Alertmanager => payload
@@ -207,6 +211,17 @@ pub fn map(intake: &Intake, payload: &Value) -> Result<Vec<Item>, Invalid> {
         Preset::Wazuh => vec![payload.get("all_fields").unwrap_or(payload)],
         _ => vec![payload],
     };
+    if items.len() > MAX_ITEMS {
+        return Err(Invalid::new(
+            "alerts",
+            format!(
+                "{}: {} alerts in one payload; at most {MAX_ITEMS} (Alertmanager: \
+                 `max_alerts` on the webhook)",
+                intake.preset.as_str(),
+                items.len()
+            ),
+        ));
+    }
     Ok(items
         .into_iter()
         .enumerate()

@@ -18,27 +18,7 @@ use common::Server;
 use serde_json::{Value, json};
 
 fn post(url: &str, body: &Value) -> (u16, Value) {
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "10",
-            "-w",
-            "\n%{http_code}",
-            "-X",
-            "POST",
-        ])
-        .args(["-H", "content-type: application/json", "--data-binary"])
-        .arg(body.to_string())
-        .arg(url)
-        .output()
-        .unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
+    common::post_json(url, &[], &body.to_string())
 }
 
 fn get(url: &str) -> String {

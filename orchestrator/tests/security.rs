@@ -808,32 +808,7 @@ fn detector_token(tokens: &Path, identity: &str) -> String {
 }
 
 fn post(url: &str, headers: &[String], body: &str) -> (u16, serde_json::Value) {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args([
-        "-s",
-        "--max-time",
-        "10",
-        "-w",
-        "\n%{http_code}",
-        "-X",
-        "POST",
-    ])
-    .args([
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        body,
-    ]);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    let out = cmd.arg(url).output().unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    let (body, code) = text.rsplit_once('\n').unwrap();
-    (
-        code.parse().unwrap(),
-        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-    )
+    common::post_json(url, headers, body)
 }
 
 #[test]

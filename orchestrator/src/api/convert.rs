@@ -542,3 +542,15 @@ pub fn compaction(c: Compaction) -> pb::CompactJournalResponse {
         bytes_after: c.bytes_after,
     }
 }
+
+/// What the guardrails found against acting (every reason that did not say `execute`), in one
+/// line, for the front doors that answer a refusal in words.
+pub fn objections(decision: &pb::Decision) -> String {
+    decision
+        .reasons
+        .iter()
+        .filter(|r| r.effect != pb::Outcome::Execute as i32)
+        .map(|r| format!("{}: {}", r.guardrail, r.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

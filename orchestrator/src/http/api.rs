@@ -444,16 +444,13 @@ async fn submit(c: Call) -> Result<Reply, Error> {
         } else {
             StatusCode::FORBIDDEN
         };
-        let reasons: Vec<_> = decision
-            .reasons
-            .iter()
-            .filter(|r| r.effect == pb::Outcome::Deny as i32)
-            .map(|r| format!("{}: {}", r.guardrail, r.message))
-            .collect();
         let mut problem = Problem::new(
             status,
             "FailedPrecondition",
-            format!("the guardrails deny: {}", reasons.join("; ")),
+            format!(
+                "the guardrails deny: {}",
+                api::convert::objections(&decision)
+            ),
         )
         .with("intentId", answer.intent_id.clone())
         .with(

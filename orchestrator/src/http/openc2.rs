@@ -413,15 +413,7 @@ async fn deny(
     let mut results = Map::new();
     results.insert("slpf".into(), json!({ "rule_number": number }));
     let decision = answer.decision.unwrap_or_default();
-    let reasons = || {
-        decision
-            .reasons
-            .iter()
-            .filter(|r| r.effect != pb::Outcome::Execute as i32)
-            .map(|r| format!("{}: {}", r.guardrail, r.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let reasons = || crate::api::convert::objections(&decision);
     use pb::IntentState as S;
     let state = S::try_from(answer.state).unwrap_or(S::Unspecified);
     Ok(match state {

@@ -345,3 +345,12 @@ fn the_config_refuses_what_a_preset_does_not_allow() {
             .is_err()
     );
 }
+
+#[test]
+fn a_payload_of_too_many_alerts_is_refused_whole() {
+    let alert = json!({"status": "firing", "labels": {}});
+    let alerts: Vec<_> = (0..=MAX_ITEMS).map(|_| alert.clone()).collect();
+    let e = map(&intake("alertmanager", &[]), &json!({ "alerts": alerts })).unwrap_err();
+    assert_eq!(e.field, "alerts");
+    assert!(e.message.contains("max_alerts"), "{e}");
+}

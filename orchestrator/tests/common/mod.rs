@@ -255,6 +255,37 @@ pub fn refused_start_with(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> 
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `curl` POSTs `body` as JSON to `url` with more headers; the status and the JSON answer
+/// (null when it is not JSON).
+pub fn post_json(url: &str, headers: &[String], body: &str) -> (u16, Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        "POST",
+    ])
+    .args([
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        body,
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
 /// Runs a `parapet` command without a server; returns its output.
 pub fn run(args: &[&str]) -> Output {
     Command::new(BIN)
