@@ -50,6 +50,8 @@ pub struct Config {
     pub intakes: Vec<crate::intake::Intake>,
     /// The OpenC2 consumer (`[openc2]`).
     pub openc2: OpenC2Config,
+    /// CrowdSec (`[crowdsec]`).
+    pub crowdsec: CrowdSecConfig,
     /// Who may read the lists; open to anyone who can reach the listener when unset.
     pub edl_access: EdlAccess,
 }
@@ -139,6 +141,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             intakes: Vec::new(),
             openc2: OpenC2Config::default(),
+            crowdsec: CrowdSecConfig::default(),
             edl_access: EdlAccess::default(),
         }
     }
@@ -165,6 +168,16 @@ struct File {
     http: Option<HttpFile>,
     intake: Option<Vec<crate::intake::Intake>>,
     openc2: Option<OpenC2Config>,
+    crowdsec: Option<CrowdSecConfig>,
+}
+
+/// CrowdSec's bouncers reading Parapet's decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdSecConfig {
+    /// The bouncer file (`parapet bouncer add NAME --file FILE`): keys kept hashed. Without
+    /// one, the bouncer API refuses every key.
+    pub bouncers: Option<PathBuf>,
 }
 
 /// The OpenC2 consumer at `/.well-known/openc2`.
@@ -412,6 +425,9 @@ impl Config {
         if let Some(openc2) = file.openc2 {
             self.openc2 = openc2;
         }
+        if let Some(crowdsec) = file.crowdsec {
+            self.crowdsec.bouncers = crowdsec.bouncers.map(relative);
+        }
         if let Some(edl) = file.edl {
             if let Some(f) = edl.token_file {
                 self.edl_access.token_file = Some(relative(f));
@@ -463,6 +479,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The list each action kind publishes to (`[edl.lists]`), by kind.
+    pub fn lists(&self) -> BTreeMap<parapet_model::ActionKind, String> {
+        self.edl_lists
+            .iter()
+            .filter_map(|(kind, list)| Some((kind.parse().ok()?, list.clone())))
+            .collect()
     }
 
     /// Every adapter instance's name and the action kinds it performs, the EDL's included.

@@ -278,10 +278,19 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             .tls_config(server_tls(tls)?)
             .context("the TLS settings")?;
     }
+    let bouncers = match &config.crowdsec.bouncers {
+        Some(file) => Some(crate::service::bouncers::Bouncers::new(
+            Some(file.clone()),
+            config.lists(),
+            &config.data_dir,
+        )?),
+        None => None,
+    };
     let service = Service::new(engine.clone()).publishing(Published {
         edl,
         telemetry: telemetry.clone(),
         readers,
+        bouncers,
     });
     let grpc = builder
         .layer(grpc::auth::AuthLayer::new(auth.clone(), service.clone()))

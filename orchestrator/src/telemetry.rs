@@ -78,6 +78,7 @@ pub struct Metrics {
     rollbacks: Counter<u64>,
     verdicts: Counter<u64>,
     refused_calls: Counter<u64>,
+    bouncer_pulls: Counter<u64>,
     entries: Counter<u64>,
     sync_latency: Histogram<f64>,
     index_latency: Histogram<f64>,
@@ -95,6 +96,12 @@ impl Metrics {
                 KeyValue::new("cause", cause),
             ],
         );
+    }
+
+    /// A bouncer read the decision stream.
+    pub fn bouncer_pull(&self, bouncer: &str) {
+        self.bouncer_pulls
+            .add(1, &[KeyValue::new("bouncer", bouncer.to_owned())]);
     }
 
     pub fn new(meter: &Meter) -> Self {
@@ -134,6 +141,10 @@ impl Metrics {
             refused_calls: meter
                 .u64_counter("parapet_calls_refused")
                 .with_description("Calls refused before they were served, by code (Unauthenticated, PermissionDenied, ResourceExhausted) and cause (auth, watch_limit, denial_quota)")
+                .build(),
+            bouncer_pulls: meter
+                .u64_counter("parapet_bouncer_pulls")
+                .with_description("Pulls of the decision stream, by CrowdSec bouncer")
                 .build(),
             entries: meter
                 .u64_counter("parapet_journal_entries")

@@ -352,6 +352,15 @@ pub struct Stopped {
 }
 
 impl Stopped {
+    /// Starts again with the configuration changed by `configure`, as `start_configured` did.
+    pub async fn start_configured(self, configure: impl FnOnce(&mut Config, &Path)) -> Parapet {
+        let mut config = Parapet::config(self.data_dir, self.policy, None, self.adapters);
+        configure(&mut config, self.tmp.path());
+        Parapet::boot_with(config, self.clock, self.tmp)
+            .await
+            .unwrap()
+    }
+
     pub async fn start(self) -> Parapet {
         Parapet::boot(
             self.data_dir,

@@ -181,3 +181,41 @@ impl Link {
         Self { gateway, peer }
     }
 }
+
+/// A namespace joined to this (the test's own) namespace by a veth pair on a /30 of its own:
+/// a program inside reaches a server the test runs here at [`HostLink::host`].
+pub struct HostLink {
+    pub ns: Netns,
+    /// This namespace's end.
+    pub host: String,
+    veth: String,
+}
+
+impl HostLink {
+    pub fn create(role: &str) -> Self {
+        let ns = Netns::create(role);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        // 10.79.X.0/30 per link: X from the process and the link, so parallel tests differ
+        let x = (std::process::id() as usize * 7 + n as usize) % 250 + 1;
+        let (host, inside) = (format!("10.79.{x}.1"), format!("10.79.{x}.2"));
+        let (a, b) = (
+            format!("ph{}{n}", std::process::id() % 100_000),
+            format!("pn{}{n}", std::process::id() % 100_000),
+        );
+        must(&[
+            "ip", "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &ns.name,
+        ]);
+        must(&["ip", "addr", "add", &format!("{host}/30"), "dev", &a]);
+        must(&["ip", "link", "set", &a, "up"]);
+        ns.must(&["ip", "addr", "add", &format!("{inside}/30"), "dev", &b]);
+        ns.must(&["ip", "link", "set", &b, "up"]);
+        Self { ns, host, veth: a }
+    }
+}
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        // deleting the namespace takes its end; this one goes with it, or here
+        let _ = run(&["ip", "link", "del", &self.veth]);
+    }
+}

@@ -526,6 +526,16 @@ pub fn status(s: &Status) -> pb::GetStatusResponse {
                 kinds: kinds.iter().map(ToString::to_string).collect(),
             })
             .collect(),
+        bouncers: s
+            .bouncers
+            .iter()
+            .map(|(name, seen)| pb::BouncerState {
+                name: name.clone(),
+                last_pull: Some(timestamp(seen.last_pull)),
+                version: seen.version.clone(),
+                cursor: seen.cursor,
+            })
+            .collect(),
     }
 }
 

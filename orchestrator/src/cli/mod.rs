@@ -18,6 +18,7 @@ macro_rules! outln {
 }
 
 mod admin;
+mod bouncer;
 mod intent;
 mod journal;
 mod output;
@@ -135,6 +136,9 @@ enum Command {
     /// Bearer tokens for callers without client certificates.
     #[command(subcommand)]
     Token(token::Command),
+    /// Keys of the CrowdSec bouncers that enforce Parapet's decisions.
+    #[command(subcommand)]
+    Bouncer(bouncer::Command),
 }
 
 pub fn main() -> ExitCode {
@@ -182,6 +186,10 @@ pub fn main() -> ExitCode {
             }
             Command::Policy(cmd) => policy::run(cmd, out).await,
             Command::Token(cmd) => token::run(cmd),
+            Command::Bouncer(bouncer::Command::List { file }) => {
+                bouncer::list(&connect(&cli.server, &cli.credentials).await?, &file, out).await
+            }
+            Command::Bouncer(cmd) => bouncer::edit(&cmd),
             Command::KillSwitch(cmd) => {
                 admin::kill_switch(&connect(&cli.server, &cli.credentials).await?, cmd, out).await
             }

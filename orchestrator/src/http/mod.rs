@@ -7,12 +7,14 @@
 //!   scrape. The lists may ask for a bearer token or Basic credentials (what PAN-OS, FortiGate
 //!   and Check Point can send), and `/metrics` for a token, or be served on an address of its
 //!   own.
+//! - [`crowdsec`]: CrowdSec's Local API as bouncers use it (`/v1/decisions...`).
 //! - [`intake`]: `POST /v1/ingest/{name}`, the webhooks SIEMs send.
 //! - [`openc2`]: an OpenC2 consumer (SLPF) at `/.well-known/openc2`.
 //! - [`problem`]: every error as `application/problem+json`.
 //! - [`serve`] holds the listener to its limits and speaks TLS when configured.
 
 pub mod api;
+pub mod crowdsec;
 pub mod intake;
 pub mod openapi;
 pub mod openc2;
@@ -59,7 +61,8 @@ pub fn router(front: api::Front, with_metrics: bool) -> Router {
         router = router.route("/metrics", get(metrics));
     }
     router
-        .with_state(service)
+        .with_state(service.clone())
+        .merge(crowdsec::router(service))
         .route("/v1/openapi.json", get(openapi::serve))
         .route(
             "/v1/ingest/{name}",

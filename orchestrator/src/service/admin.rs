@@ -42,6 +42,8 @@ pub struct Status {
     pub recent_errors: Vec<Hashed>,
     /// Each adapter instance and the action kinds it performs.
     pub adapters: BTreeMap<String, Vec<ActionKind>>,
+    /// The CrowdSec bouncers seen since start (none for a detector).
+    pub bouncers: BTreeMap<String, super::bouncers::Seen>,
 }
 
 /// Failures shown in a status: at most this many, of the last day.
@@ -173,6 +175,13 @@ impl Service {
             oldest_pending: since.and_then(|t| now.duration_since(t).ok()),
             recent_errors,
             adapters: self.engine.registry().instances().clone(),
+            bouncers: match (
+                own,
+                self.published.as_ref().and_then(|p| p.bouncers.as_ref()),
+            ) {
+                (None, Some(b)) => b.seen(),
+                _ => BTreeMap::new(),
+            },
         })
     }
 }

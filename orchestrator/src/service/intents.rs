@@ -90,6 +90,11 @@ impl Service {
     pub fn intent_number(&self, caller: &Caller, id: IntentId) -> Result<u64> {
         self.authorize(caller, Operation::GetIntent)?;
         self.readable(caller, id)?;
+        self.received_seq(id)
+    }
+
+    /// The sequence number of the entry that received `id`.
+    pub(super) fn received_seq(&self, id: IntentId) -> Result<u64> {
         let query = crate::journal::Query {
             intent: Some(id),
             events: vec!["received".into()],

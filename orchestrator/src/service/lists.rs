@@ -120,6 +120,8 @@ pub struct Published {
     pub edl: Edl,
     pub telemetry: Arc<Telemetry>,
     pub readers: Readers,
+    /// The CrowdSec bouncers that read the decisions, when a bouncer file is configured.
+    pub bouncers: Option<super::bouncers::Bouncers>,
 }
 
 impl Service {

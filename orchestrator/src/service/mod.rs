@@ -12,12 +12,16 @@
 //! - [`verdicts`]: judge an intent, precision per detection.
 //! - [`journal`]: query, verify, export, replay a policy.
 //! - [`admin`]: kill switches, status, policy reload, demotion, compaction.
+//! - [`decisions`], [`bouncers`]: addresses in force as enforcement points read them, and
+//!   the CrowdSec bouncers that read them.
 //! - [`lists`]: what firewalls and scrapers read (the lists, the metrics), with their own
 //!   credentials.
 
 pub mod access;
 pub mod admin;
 pub mod approvals;
+pub mod bouncers;
+pub mod decisions;
 pub mod intents;
 pub mod journal;
 pub mod lists;

@@ -1,0 +1,242 @@
+//! CrowdSec's own bouncers, from Debian's packages, enforcing Parapet's blocks through the
+//! bouncer API: the firewall bouncer in nftables mode inside a private network namespace
+//! (across a restart of Parapet too), and the custom bouncer running its script.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use parapet_orchestrator::{
+    auth::token_hash,
+    service::bouncers::{Entry, File},
+};
+use parapet_tests::{
+    Parapet, block,
+    netns::{HostLink, nftables_missing},
+};
+
+/// A child process killed when the test ends, however it ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A bouncer file holding one bouncer; its key.
+fn bouncer_file(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = format!("key-of-{name}-{}", std::process::id());
+    let file = File {
+        bouncers: vec![Entry {
+            name: name.into(),
+            sha256: hex::encode(token_hash(&key)),
+            lists: vec![],
+        }],
+    };
+    let path = dir.join("bouncers.toml");
+    std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();
+    (path, key)
+}
+
+fn free_port(ip: &str) -> u16 {
+    std::net::TcpListener::bind((ip, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "waited 20 s for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The addresses in the firewall bouncer's IPv4 set inside `link`'s namespace.
+fn blacklisted(link: &HostLink) -> Vec<String> {
+    let out = link.ns.exec(&[
+        "nft",
+        "-j",
+        "list",
+        "set",
+        "ip",
+        "crowdsec",
+        "crowdsec-blacklists",
+    ]);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    doc["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o["set"]["elem"].as_array())
+        .flatten()
+        .filter_map(|e| {
+            e["elem"]["val"]
+                .as_str()
+                .or_else(|| e.as_str())
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_firewall_bouncer_enforces_blocks_and_their_rollbacks_across_a_restart() {
+    if let Some(why) = nftables_missing() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let link = HostLink::create("cs");
+    let dir = tempfile::tempdir().unwrap();
+    let (bouncers, key) = bouncer_file(dir.path(), "gateway-1");
+    let port = free_port(&link.host);
+    let addr = format!("{}:{port}", link.host);
+    let configure = |c: &mut parapet_orchestrator::config::Config, _: &Path| {
+        c.http_addr = addr.parse().unwrap();
+        c.crowdsec.bouncers = Some(bouncers.clone());
+    };
+    let p = Parapet::start_configured(None, configure).await.unwrap();
+
+    let config = dir.path().join("firewall-bouncer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mode: nftables\nupdate_frequency: 1s\ndaemonize: false\nlog_mode: stdout\n\
+             log_level: info\napi_url: http://{addr}/\napi_key: {key}\ndisable_ipv6: false\n\
+             deny_action: DROP\ndeny_log: false\nsupported_decisions_types:\n  - ban\n\
+             blacklists_ipv4: crowdsec-blacklists\nblacklists_ipv6: crowdsec6-blacklists\n\
+             nftables:\n  ipv4:\n    enabled: true\n    set-only: false\n    table: crowdsec\n\
+             \x20   chain: crowdsec-chain\n  ipv6:\n    enabled: true\n    set-only: false\n\
+             \x20   table: crowdsec6\n    chain: crowdsec6-chain\nprometheus:\n  enabled: false\n\
+             pid_dir: {}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let _bouncer = Running(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &link.ns.name,
+                "crowdsec-firewall-bouncer",
+                "-c",
+            ])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("crowdsec-firewall-bouncer (scripts/install-test-deps installs it)"),
+    );
+
+    // a block: the bouncer's set gains it; its rollback: the set loses it
+    let first = p
+        .submit(block("cs-1", "198.51.100.71"))
+        .await
+        .unwrap()
+        .intent_id;
+    wait_until("the block in the bouncer's set", || {
+        blacklisted(&link).contains(&"198.51.100.71".to_owned())
+    })
+    .await;
+    p.rollback(&first, "false positive").await;
+    wait_until("the rollback in the bouncer's set", || {
+        !blacklisted(&link).contains(&"198.51.100.71".to_owned())
+    })
+    .await;
+
+    // across a restart: what changes after it still reaches the bouncer, which never starts
+    // over (it asks `startup=false`), so Parapet must know how far it had read
+    let second = p
+        .submit(block("cs-2", "198.51.100.72"))
+        .await
+        .unwrap()
+        .intent_id;
+    wait_until("the second block", || {
+        blacklisted(&link).contains(&"198.51.100.72".to_owned())
+    })
+    .await;
+    let stopped = p.stop().await;
+    let p = stopped.start_configured(configure).await;
+    p.rollback(&second, "false positive").await;
+    p.submit(block("cs-3", "198.51.100.73")).await.unwrap();
+    wait_until("the changes made after the restart", || {
+        let set = blacklisted(&link);
+        !set.contains(&"198.51.100.72".to_owned()) && set.contains(&"198.51.100.73".to_owned())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_custom_bouncer_runs_its_script_for_each_add_and_del() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bouncers, key) = bouncer_file(dir.path(), "script-1");
+    let seen = dir.path().join("seen.log");
+    let script = dir.path().join("on-decision.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\necho \"$1 $2 $4\" >> {}\n", seen.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .args(["+x"])
+        .arg(&script)
+        .status()
+        .unwrap();
+    let port = free_port("127.0.0.1");
+    let p = Parapet::start_configured(None, |c, _| {
+        c.http_addr = format!("127.0.0.1:{port}").parse().unwrap();
+        c.crowdsec.bouncers = Some(bouncers.clone());
+    })
+    .await
+    .unwrap();
+    let config = dir.path().join("custom-bouncer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "bin_path: {}\nfeed_via_stdin: false\ntotal_retries: 0\nscenarios_containing: []\n\
+             scenarios_not_containing: []\norigins: []\npiddir: {}\nupdate_frequency: 1s\n\
+             cache_retention_duration: 10s\ndaemonize: false\nlog_mode: stdout\nlog_level: info\n\
+             api_url: http://127.0.0.1:{port}/\napi_key: {key}\nprometheus:\n  enabled: false\n",
+            script.display(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let _bouncer = Running(
+        Command::new("crowdsec-custom-bouncer")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("crowdsec-custom-bouncer (scripts/install-test-deps installs it)"),
+    );
+    let read = || std::fs::read_to_string(&seen).unwrap_or_default();
+    let id = p
+        .submit(block("script-1", "198.51.100.81"))
+        .await
+        .unwrap()
+        .intent_id;
+    wait_until("`add`", || {
+        read().contains("add 198.51.100.81 edr.c2_beacon")
+    })
+    .await;
+    p.rollback(&id, "false positive").await;
+    wait_until("`del`", || read().contains("del 198.51.100.81")).await;
+    // each once
+    assert_eq!(read().matches("add 198.51.100.81").count(), 1, "{}", read());
+}
