@@ -52,6 +52,8 @@ pub struct Config {
     pub openc2: OpenC2Config,
     /// CrowdSec (`[crowdsec]`).
     pub crowdsec: CrowdSecConfig,
+    /// CrowdSec Local APIs whose decisions become intents (`[[sources.crowdsec]]`).
+    pub crowdsec_sources: Vec<crate::sources::CrowdSecSource>,
     /// Who may read the lists; open to anyone who can reach the listener when unset.
     pub edl_access: EdlAccess,
 }
@@ -142,6 +144,7 @@ impl Default for Config {
             intakes: Vec::new(),
             openc2: OpenC2Config::default(),
             crowdsec: CrowdSecConfig::default(),
+            crowdsec_sources: Vec::new(),
             edl_access: EdlAccess::default(),
         }
     }
@@ -169,6 +172,14 @@ struct File {
     intake: Option<Vec<crate::intake::Intake>>,
     openc2: Option<OpenC2Config>,
     crowdsec: Option<CrowdSecConfig>,
+    sources: Option<SourcesFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourcesFile {
+    #[serde(default)]
+    crowdsec: Vec<crate::sources::CrowdSecSource>,
 }
 
 /// CrowdSec's bouncers reading Parapet's decisions.
@@ -427,6 +438,21 @@ impl Config {
         }
         if let Some(crowdsec) = file.crowdsec {
             self.crowdsec.bouncers = crowdsec.bouncers.map(relative);
+        }
+        if let Some(sources) = file.sources {
+            for mut source in sources.crowdsec {
+                source
+                    .check()
+                    .map_err(|e| anyhow::anyhow!("config `{}`: {e}", path.display()))?;
+                anyhow::ensure!(
+                    self.crowdsec_sources.iter().all(|s| s.name != source.name),
+                    "config `{}`: sources.crowdsec `{}` is defined twice",
+                    path.display(),
+                    source.name
+                );
+                source.api_key_file = source.api_key_file.map(relative);
+                self.crowdsec_sources.push(source);
+            }
         }
         if let Some(edl) = file.edl {
             if let Some(f) = edl.token_file {

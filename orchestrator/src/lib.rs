@@ -12,6 +12,7 @@
 //! - [`grpc`]: the gRPC front door, thin tonic handlers over [`api`].
 //! - [`http`]: the HTTP front door: the JSON API, webhook intake, OpenC2, EDL lists for
 //!   firewalls, liveness, metrics; [`intake`] maps SIEM payloads to intents.
+//! - [`sources`]: what Parapet pulls intents from (a CrowdSec Local API).
 //! - [`clock`]: injected time.
 //! - [`lock`]: one Parapet per data directory.
 //! - [`severable`]: connections a stop can cut.
@@ -35,5 +36,6 @@ pub mod ocsf;
 pub mod server;
 pub mod service;
 pub mod severable;
+pub mod sources;
 pub mod store;
 pub mod telemetry;

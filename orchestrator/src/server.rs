@@ -105,6 +105,10 @@ pub async fn preflight(
         crate::http::serve::tls(tls)?;
     }
     crate::http::intake::Intakes::from_config(&config.intakes)?;
+    for source in &config.crowdsec_sources {
+        parapet_actions::settings::read_secret(&source.api_key_file, &source.api_key_env)
+            .map_err(|e| anyhow::anyhow!("sources.crowdsec `{}`: {e}", source.name))?;
+    }
     if let Some(tls) = &config.tls {
         authenticator(config)?;
         server_tls(tls)?;
@@ -331,6 +335,10 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         );
     engine.observe(&telemetry.meter());
     tokio::spawn(watch_journal(engine.clone(), health.clone()));
+    for source in &config.crowdsec_sources {
+        let puller = crate::sources::Puller::new(source.clone(), service.clone())?;
+        tokio::spawn(puller.run());
+    }
     let metrics_listener = match config.http.metrics_addr {
         Some(addr) => Some(
             TcpListener::bind(addr)

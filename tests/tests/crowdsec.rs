@@ -240,3 +240,190 @@ async fn the_custom_bouncer_runs_its_script_for_each_add_and_del() {
     // each once
     assert_eq!(read().matches("add 198.51.100.81").count(), 1, "{}", read());
 }
+
+/// A CrowdSec Local API from Debian's package, on SQLite in a directory of its own, with a
+/// machine (for `cscli decisions`) and a bouncer key for Parapet.
+struct Lapi {
+    _process: Running,
+    dir: PathBuf,
+    url: String,
+    key: String,
+}
+
+impl Lapi {
+    fn start(dir: &Path) -> Self {
+        let dir = dir.join("crowdsec");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        let port = free_port("127.0.0.1");
+        let d = dir.display();
+        std::fs::write(dir.join("acquis.yaml"), "").unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "common:\n  daemonize: false\n  log_media: stdout\n  log_level: info\n  working_dir: .\n\
+                 config_paths:\n  config_dir: {d}/\n  data_dir: {d}/data/\n\
+                 \x20 simulation_path: /etc/crowdsec/simulation.yaml\n  hub_dir: /var/lib/crowdsec/hub/\n\
+                 \x20 index_path: /var/lib/crowdsec/hub/.index.json\n  notification_dir: {d}/notifications/\n\
+                 \x20 plugin_dir: /usr/lib/crowdsec/plugins/\n\
+                 crowdsec_service:\n  acquisition_path: {d}/acquis.yaml\n  parser_routines: 1\n\
+                 cscli:\n  output: human\n\
+                 db_config:\n  log_level: info\n  type: sqlite\n  db_path: {d}/data/crowdsec.db\n\
+                 api:\n  client:\n    insecure_skip_verify: false\n    credentials_path: {d}/local_api_credentials.yaml\n\
+                 \x20 server:\n    log_level: info\n    listen_uri: 127.0.0.1:{port}\n\
+                 \x20   profiles_path: /etc/crowdsec/profiles.yaml\n    trusted_ips:\n      - 127.0.0.1\n\
+                 prometheus:\n  enabled: false\n"
+            ),
+        )
+        .unwrap();
+        let creds = dir.join("local_api_credentials.yaml");
+        cscli(
+            &dir,
+            &[
+                "machines",
+                "add",
+                "parapet-test",
+                "--auto",
+                "-f",
+                creds.to_str().unwrap(),
+            ],
+        );
+        let process = Running(
+            Command::new("crowdsec")
+                .args(["-no-cs", "-no-capi", "-c"])
+                .arg(dir.join("config.yaml"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("crowdsec (scripts/install-test-deps installs it)"),
+        );
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "LAPI did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let key = cscli(&dir, &["bouncers", "add", "parapet", "-o", "raw"])
+            .trim()
+            .to_owned();
+        Self {
+            _process: process,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            key,
+        }
+    }
+
+    fn cscli(&self, args: &[&str]) -> String {
+        cscli(&self.dir, args)
+    }
+}
+
+fn cscli(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("cscli")
+        .arg("-c")
+        .arg(dir.join("config.yaml"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cscli {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crowdsec_decisions_go_through_the_guardrails() {
+    let dir = tempfile::tempdir().unwrap();
+    let lapi = Lapi::start(dir.path());
+    let key_file = dir.path().join("lapi.key");
+    std::fs::write(&key_file, &lapi.key).unwrap();
+    // the example policy, with CrowdSec's manual decisions in its inventory
+    let policy = format!(
+        "{}\n[[detections]]\nid = \"crowdsec.cscli\"\nowner = \"soc@example.com\"\n\
+         [detections.actions]\nblock_ip = \"auto\"\n",
+        include_str!("../../policy/example.toml")
+    );
+    let source: parapet_orchestrator::sources::CrowdSecSource = toml::from_str(&format!(
+        "url = \"{}\"\napi_key_file = \"{}\"\ninterval = \"1s\"\n",
+        lapi.url,
+        key_file.display()
+    ))
+    .unwrap();
+    let p = Parapet::start_configured(Some(&policy), |c, _| c.crowdsec_sources = vec![source])
+        .await
+        .unwrap();
+    let intent_on = |target: &'static str| {
+        let p = &p;
+        async move {
+            let list = p
+                .intents()
+                .list(parapet_proto::v1::ListIntentsRequest {
+                    source: "crowdsec".into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            list.intents
+                .into_iter()
+                .find(|i| i.steps[0].target.as_ref().unwrap().id == target)
+        }
+    };
+    let state_of = |target: &'static str| async move { intent_on(target).await.map(|i| i.state) };
+    use parapet_proto::v1::IntentState;
+
+    // a normal address: an executed block
+    lapi.cscli(&["decisions", "add", "-i", "198.51.100.91", "-d", "2h"]);
+    // everything, and a /8: CrowdSec takes them, the guardrails do not
+    lapi.cscli(&["decisions", "add", "-r", "0.0.0.0/0", "-d", "4h"]);
+    lapi.cscli(&["decisions", "add", "-r", "10.0.0.0/8", "-d", "4h"]);
+    let started = Instant::now();
+    loop {
+        let (a, b, c) = (
+            state_of("198.51.100.91").await,
+            state_of("0.0.0.0/0").await,
+            state_of("10.0.0.0/8").await,
+        );
+        if a == Some(IntentState::Active as i32)
+            && b == Some(IntentState::Denied as i32)
+            && c == Some(IntentState::Denied as i32)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "states: {a:?} {b:?} {c:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(p.edl("block").await.contains("198.51.100.91"));
+    let refused = intent_on("0.0.0.0/0").await.unwrap();
+    let reasons: Vec<String> = refused
+        .decision
+        .unwrap()
+        .reasons
+        .iter()
+        .map(|r| r.guardrail.clone())
+        .collect();
+    assert!(reasons.contains(&"target_scope".to_owned()), "{reasons:?}");
+    let block = intent_on("198.51.100.91").await.unwrap();
+    assert_eq!(block.detection.unwrap().rule_id, "crowdsec.cscli");
+    let ttl = block.ttl.unwrap().seconds;
+    assert!((7000..=7200).contains(&ttl), "{ttl}");
+
+    // deleted in CrowdSec: rolled back in Parapet
+    lapi.cscli(&["decisions", "delete", "-i", "198.51.100.91"]);
+    let started = Instant::now();
+    while state_of("198.51.100.91").await != Some(IntentState::RolledBack as i32) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not rolled back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!p.edl("block").await.contains("198.51.100.91"));
+}

@@ -93,6 +93,12 @@ impl Service {
         self.received_seq(id)
     }
 
+    /// The intent a source submitted under an idempotency key, if any (the sources Parapet
+    /// pulls from find their intents so).
+    pub fn intent_by_key(&self, source: &str, key: &str) -> Result<Option<IntentId>> {
+        Ok(self.engine.state().by_idempotency_key(source, key)?)
+    }
+
     /// The sequence number of the entry that received `id`.
     pub(super) fn received_seq(&self, id: IntentId) -> Result<u64> {
         let query = crate::journal::Query {
