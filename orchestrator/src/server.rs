@@ -295,6 +295,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         telemetry: telemetry.clone(),
         readers,
         bouncers,
+        upstream: config
+            .crowdsec_sources
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
     });
     let grpc = builder
         .layer(grpc::auth::AuthLayer::new(auth.clone(), service.clone()))

@@ -410,6 +410,20 @@ async fn crowdsec_decisions_go_through_the_guardrails() {
         .map(|r| r.guardrail.clone())
         .collect();
     assert!(reasons.contains(&"target_scope".to_owned()), "{reasons:?}");
+    // the refusals are in the status, as upstream decisions refused
+    let status = p
+        .admin()
+        .get_status(parapet_proto::v1::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut refused: Vec<String> = status
+        .refused_upstream
+        .iter()
+        .map(|i| i.steps[0].target.as_ref().unwrap().id.clone())
+        .collect();
+    refused.sort();
+    assert_eq!(refused, ["0.0.0.0/0", "10.0.0.0/8"]);
     let block = intent_on("198.51.100.91").await.unwrap();
     assert_eq!(block.detection.unwrap().rule_id, "crowdsec.cscli");
     let ttl = block.ttl.unwrap().seconds;

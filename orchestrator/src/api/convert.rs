@@ -536,6 +536,7 @@ pub fn status(s: &Status) -> pb::GetStatusResponse {
                 cursor: seen.cursor,
             })
             .collect(),
+        refused_upstream: s.refused_upstream.iter().map(intent).collect(),
     }
 }
 

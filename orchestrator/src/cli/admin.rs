@@ -139,6 +139,13 @@ pub async fn status(channel: &Conn, out: Output) -> anyhow::Result<()> {
                 "utilisation": b.utilisation,
             }));
         }
+        for r in &s.refused_upstream {
+            out.json_line(&json!({
+                "refused_upstream": r.intent_id, "source": r.source,
+                "target": r.steps.first().and_then(|s| s.target.as_ref()).map(|t| t.id.clone()),
+                "reasons": r.decision.as_ref().map(parapet_orchestrator::api::convert::objections),
+            }));
+        }
         return Ok(());
     }
     if !s.demoted_detections.is_empty() {
@@ -180,6 +187,18 @@ pub async fn status(channel: &Conn, out: Output) -> anyhow::Result<()> {
         .map(|a| format!("{} ({})", a.name, a.kinds.join(", ")))
         .collect();
     outln!("adapters {}", adapters.join("; "));
+    for r in &s.refused_upstream {
+        let target = r.steps.first().and_then(|s| s.target.as_ref());
+        outln!(
+            "refused upstream ({}) {}: {}",
+            r.source,
+            target.map(|t| t.id.as_str()).unwrap_or_default(),
+            r.decision
+                .as_ref()
+                .map(parapet_orchestrator::api::convert::objections)
+                .unwrap_or_default()
+        );
+    }
     outln!();
     print_switches(&s.kill_switches, out);
     if !s.budgets.is_empty() {

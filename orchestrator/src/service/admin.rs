@@ -7,7 +7,7 @@ use parapet_policy::Policy;
 
 use super::journal::Hashed;
 use super::{Caller, Change, Error, Operation, Result, Service, actor};
-use crate::journal::Query;
+use crate::{journal::Query, lifecycle::IntentRecord};
 
 pub use crate::{
     engine::{BudgetRow, KillSwitch},
@@ -44,7 +44,12 @@ pub struct Status {
     pub adapters: BTreeMap<String, Vec<ActionKind>>,
     /// The CrowdSec bouncers seen since start (none for a detector).
     pub bouncers: BTreeMap<String, super::bouncers::Seen>,
+    /// The latest refused decisions of each pulled source, newest first.
+    pub refused_upstream: Vec<IntentRecord>,
 }
+
+/// Refused upstream decisions shown per source.
+const REFUSED_UPSTREAM: u32 = 10;
 
 /// Failures shown in a status: at most this many, of the last day.
 const RECENT_ERRORS: usize = 5;
@@ -182,6 +187,32 @@ impl Service {
                 (None, Some(b)) => b.seen(),
                 _ => BTreeMap::new(),
             },
+            refused_upstream: match own {
+                None => self.refused_upstream(caller)?,
+                Some(_) => Vec::new(),
+            },
         })
+    }
+
+    fn refused_upstream(&self, caller: &Caller) -> Result<Vec<IntentRecord>> {
+        let sources = self
+            .published
+            .as_ref()
+            .map(|p| p.upstream.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for source in sources {
+            let list = super::intents::List {
+                filter: crate::filter::IntentFilter {
+                    states: vec![crate::lifecycle::State::Denied],
+                    source: Some(source),
+                    ..Default::default()
+                },
+                page_size: REFUSED_UPSTREAM,
+                page_token: String::new(),
+            };
+            out.extend(self.list_intents(caller, &list)?.intents);
+        }
+        Ok(out)
     }
 }

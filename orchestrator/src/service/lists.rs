@@ -122,6 +122,8 @@ pub struct Published {
     pub readers: Readers,
     /// The CrowdSec bouncers that read the decisions, when a bouncer file is configured.
     pub bouncers: Option<super::bouncers::Bouncers>,
+    /// The sources Parapet pulls decisions from, by name (their refusals are in the status).
+    pub upstream: Vec<String>,
 }
 
 impl Service {
