@@ -26,6 +26,8 @@ pub enum Preset {
     Elastic,
     Sentinel,
     Wazuh,
+    /// CrowdSec's `http` notification plugin: alerts, each with its decisions.
+    Crowdsec,
     Generic,
 }
 
@@ -37,6 +39,7 @@ impl Preset {
             Self::Elastic => "elastic",
             Self::Sentinel => "sentinel",
             Self::Wazuh => "wazuh",
+            Self::Crowdsec => "crowdsec",
             Self::Generic => "generic",
         }
     }
@@ -188,10 +191,51 @@ pub enum Item {
 /// all are decided.
 pub const MAX_ITEMS: usize = 1000;
 
+/// CrowdSec's alerts (a list, as its `http` plugin's default format sends them, or one) as one
+/// item per decision: the decision, with its alert beside it under `alert`.
+fn crowdsec_items(payload: &Value) -> Vec<Value> {
+    let alerts: Vec<&Value> = match payload {
+        Value::Array(a) => a.iter().collect(),
+        v => vec![v],
+    };
+    let mut out = Vec::new();
+    for alert in alerts {
+        let mut context = alert.clone();
+        if let Some(o) = context.as_object_mut() {
+            o.remove("decisions");
+            o.remove("events");
+        }
+        for d in alert
+            .get("decisions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let mut item = d.clone();
+            if let Some(o) = item.as_object_mut() {
+                o.insert("alert".into(), context.clone());
+            }
+            out.push(item);
+        }
+    }
+    out
+}
+
 /// The items of `payload`, each mapped: in order, one per alert (or one for the payload).
 /// `Err` when the payload has no items where the preset expects them, or too many.
 pub fn map(intake: &Intake, payload: &Value) -> Result<Vec<Item>, Invalid> {
+    let owned;
     let items: Vec<&Value> = match intake.preset {
+        Preset::Crowdsec => {
+            owned = crowdsec_items(payload);
+            if owned.is_empty() {
+                return Err(Invalid::new(
+                    "decisions",
+                    "crowdsec: no alert in the payload carries a decision",
+                ));
+            }
+            owned.iter().collect()
+        }
         Preset::Alertmanager => payload
             .get("alerts")
             .and_then(Value::as_array)
@@ -230,6 +274,7 @@ pub fn map(intake: &Intake, payload: &Value) -> Result<Vec<Item>, Invalid> {
                 Preset::Alertmanager | Preset::Elastic if payload.get("alerts").is_some() => {
                     e.under(&format!("alerts[{i}]"))
                 }
+                Preset::Crowdsec => e.under(&format!("decisions[{i}]")),
                 _ => e,
             };
             if intake.preset == Preset::Alertmanager
@@ -312,7 +357,7 @@ impl<'a> Mapper<'a> {
             Preset::Elastic => dotted(item, name)
                 .or_else(|| dotted(self.payload, name))
                 .and_then(text),
-            Preset::Wazuh | Preset::Generic => dotted(item, name).and_then(text),
+            Preset::Wazuh | Preset::Crowdsec | Preset::Generic => dotted(item, name).and_then(text),
         }
     }
 
@@ -388,6 +433,32 @@ impl<'a> Mapper<'a> {
             (Wazuh, Title) => self.first(&["rule.description"]),
             (Wazuh, Evidence) => self.first(&["full_log"]),
             (Wazuh, IdempotencyKey) => self.first(&["id"]),
+            (Crowdsec, Detection) => self.first(&["detection"]).or_else(|| {
+                let scenario = self.name("scenario")?;
+                if scenario.chars().any(|c| c.is_whitespace() || c == '\'') {
+                    Some(format!("crowdsec.{}", self.name("origin")?))
+                } else {
+                    Some(format!("crowdsec.{scenario}"))
+                }
+            }),
+            (Crowdsec, Action) => match self.name("type")?.to_ascii_lowercase().as_str() {
+                "ban" => Some("block_ip".into()),
+                _ => None,
+            },
+            (Crowdsec, Target) => self.first(&["value"]),
+            (Crowdsec, TargetKind) => {
+                let scope = self.name("scope")?.to_ascii_lowercase();
+                (scope == "ip" || scope == "range").then(|| "ip".to_owned())
+            }
+            (Crowdsec, Ttl) => {
+                let left = crate::sources::go_duration(&self.name("duration")?)?;
+                Some(left.as_secs().to_string())
+            }
+            (Crowdsec, Title) => self.first(&["alert.message", "scenario"]),
+            (Crowdsec, IdempotencyKey) => self.first(&["uuid", "id"]).or_else(|| {
+                let alert = self.first(&["alert.uuid", "alert.id"])?;
+                Some(format!("{alert}:{}", self.name("value")?))
+            }),
             (_, Target) => self.target(),
             (_, TargetKind) => self.first(&["target_kind"]),
             (_, field) => self.name(field.as_str()),
@@ -456,6 +527,7 @@ impl<'a> Mapper<'a> {
     fn action(&self) -> Result<String, Invalid> {
         let how = match self.intake.preset {
             Preset::Alertmanager => "the alert has no label `action`",
+            Preset::Crowdsec => "the decision is not a `ban`",
             _ => "the payload has no field `action`",
         };
         self.require(Field::Action, how)

@@ -151,7 +151,7 @@ struct Stream {
 }
 
 /// A Go duration (`3h59m59.59s`, `-1h2m`), as LAPI writes them; `None` for one gone by.
-fn go_duration(text: &str) -> Option<Duration> {
+pub fn go_duration(text: &str) -> Option<Duration> {
     if text.starts_with('-') {
         return None;
     }

@@ -354,3 +354,43 @@ fn a_payload_of_too_many_alerts_is_refused_whole() {
     assert_eq!(e.field, "alerts");
     assert!(e.message.contains("max_alerts"), "{e}");
 }
+
+#[test]
+fn crowdsec_maps_each_decision_of_each_alert() {
+    // the `http` notification plugin's default format, `{{.|toJson}}`: a list of alerts
+    let payload = json!([{
+        "capacity": 5, "events_count": 6, "leakspeed": "10s",
+        "message": "Ip 198.51.100.31 performed 'crowdsecurity/ssh-bf' (6 events over 1s)",
+        "scenario": "crowdsecurity/ssh-bf", "scenario_hash": "4441d", "scenario_version": "0.1",
+        "simulated": false, "start_at": "2026-12-08T01:00:00Z", "stop_at": "2026-12-08T01:00:01Z",
+        "uuid": "1f2e3d4c", "machine_id": "sensor-1",
+        "source": {"ip": "198.51.100.31", "scope": "Ip", "value": "198.51.100.31", "cn": "FR"},
+        "decisions": [
+            {"duration": "3h59m59.52s", "origin": "crowdsec", "scenario": "crowdsecurity/ssh-bf",
+             "scope": "Ip", "type": "ban", "value": "198.51.100.31", "uuid": "d-1"},
+            {"duration": "4h", "origin": "crowdsec", "scenario": "crowdsecurity/ssh-bf",
+             "scope": "Ip", "type": "captcha", "value": "198.51.100.32", "uuid": "d-2"}
+        ],
+        "events": [{"meta": [{"key": "service", "value": "ssh"}]}]
+    }]);
+    let m = intake("crowdsec", &[("severity", "=high"), ("confidence", "=0.9")]);
+    let mut items = map(&m, &payload).unwrap();
+    assert_eq!(items.len(), 2);
+    let Item::Invalid(e) = items.remove(1) else {
+        panic!()
+    };
+    assert_eq!(e.field, "decisions[1].action");
+    assert!(e.message.contains("not a `ban`"), "{e}");
+    let Item::Submit(r) = items.remove(0) else {
+        panic!()
+    };
+    assert_eq!(
+        r.detection.as_ref().unwrap().rule_id,
+        "crowdsec.crowdsecurity/ssh-bf"
+    );
+    assert_eq!(target(&r), ("block_ip", "ip", "198.51.100.31"));
+    assert_eq!(r.ttl, Some(Duration::from_secs(14_399).into()));
+    assert_eq!(r.idempotency_key, "in:d-1");
+    let none = map(&m, &json!([{"scenario": "x", "decisions": []}])).unwrap_err();
+    assert_eq!(none.field, "decisions");
+}
