@@ -10,6 +10,10 @@
 //!    from the call to the last block lifted, and the EDL list checked;
 //! 3. shadow intents until the journal holds `ENTRIES` entries; a stop (SIGTERM) and a start:
 //!    the time from spawning the process to health `SERVING`, and the resident set then.
+//!
+//! A CrowdSec bouncer reads the decision stream throughout: its start-up pull once the
+//! `ACTIVE` blocks are in force (time, bytes), and the pulls that carry the bulk's blocks and
+//! then their rollback (each change in the first pull after it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -56,6 +60,27 @@ struct Server {
     http: SocketAddr,
 }
 
+/// A CrowdSec bouncer's pull of the decision stream: decisions new and deleted, bytes, time.
+async fn pull(server: &Server, key: &str, startup: bool) -> (usize, usize, usize, Duration) {
+    let started = Instant::now();
+    let body = reqwest::Client::new()
+        .get(format!(
+            "http://{}/v1/decisions/stream?startup={startup}",
+            server.http
+        ))
+        .header("X-Api-Key", key)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let count = |k: &str| v[k].as_array().map_or(0, Vec::len);
+    (count("new"), count("deleted"), body.len(), took)
+}
+
 impl Server {
     fn spawn(dir: &Path) -> Self {
         let (grpc, http) = (free_port(), free_port());
@@ -69,6 +94,8 @@ impl Server {
             .arg(dir.join("data"))
             .arg("--policy")
             .arg(dir.join("policy.toml"))
+            .arg("--config")
+            .arg(dir.join("parapet.toml"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -245,6 +272,19 @@ async fn main() {
     let dir = std::env::var_os("SCALE_DIR").map_or_else(|| tmp.path().to_owned(), PathBuf::from);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("policy.toml"), POLICY).unwrap();
+    std::fs::write(
+        dir.join("parapet.toml"),
+        "[crowdsec]\nbouncers = \"bouncers.toml\"\n",
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(dir.join("bouncers.toml"));
+    let added = Command::new(BIN)
+        .args(["bouncer", "add", "bench", "--file"])
+        .arg(dir.join("bouncers.toml"))
+        .output()
+        .unwrap();
+    assert!(added.status.success());
+    let key = String::from_utf8(added.stdout).unwrap().trim().to_owned();
 
     let spawned = Instant::now();
     let server = Server::spawn(&dir);
@@ -266,8 +306,17 @@ async fn main() {
         settled.as_secs_f64()
     );
 
+    let (new, _, bytes, took) = pull(&server, &key, true).await;
+    assert_eq!(new as u64, active, "the start-up pull misses decisions");
+    println!(
+        "a bouncer's start-up pull of {new} decisions: {:.0} ms, {:.1} MiB ({} bytes each)",
+        took.as_secs_f64() * 1e3,
+        bytes as f64 / (1 << 20) as f64,
+        bytes / new.max(1)
+    );
+
     if bulk > 0 {
-        bulk_rollback(&server, active, bulk).await;
+        bulk_rollback(&server, active, bulk, &key).await;
     }
 
     let mut n = active + bulk;
@@ -317,9 +366,15 @@ fn disk_usage(path: &Path) -> u64 {
 }
 
 /// Submits `bulk` blocks from one source and rolls them all back with one `RollbackSelected`.
-async fn bulk_rollback(server: &Server, active: u64, bulk: u64) {
+async fn bulk_rollback(server: &Server, active: u64, bulk: u64, key: &str) {
     submit(server, active, bulk, "bulk-sensor", "edr.c2_beacon").await;
     until_active(server, active + bulk).await;
+    let (new, deleted, _, took) = pull(server, key, false).await;
+    assert_eq!((new as u64, deleted), (bulk, 0), "the pull after the bulk");
+    println!(
+        "the bouncer's next pull: the {new} new blocks in {:.0} ms",
+        took.as_secs_f64() * 1e3
+    );
     let started = Instant::now();
     let mut progress = RollbacksClient::new(server.channel().await)
         .rollback_selected(pb::RollbackSelectedRequest {
@@ -356,5 +411,15 @@ async fn bulk_rollback(server: &Server, active: u64, bulk: u64) {
         "bulk rollback of {bulk} EDL blocks: {:.2} s end to end ({:.0} intents/s)",
         took.as_secs_f64(),
         bulk as f64 / took.as_secs_f64()
+    );
+    let (new, deleted, _, took) = pull(server, key, false).await;
+    assert_eq!(
+        (new, deleted as u64),
+        (0, bulk),
+        "the pull after the rollback"
+    );
+    println!(
+        "the bouncer's next pull: the {deleted} rollbacks in {:.0} ms",
+        took.as_secs_f64() * 1e3
     );
 }

@@ -71,8 +71,9 @@ pub struct Seen {
 #[derive(Default)]
 struct Known {
     by_key: HashMap<[u8; 32], Arc<Bouncer>>,
-    /// The file's modification time when read.
-    read_at: Option<SystemTime>,
+    /// The file as it was when read: modification time, inode, length (a rewrite within one
+    /// tick of a coarse clock still differs in inode: the CLI replaces the file).
+    read_at: Option<(SystemTime, u64, u64)>,
 }
 
 /// The bouncers, their keys and how far each has read.
@@ -113,7 +114,10 @@ impl Bouncers {
         let Some(path) = &self.file else {
             return Ok(());
         };
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let modified = std::fs::metadata(path).ok().and_then(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            Some((m.modified().ok()?, m.ino(), m.len()))
+        });
         if modified.is_some() && self.known.lock().read_at == modified {
             return Ok(());
         }
