@@ -341,10 +341,12 @@ async fn crowdsec_decisions_go_through_the_guardrails() {
     let lapi = Lapi::start(dir.path());
     let key_file = dir.path().join("lapi.key");
     std::fs::write(&key_file, &lapi.key).unwrap();
-    // the example policy, with CrowdSec's manual decisions in its inventory
+    // the example policy, with CrowdSec's manual decisions in its inventory and a range no
+    // block may touch
     let policy = format!(
         "{}\n[[detections]]\nid = \"crowdsec.cscli\"\nowner = \"soc@example.com\"\n\
-         [detections.actions]\nblock_ip = \"auto\"\n",
+         [detections.actions]\nblock_ip = \"auto\"\n\
+         [[protected]]\nname = \"partners\"\ncidrs = [\"203.0.113.0/24\"]\neffect = \"deny\"\n",
         include_str!("../../policy/example.toml")
     );
     let source: parapet_orchestrator::sources::CrowdSecSource = toml::from_str(&format!(
@@ -381,22 +383,23 @@ async fn crowdsec_decisions_go_through_the_guardrails() {
     // everything, and a /8: CrowdSec takes them, the guardrails do not
     lapi.cscli(&["decisions", "add", "-r", "0.0.0.0/0", "-d", "4h"]);
     lapi.cscli(&["decisions", "add", "-r", "10.0.0.0/8", "-d", "4h"]);
+    // a protected address
+    lapi.cscli(&["decisions", "add", "-i", "203.0.113.5", "-d", "4h"]);
     let started = Instant::now();
     loop {
-        let (a, b, c) = (
+        let (a, b, c, d) = (
             state_of("198.51.100.91").await,
             state_of("0.0.0.0/0").await,
             state_of("10.0.0.0/8").await,
+            state_of("203.0.113.5").await,
         );
-        if a == Some(IntentState::Active as i32)
-            && b == Some(IntentState::Denied as i32)
-            && c == Some(IntentState::Denied as i32)
-        {
+        let denied = Some(IntentState::Denied as i32);
+        if a == Some(IntentState::Active as i32) && b == denied && c == denied && d == denied {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
-            "states: {a:?} {b:?} {c:?}"
+            "states: {a:?} {b:?} {c:?} {d:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -423,7 +426,17 @@ async fn crowdsec_decisions_go_through_the_guardrails() {
         .map(|i| i.steps[0].target.as_ref().unwrap().id.clone())
         .collect();
     refused.sort();
-    assert_eq!(refused, ["0.0.0.0/0", "10.0.0.0/8"]);
+    assert_eq!(refused, ["0.0.0.0/0", "10.0.0.0/8", "203.0.113.5"]);
+    let protected = intent_on("203.0.113.5").await.unwrap();
+    assert!(
+        protected
+            .decision
+            .unwrap()
+            .reasons
+            .iter()
+            .any(|r| r.message.contains("partners")),
+        "the protected range named"
+    );
     let block = intent_on("198.51.100.91").await.unwrap();
     assert_eq!(block.detection.unwrap().rule_id, "crowdsec.cscli");
     let ttl = block.ttl.unwrap().seconds;
