@@ -282,7 +282,9 @@ impl Puller {
         let request = match self.request(d) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(source = %self.source.name, decision = d.id, error = %e, "decision not taken");
+                // never an intent, so not in the journal: logged and counted
+                tracing::warn!(source = %self.source.name, decision = d.id, value = %d.value, error = %e, "CrowdSec decision not taken");
+                self.service.count_refused(e.code(), "upstream_decision");
                 return;
             }
         };

@@ -385,6 +385,8 @@ async fn crowdsec_decisions_go_through_the_guardrails() {
     lapi.cscli(&["decisions", "add", "-r", "10.0.0.0/8", "-d", "4h"]);
     // a protected address
     lapi.cscli(&["decisions", "add", "-i", "203.0.113.5", "-d", "4h"]);
+    // a ban for over a hundred years: longer than any TTL Parapet takes
+    lapi.cscli(&["decisions", "add", "-i", "198.51.100.92", "-d", "1000000h"]);
     let started = Instant::now();
     loop {
         let (a, b, c, d) = (
@@ -404,6 +406,20 @@ async fn crowdsec_decisions_go_through_the_guardrails() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(p.edl("block").await.contains("198.51.100.91"));
+    // not an intent at all, so not journaled: counted, and logged
+    let metrics = format!("http://{}/metrics", p.http_addr);
+    let started = Instant::now();
+    loop {
+        let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+        if text.lines().any(|l| {
+            l.starts_with("parapet_calls_refused_total") && l.contains("upstream_decision")
+        }) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "not counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(intent_on("198.51.100.92").await.is_none());
     let refused = intent_on("0.0.0.0/0").await.unwrap();
     let reasons: Vec<String> = refused
         .decision

@@ -123,7 +123,14 @@ impl Bouncers {
         }
         let file = File::read(path)?;
         let mut by_key = HashMap::new();
+        let mut names = BTreeSet::new();
         for (i, entry) in file.bouncers.into_iter().enumerate() {
+            anyhow::ensure!(
+                names.insert(entry.name.clone()),
+                "bouncer file `{}`: `{}` is listed twice",
+                path.display(),
+                entry.name
+            );
             let hash: [u8; 32] = hex::decode(&entry.sha256)
                 .ok()
                 .and_then(|b| b.try_into().ok())

@@ -104,6 +104,11 @@ impl Service {
         });
     }
 
+    /// Counts something refused before it became an intent (`parapet_calls_refused_total`).
+    pub fn count_refused(&self, code: &str, cause: &'static str) {
+        self.engine.metrics().refused_call(code, cause);
+    }
+
     /// Cancelled when Parapet stops; long-lived answers end on it.
     pub fn stopping(&self) -> tokio_util::sync::CancellationToken {
         self.engine.shutdown_token()
