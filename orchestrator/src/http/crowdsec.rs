@@ -65,9 +65,13 @@ fn failure(e: Error) -> Response {
     }
 }
 
+/// The bouncer a request's key names; a wrong key is counted (`cause="bouncer_key"`), as a
+/// guessed one would be.
 fn identify(service: &Service, headers: &HeaderMap) -> Result<std::sync::Arc<Bouncer>, Error> {
     let key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-    service.bouncer(key)
+    service
+        .bouncer(key)
+        .inspect_err(|e| service.count_refused(e.code(), "bouncer_key"))
 }
 
 #[derive(Debug, Default, Deserialize)]
