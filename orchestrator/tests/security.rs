@@ -6,81 +6,17 @@
 
 mod common;
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-};
+use std::{collections::BTreeSet, path::Path};
 
-use common::{BIN, Server};
+use common::{BIN, Server, pki::Pki};
 use parapet_proto::v1::{
     self as pb, admin_client::AdminClient, approvals_client::ApprovalsClient,
     intents_client::IntentsClient, journal_client::JournalClient,
     rollbacks_client::RollbacksClient, verdicts_client::VerdictsClient,
 };
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tonic::{
-    Code,
-    transport::{Certificate, Channel, ClientTlsConfig, Identity},
-};
+use tonic::{Code, transport::Channel};
 
 const ROLES: [&str; 5] = ["detector", "operator", "approver", "auditor", "admin"];
-
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    /// A CA, the server's certificate for `localhost`, and a client certificate per name.
-    fn new(dir: &Path, clients: &[&str]) -> Self {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name.push(DnType::CommonName, "test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-        let issue = |name: &str, sans: Vec<String>| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(sans).unwrap();
-            p.distinguished_name.push(DnType::CommonName, name);
-            let cert = p.signed_by(&key, &issuer).unwrap();
-            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-        };
-        issue("server", vec!["localhost".into()]);
-        for c in clients {
-            issue(c, vec![]);
-        }
-        Self {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).to_str().unwrap().to_owned()
-    }
-
-    async fn channel(&self, port: u16, client: Option<&str>) -> Channel {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(
-                std::fs::read(self.dir.join("ca.pem")).unwrap(),
-            ))
-            .domain_name("localhost");
-        if let Some(c) = client {
-            tls = tls.identity(Identity::from_pem(
-                std::fs::read(self.dir.join(format!("{c}.pem"))).unwrap(),
-                std::fs::read(self.dir.join(format!("{c}.key"))).unwrap(),
-            ));
-        }
-        Channel::from_shared(format!("https://localhost:{port}"))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-}
 
 /// A server with TLS, client certificates for each role, a restricted detector `xdr`, and the
 /// token file; returns it with its gRPC port.

@@ -7,6 +7,7 @@
 //!   scrape. The lists may ask for a bearer token or Basic credentials (what PAN-OS, FortiGate
 //!   and Check Point can send), and `/metrics` for a token, or be served on an address of its
 //!   own.
+//! - [`console`]: the operator console for people, under `/console/`.
 //! - [`crowdsec`]: CrowdSec's Local API as bouncers use it (`/v1/decisions...`).
 //! - [`intake`]: `POST /v1/ingest/{name}`, the webhooks SIEMs send.
 //! - [`openc2`]: an OpenC2 consumer (SLPF) at `/.well-known/openc2`.
@@ -14,6 +15,7 @@
 //! - [`serve`] holds the listener to its limits and speaks TLS when configured.
 
 pub mod api;
+pub mod console;
 pub mod crowdsec;
 pub mod intake;
 pub mod openapi;
@@ -48,6 +50,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// The client certificate (DER) presented in the TLS handshake, if any.
     pub certificate: Option<Vec<u8>>,
+    /// Whether the connection is TLS (cookies are then `Secure`).
+    pub tls: bool,
 }
 
 /// The main listener's routes; `/metrics` among them unless it is served elsewhere.
@@ -72,6 +76,7 @@ pub fn router(front: api::Front, with_metrics: bool) -> Router {
             "/.well-known/openc2",
             axum::routing::post(openc2::consume).with_state(front.clone()),
         )
+        .merge(console::router(front.clone()))
         .merge(api::router(front))
 }
 

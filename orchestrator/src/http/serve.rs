@@ -135,6 +135,7 @@ pub async fn serve(
         let tls = tls.clone();
         connections.spawn(async move {
             let _place = place;
+            let secure = tls.is_some();
             let (io, certificate) = match tls {
                 None => (Io::Plain(stream), None),
                 // the handshake is held to the time a request's headers have
@@ -157,7 +158,11 @@ pub async fn serve(
                     }
                 }
             };
-            let connection = Connection { peer, certificate };
+            let connection = Connection {
+                peer,
+                certificate,
+                tls: secure,
+            };
             let service =
                 service.map_request(move |mut request: Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(connection.clone());

@@ -1,0 +1,396 @@
+//! The operator console under `/console/`: pages for people, on the same service and roles as
+//! the APIs. Every action is a plain form (it works with JavaScript off); every page is
+//! rendered on the server with maud, which escapes what it prints (titles and evidence come
+//! from detections, that is from attackers).
+//!
+//! - Sign-in: a bearer token from the token file (`/console/login`), or the client
+//!   certificate under mutual TLS, or nothing under `--insecure` on loopback (a banner says
+//!   so). A session is a random id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` under
+//!   TLS), kept in memory, expiring, ended by signing out. A detector cannot sign in.
+//! - Every state-changing form carries the session's CSRF token; every answer carries a strict
+//!   Content-Security-Policy (no script at all yet), `X-Frame-Options: DENY`, `nosniff`.
+//!
+//! Built so far: sign-in and out, and the pending approvals with Approve and Reject.
+
+mod pages;
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path, Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Redirect, Response},
+    routing::{get, post},
+};
+use parking_lot::Mutex;
+
+use super::{Connection, api::Front};
+use crate::{
+    error::Error,
+    service::{Caller, Change, Operation, Role, approvals::Answer},
+};
+
+const COOKIE: &str = "parapet_session";
+/// How long a session lasts from sign-in.
+const SESSION: Duration = Duration::from_secs(8 * 3600);
+/// Sessions kept at most; the oldest go first.
+const MAX_SESSIONS: usize = 10_000;
+
+/// One signed-in person.
+#[derive(Clone)]
+struct Session {
+    caller: Caller,
+    csrf: String,
+    expires: Instant,
+}
+
+#[derive(Default)]
+pub struct Sessions(Mutex<HashMap<String, Session>>);
+
+impl Sessions {
+    fn open(&self, caller: Caller) -> (String, Session) {
+        let session = Session {
+            caller,
+            csrf: random(),
+            expires: Instant::now() + SESSION,
+        };
+        let id = random();
+        let mut map = self.0.lock();
+        let now = Instant::now();
+        map.retain(|_, s| s.expires > now);
+        if map.len() >= MAX_SESSIONS
+            && let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, s)| s.expires)
+                .map(|(k, _)| k.clone())
+        {
+            map.remove(&oldest);
+        }
+        map.insert(id.clone(), session.clone());
+        (id, session)
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let map = self.0.lock();
+        map.get(id).filter(|s| s.expires > Instant::now()).cloned()
+    }
+
+    fn close(&self, id: &str) {
+        self.0.lock().remove(id);
+    }
+}
+
+fn random() -> String {
+    let mut bytes = [0u8; 32];
+    // without randomness no session can be safe: refuse them all
+    if getrandom::fill(&mut bytes).is_err() {
+        return String::new();
+    }
+    hex::encode(bytes)
+}
+
+#[derive(Clone)]
+pub struct Console {
+    front: Front,
+    sessions: Arc<Sessions>,
+}
+
+pub fn router(front: Front) -> Router {
+    let console = Console {
+        front,
+        sessions: Arc::new(Sessions::default()),
+    };
+    Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route(
+            "/console/",
+            get(|| async { Redirect::to("/console/pending") }),
+        )
+        .route("/console/login", get(login_form).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/pending", get(pending))
+        .route("/console/intents/{id}/{verb}", post(answer))
+        .route("/console/console.css", get(css))
+        .route("/console/favicon.svg", get(favicon))
+        .layer(middleware::from_fn(headers))
+        .with_state(console)
+}
+
+/// The headers every console answer carries.
+async fn headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn css() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("console.css"),
+    )
+        .into_response()
+}
+
+async fn favicon() -> Response {
+    (
+        [(header::CONTENT_TYPE, "image/svg+xml")],
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path d="M2 14V6h2V3h2v3h4V3h2v3h2v8z" fill="#0b57d0"/></svg>"##,
+    )
+        .into_response()
+}
+
+fn cookie_of(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn set_cookie(id: &str, tls: bool, max_age: u64) -> HeaderValue {
+    let secure = if tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Who may use the console: anyone the service knows but a detector alone.
+fn admitted(caller: &Caller) -> Result<(), Error> {
+    match &caller.identity {
+        Some(id) if id.roles.iter().all(|r| *r == Role::Detector) => Err(Error::Forbidden(
+            format!("`{}` is a detector: the console is for people", id.name),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The page's session: the cookie's, or (with a client certificate, or without authentication
+/// under `--insecure`) one opened now. `Err` is where to send the visitor.
+fn session(
+    console: &Console,
+    headers: &HeaderMap,
+    conn: Option<&Connection>,
+) -> Result<(Session, Option<HeaderValue>), Box<Response>> {
+    if let Some(s) = cookie_of(headers).and_then(|id| console.sessions.get(&id)) {
+        return Ok((s, None));
+    }
+    // a certificate, or no authentication at all, needs no form
+    let by_connection = console
+        .front
+        .identify(&HeaderMap::new(), conn, "console")
+        .ok()
+        .filter(|c| c.identity.is_none() || conn.is_some_and(|c| c.certificate.is_some()));
+    match by_connection {
+        Some(caller) => {
+            if let Err(e) = admitted(&caller) {
+                return Err(Box::new(error_page(&e, None)));
+            }
+            let (id, s) = console.sessions.open(caller);
+            let tls = conn.is_some_and(|c| c.tls);
+            Ok((s, Some(set_cookie(&id, tls, SESSION.as_secs()))))
+        }
+        None => Err(Box::new(Redirect::to("/console/login").into_response())),
+    }
+}
+
+fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(c) = cookie {
+        response.headers_mut().insert(header::SET_COOKIE, c);
+    }
+    response
+}
+
+fn error_page(e: &Error, session: Option<&Session>) -> Response {
+    let code = match e {
+        Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::FailedPrecondition(_) | Error::Refused(_) | Error::IdempotencyConflict { .. } => {
+            StatusCode::CONFLICT
+        }
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let who = session.map(|s| &s.caller);
+    (code, pages::error(who, code, &e.to_string())).into_response()
+}
+
+async fn login_form(State(console): State<Console>, request: Request) -> Response {
+    let conn = request.extensions().get::<Connection>().cloned();
+    // already in: nothing to sign in to
+    if session(&console, request.headers(), conn.as_ref()).is_ok() {
+        return Redirect::to("/console/pending").into_response();
+    }
+    pages::login(None).into_response()
+}
+
+/// The form's fields.
+fn form(body: &Bytes) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+async fn login(State(console): State<Console>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let conn = parts.extensions.get::<Connection>().cloned();
+    let Ok(body) = super::api::read_body(body).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let fields = form(&body);
+    let token = fields.get("token").map(|t| t.trim()).unwrap_or_default();
+    let mut presented = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        presented.insert(header::AUTHORIZATION, v);
+    }
+    let caller = console
+        .front
+        .identify(&presented, conn.as_ref(), "POST /console/login")
+        .and_then(|c| admitted(&c).map(|()| c));
+    match caller {
+        Ok(caller) => {
+            let (id, _) = console.sessions.open(caller);
+            let tls = conn.is_some_and(|c| c.tls);
+            with_cookie(
+                Redirect::to("/console/pending").into_response(),
+                Some(set_cookie(&id, tls, SESSION.as_secs())),
+            )
+        }
+        // the form again, saying why (a page, not an HTTP error: a browser reports those)
+        Err(e) => pages::login(Some(&e.to_string())).into_response(),
+    }
+}
+
+async fn logout(State(console): State<Console>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = super::api::read_body(body).await.unwrap_or_default();
+    if let Some(id) = cookie_of(&parts.headers)
+        && let Some(s) = console.sessions.get(&id)
+        && csrf_ok(&s, &form(&body))
+    {
+        console.sessions.close(&id);
+    }
+    let tls = parts.extensions.get::<Connection>().is_some_and(|c| c.tls);
+    with_cookie(
+        Redirect::to("/console/login").into_response(),
+        Some(set_cookie("", tls, 0)),
+    )
+}
+
+fn csrf_ok(session: &Session, fields: &HashMap<String, String>) -> bool {
+    use hmac::Mac as _;
+    // compared in constant time: a MAC of each under one key, checked with verify
+    let given = fields.get("csrf").map(String::as_str).unwrap_or_default();
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(session.csrf.as_bytes()) else {
+        return false;
+    };
+    mac.update(b"csrf");
+    let expected = mac.clone().finalize().into_bytes();
+    let Ok(mut other) = hmac::Hmac::<sha2::Sha256>::new_from_slice(given.as_bytes()) else {
+        return false;
+    };
+    other.update(b"csrf");
+    !session.csrf.is_empty() && other.verify_slice(&expected).is_ok()
+}
+
+async fn pending(State(console): State<Console>, request: Request) -> Response {
+    let conn = request.extensions().get::<Connection>().cloned();
+    let (s, cookie) = match session(&console, request.headers(), conn.as_ref()) {
+        Ok(s) => s,
+        Err(to) => return *to,
+    };
+    let notice = request.uri().query().and_then(|q| {
+        form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "done")
+            .map(|(_, v)| v.into_owned())
+    });
+    let page = match console.front.service.list_pending(&s.caller) {
+        Ok(intents) => {
+            let may_answer = s.caller.may(Operation::Approve).is_ok();
+            pages::pending(&s, &intents, may_answer, notice.as_deref(), insecure(&s))
+                .into_response()
+        }
+        Err(e) => error_page(&e, Some(&s)),
+    };
+    with_cookie(page, cookie)
+}
+
+fn insecure(s: &Session) -> bool {
+    s.caller.identity.is_none()
+}
+
+async fn answer(
+    State(console): State<Console>,
+    Path((id, verb)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some(s) = cookie_of(&parts.headers).and_then(|c| console.sessions.get(&c)) else {
+        return Redirect::to("/console/login").into_response();
+    };
+    let Ok(body) = super::api::read_body(body).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let fields = form(&body);
+    if !csrf_ok(&s, &fields) {
+        let e =
+            Error::Forbidden("the form's CSRF token is missing or wrong; reload the page".into());
+        return error_page(&e, Some(&s));
+    }
+    let req = Answer {
+        intent_id: id.clone(),
+        change: Change {
+            reason: fields.get("reason").cloned().unwrap_or_default(),
+            requested_by: String::new(),
+        },
+    };
+    let done = match verb.as_str() {
+        "approve" => console.front.service.approve(&s.caller, &req).await,
+        "reject" => console.front.service.reject(&s.caller, &req).await,
+        _ => Err(Error::NotFound {
+            what: "action",
+            name: verb.clone(),
+        }),
+    };
+    match done {
+        Ok(record) => {
+            let done = if verb == "approve" {
+                "approved"
+            } else {
+                "rejected"
+            };
+            let notice = format!("{done} {}: {}", record.intent.id, record.state.as_str());
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("done", &notice)
+                .finish();
+            Redirect::to(&format!("/console/pending?{query}")).into_response()
+        }
+        Err(e) => error_page(&e, Some(&s)),
+    }
+}

@@ -1,0 +1,190 @@
+//! The console in a real browser: Debian's Chromium driven by `playwright-core`
+//! (`tests/browser/console.mjs`) against the binary with TLS, tokens and roles.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::{path::Path, process::Command};
+
+use common::{BIN, Server, pki::Pki};
+use serde_json::{Value, json};
+
+fn token(file: &Path, identity: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--identity",
+            identity,
+            "--role",
+            role,
+            "--file",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn get(url: &str, token: &str) -> Value {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(url)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn people_approve_and_reject_in_a_browser_within_their_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &[]);
+    let tokens = dir.path().join("tokens.toml");
+    let approver = token(&tokens, "approver-1", "approver");
+    let auditor = token(&tokens, "auditor-1", "auditor");
+    let detector = token(&tokens, "siem", "detector");
+    let config = dir.path().join("parapet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\ntokens = \"{}\"\n",
+            pki.path("server.pem"),
+            pki.path("server.key"),
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        None,
+        &["--secure", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let base = format!("http://{}", server.http);
+    // two isolations wait for a person; their title is a detection's, an attacker's text
+    let submit = |key: &str, host: &str, ip: &str| {
+        let (status, answer) = common::post_json(
+            &format!("{base}/v1/intents"),
+            &[format!("Authorization: Bearer {detector}")],
+            &json!({
+                "idempotencyKey": key, "source": "siem",
+                "detection": {"ruleId": "edr.c2_beacon", "severity": "SEVERITY_CRITICAL",
+                              "confidence": 0.95, "title": "<script>alert(1)</script>"},
+                "steps": [{"kind": "isolate_host", "target": {"kind": "host", "id": host,
+                           "attributes": {"ip": ip, "site": "hq"}}}],
+                "ttl": "3600s", "reason": "beacon"
+            })
+            .to_string(),
+        );
+        assert_eq!(status, 202, "{answer}");
+        answer["intentId"].as_str().unwrap().to_owned()
+    };
+    let to_approve = submit("c1", "web-1", "192.0.2.201");
+    let to_reject = submit("c2", "web-2", "192.0.2.202");
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/console.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .args([
+            &base,
+            &approver,
+            &auditor,
+            &detector,
+            &to_approve,
+            &to_reject,
+        ])
+        .output()
+        .expect("node (scripts/install-test-deps installs playwright-core and chromium)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    assert_eq!(seen["approverUrl"], "/console/pending");
+    assert_eq!(seen["title"], "Pending approval");
+    // the detection's title is text on the page, never run
+    assert!(
+        seen["shownTitles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "<script>alert(1)</script>"),
+        "{seen}"
+    );
+    assert_eq!(seen["dialogs"], 0);
+    assert_eq!(seen["consoleErrors"], json!([]), "{seen}");
+    assert!(
+        seen["afterApprove"]
+            .as_str()
+            .unwrap()
+            .starts_with("approved"),
+        "{seen}"
+    );
+    assert!(
+        seen["afterReject"]
+            .as_str()
+            .unwrap()
+            .starts_with("rejected"),
+        "{seen}"
+    );
+    let headers = &seen["approverHeaders"];
+    assert!(
+        headers["content-security-policy"]
+            .as_str()
+            .unwrap()
+            .contains("default-src 'none'")
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    // an auditor sees no buttons, and its forged POST is refused; so is a form without CSRF
+    assert_eq!(seen["auditorButtons"], 0);
+    assert_eq!(seen["forgedStatus"], 403);
+    assert_eq!(seen["noCsrfStatus"], 403);
+    // a detector cannot sign in; signing out ends the session
+    assert_eq!(seen["detectorUrl"], "/console/login");
+    assert!(
+        seen["detectorError"].as_str().unwrap().contains("detector"),
+        "{seen}"
+    );
+    assert_eq!(seen["afterSignOut"], "/console/login");
+
+    // what the browser did, as the API sees it: executed, rejected, each by its person
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = get(&format!("{base}/v1/intents/{to_approve}"), &approver)["state"].clone();
+        if state == "INTENT_STATE_ACTIVE" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(state, "INTENT_STATE_ACTIVE");
+    assert_eq!(
+        get(&format!("{base}/v1/intents/{to_reject}"), &approver)["state"],
+        "INTENT_STATE_REJECTED"
+    );
+    let journal = Command::new("curl")
+        .args(["-s", "-H"])
+        .arg(format!("Authorization: Bearer {auditor}"))
+        .arg(format!(
+            "{base}/v1/journal?intentId={to_approve}&events=approved"
+        ))
+        .output()
+        .unwrap();
+    let entry: Value = serde_json::from_slice(&journal.stdout).unwrap();
+    assert_eq!(entry["actor"], "approver-1");
+    assert!(
+        entry["payloadJson"]
+            .as_str()
+            .unwrap()
+            .contains("seen the beacon")
+    );
+}
