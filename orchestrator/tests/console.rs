@@ -50,6 +50,7 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
     let approver = token(&tokens, "approver-1", "approver");
     let auditor = token(&tokens, "auditor-1", "auditor");
     let detector = token(&tokens, "siem", "detector");
+    let operator = token(&tokens, "oncall-1", "operator");
     let config = dir.path().join("parapet.toml");
     std::fs::write(
         &config,
@@ -88,18 +89,39 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
     };
     let to_approve = submit("c1", "web-1", "192.0.2.201");
     let to_reject = submit("c2", "web-2", "192.0.2.202");
+    // and three blocks in force, for the operator to roll back
+    let block = |key: &str, ip: &str| {
+        let (status, answer) = common::post_json(
+            &format!("{base}/v1/intents"),
+            &[format!("Authorization: Bearer {detector}")],
+            &json!({
+                "idempotencyKey": key, "source": "siem",
+                "detection": {"ruleId": "edr.c2_beacon", "severity": "SEVERITY_CRITICAL", "confidence": 0.95},
+                "steps": [{"kind": "block_ip", "target": {"kind": "ip", "id": ip}}],
+                "ttl": "3600s", "reason": "beacon", "wait": true
+            })
+            .to_string(),
+        );
+        assert_eq!(status, 201, "{answer}");
+        answer["intentId"].as_str().unwrap().to_owned()
+    };
+    let to_roll_back = block("b1", "198.51.100.61");
+    block("b2", "198.51.100.62");
+    block("b3", "198.51.100.63");
+    // a screenshot of each page; `PARAPET_SCREENSHOTS=docs/console` (from the repository's
+    // root) refreshes the README's
+    let shots = match std::env::var_os("PARAPET_SCREENSHOTS") {
+        Some(d) => Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(d),
+        None => dir.path().join("screenshots"),
+    };
+    std::fs::create_dir_all(&shots).unwrap();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/console.mjs");
     let out = Command::new("node")
         .arg(&script)
-        .args([
-            &base,
-            &approver,
-            &auditor,
-            &detector,
-            &to_approve,
-            &to_reject,
-        ])
+        .args([&base, &approver, &auditor, &detector, &operator])
+        .args([&to_approve, &to_reject, &to_roll_back])
+        .arg(&shots)
         .output()
         .expect("node (scripts/install-test-deps installs playwright-core and chromium)");
     assert!(
@@ -149,6 +171,62 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
     assert_eq!(seen["auditorButtons"], 0);
     assert_eq!(seen["forgedStatus"], 403);
     assert_eq!(seen["noCsrfStatus"], 403);
+    // the operator: one rolled back, then the selection after its preview, all gone; the
+    // kill switch engaged and released
+    assert!(
+        seen["afterRollback"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolled back"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["preview"], 3,
+        "the approved isolation and two blocks: {seen}"
+    );
+    assert_eq!(seen["previewButton"], "Roll back these 3");
+    assert!(
+        seen["bulk"]
+            .as_str()
+            .unwrap()
+            .contains("3 of 3 intents dealt with, 0 failed"),
+        "{seen}"
+    );
+    assert_eq!(seen["activeAfter"], 0);
+    assert_eq!(seen["engaged"], "kill switch engaged");
+    assert!(
+        seen["engagedList"].as_str().unwrap().contains("drill"),
+        "{seen}"
+    );
+    assert_eq!(seen["released"], "kill switch released");
+    // the auditor's journal and story
+    assert!(seen["journalRows"].as_u64().unwrap() > 10, "{seen}");
+    assert!(
+        seen["verified"]
+            .as_str()
+            .unwrap()
+            .starts_with("The chain is intact"),
+        "{seen}"
+    );
+    let story: Vec<&str> = seen["story"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for kind in ["received", "decided", "approved", "activated"] {
+        assert!(story.contains(&kind), "{kind} in {story:?}");
+    }
+    for page in [
+        "pending",
+        "active",
+        "intent",
+        "journal",
+        "status",
+        "detections",
+    ] {
+        assert!(shots.join(format!("{page}.png")).exists(), "{page}.png");
+    }
     // a detector cannot sign in; signing out ends the session
     assert_eq!(seen["detectorUrl"], "/console/login");
     assert!(
@@ -157,16 +235,13 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
     );
     assert_eq!(seen["afterSignOut"], "/console/login");
 
-    // what the browser did, as the API sees it: executed, rejected, each by its person
-    let mut state = Value::Null;
-    for _ in 0..100 {
-        state = get(&format!("{base}/v1/intents/{to_approve}"), &approver)["state"].clone();
-        if state == "INTENT_STATE_ACTIVE" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    assert_eq!(state, "INTENT_STATE_ACTIVE");
+    // what the browser did, as the API sees it: the approved isolation acted (its story above
+    // has `activated`) and went with the bulk rollback; the rejected one never acted; each
+    // by its person
+    assert_eq!(
+        get(&format!("{base}/v1/intents/{to_approve}"), &approver)["state"],
+        "INTENT_STATE_ROLLED_BACK"
+    );
     assert_eq!(
         get(&format!("{base}/v1/intents/{to_reject}"), &approver)["state"],
         "INTENT_STATE_REJECTED"

@@ -1,10 +1,12 @@
 // Drives Debian's Chromium through Parapet's console as people use it, and prints one JSON
 // line of what it saw; orchestrator/tests/console.rs starts the server and judges.
 //
-// usage: node console.mjs BASE_URL APPROVER_TOKEN AUDITOR_TOKEN DETECTOR_TOKEN TO_APPROVE TO_REJECT
+// usage: node console.mjs BASE_URL APPROVER_TOKEN AUDITOR_TOKEN DETECTOR_TOKEN OPERATOR_TOKEN
+//        TO_APPROVE TO_REJECT TO_ROLL_BACK SCREENSHOT_DIR
 import { chromium } from "playwright-core";
 
-const [base, approver, auditor, detector, toApprove, toReject] = process.argv.slice(2);
+const [base, approver, auditor, detector, operator, toApprove, toReject, toRollBack, shots] =
+  process.argv.slice(2);
 const seen = { consoleErrors: [], dialogs: 0 };
 
 const browser = await chromium.launch({
@@ -40,6 +42,7 @@ await a.locator(`form[action$="${toReject}/reject"] button`).click();
 await a.waitForLoadState("load");
 seen.afterReject = await a.locator("p.notice").innerText();
 seen.approverHeaders = (await a.request.get(`${base}/console/pending`)).headers();
+await a.screenshot({ path: `${shots}/pending.png`, fullPage: true });
 
 // an auditor: no buttons; a forged POST with its own session and CSRF token is refused
 const b = await signIn(auditor);
@@ -61,6 +64,52 @@ seen.noCsrfStatus = noToken.status();
 const c = await signIn(detector);
 seen.detectorUrl = new URL(c.url()).pathname;
 seen.detectorError = await c.locator("p.error").innerText();
+
+// an operator: one block rolled back, then every remaining block of a detection after the
+// preview; the kill switch engaged and released
+const o = await signIn(operator);
+await o.goto(`${base}/console/active`);
+seen.activeBefore = await o.locator("tbody tr").count();
+await o.screenshot({ path: `${shots}/active.png`, fullPage: true });
+await o.locator(`#rb-${toRollBack}`).fill("false positive");
+await o.locator(`form[action="/console/rollback/${toRollBack}"] button`).click();
+await o.waitForLoadState("load");
+seen.afterRollback = await o.locator("p.notice").first().innerText();
+await o.getByLabel("Detection").fill("edr.c2_beacon");
+await o.getByRole("button", { name: "Select" }).click();
+await o.waitForLoadState("load");
+seen.preview = await o.locator("tbody tr").count();
+seen.previewButton = await o.getByRole("button", { name: /Roll back these/ }).innerText();
+await o.locator("#bulk-reason").fill("the rule was wrong");
+await o.getByRole("button", { name: /Roll back these/ }).click();
+await o.waitForLoadState("load");
+seen.bulk = await o.locator("p.notice").innerText();
+await o.goto(`${base}/console/active?detection=edr.c2_beacon`);
+seen.activeAfter = await o.locator("tbody tr").count();
+await o.goto(`${base}/console/status`);
+await o.locator("#ks-reason").fill("drill");
+await o.getByRole("button", { name: "Engage the kill switch" }).click();
+await o.waitForLoadState("load");
+seen.engaged = await o.locator("p.notice").innerText();
+seen.engagedList = await o.locator("main ul").first().innerText();
+await o.screenshot({ path: `${shots}/status.png`, fullPage: true });
+await o.locator("#ks-reason").fill("drill over");
+await o.getByRole("button", { name: "Release the kill switch" }).click();
+await o.waitForLoadState("load");
+seen.released = await o.locator("p.notice").innerText();
+await o.goto(`${base}/console/detections`);
+await o.screenshot({ path: `${shots}/detections.png`, fullPage: true });
+
+// the auditor: the journal searched and verified, an intent's story
+await b.goto(`${base}/console/journal?detection=edr.c2_beacon`);
+seen.journalRows = await b.locator("tbody tr").count();
+await b.screenshot({ path: `${shots}/journal.png`, fullPage: true });
+await b.getByRole("button", { name: "Verify the chain" }).click();
+await b.waitForLoadState("load");
+seen.verified = await b.locator("p.notice").innerText();
+await b.goto(`${base}/console/intents/${toApprove}`);
+seen.story = await b.locator("tbody td:nth-child(2)").allInnerTexts();
+await b.screenshot({ path: `${shots}/intent.png`, fullPage: true });
 
 // signing out ends the session
 await a.getByRole("button", { name: "Sign out" }).click();

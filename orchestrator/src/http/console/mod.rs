@@ -8,10 +8,13 @@
 //!   so). A session is a random id in an `HttpOnly`, `SameSite=Strict` cookie (`Secure` under
 //!   TLS), kept in memory, expiring, ended by signing out. A detector cannot sign in.
 //! - Every state-changing form carries the session's CSRF token; every answer carries a strict
-//!   Content-Security-Policy (no script at all yet), `X-Frame-Options: DENY`, `nosniff`.
+//!   Content-Security-Policy (no script at all), `X-Frame-Options: DENY`, `nosniff`.
 //!
-//! Built so far: sign-in and out, and the pending approvals with Approve and Reject.
+//! Pages: pending approvals (approve, reject), active actions (roll back one, or a selection
+//! after its preview), an intent's story, the journal (search, page, verify, export), the
+//! status (kill switch), the detections (precision, and whether each has earned a promotion).
 
+mod more;
 mod pages;
 
 use std::{
@@ -117,6 +120,16 @@ pub fn router(front: Front) -> Router {
         .route("/console/logout", post(logout))
         .route("/console/pending", get(pending))
         .route("/console/intents/{id}/{verb}", post(answer))
+        .route("/console/intents/{id}", get(more::intent))
+        .route("/console/active", get(more::active))
+        .route("/console/rollback/{id}", post(more::rollback))
+        .route("/console/rollback-selected", post(more::rollback_selected))
+        .route("/console/journal", get(more::journal))
+        .route("/console/journal/verify", post(more::verify))
+        .route("/console/journal/export", get(more::export))
+        .route("/console/status", get(more::status))
+        .route("/console/kill-switch", post(more::kill_switch))
+        .route("/console/detections", get(more::detections))
         .route("/console/console.css", get(css))
         .route("/console/favicon.svg", get(favicon))
         .layer(middleware::from_fn(headers))
@@ -345,24 +358,36 @@ fn insecure(s: &Session) -> bool {
     s.caller.identity.is_none()
 }
 
-async fn answer(
-    State(console): State<Console>,
-    Path((id, verb)): Path<(String, String)>,
+/// A posted form's session and fields, its CSRF token checked; else where to answer.
+async fn posted(
+    console: &Console,
     request: Request,
-) -> Response {
+) -> Result<(Session, HashMap<String, String>), Box<Response>> {
     let (parts, body) = request.into_parts();
     let Some(s) = cookie_of(&parts.headers).and_then(|c| console.sessions.get(&c)) else {
-        return Redirect::to("/console/login").into_response();
+        return Err(Box::new(Redirect::to("/console/login").into_response()));
     };
     let Ok(body) = super::api::read_body(body).await else {
-        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+        return Err(Box::new(StatusCode::PAYLOAD_TOO_LARGE.into_response()));
     };
     let fields = form(&body);
     if !csrf_ok(&s, &fields) {
         let e =
             Error::Forbidden("the form's CSRF token is missing or wrong; reload the page".into());
-        return error_page(&e, Some(&s));
+        return Err(Box::new(error_page(&e, Some(&s))));
     }
+    Ok((s, fields))
+}
+
+async fn answer(
+    State(console): State<Console>,
+    Path((id, verb)): Path<(String, String)>,
+    request: Request,
+) -> Response {
+    let (s, fields) = match posted(&console, request).await {
+        Ok(p) => p,
+        Err(to) => return *to,
+    };
     let req = Answer {
         intent_id: id.clone(),
         change: Change {
