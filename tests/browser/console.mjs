@@ -33,6 +33,7 @@ const a = await signIn(approver);
 seen.approverUrl = new URL(a.url()).pathname;
 seen.title = await a.locator("h1").innerText();
 seen.shownTitles = await a.locator("td span.muted").allInnerTexts();
+await a.screenshot({ path: `${shots}/pending.png`, fullPage: true });
 await a.locator(`#approve-${toApprove}`).fill("seen the beacon");
 await a.locator(`form[action$="${toApprove}/approve"] button`).click();
 await a.waitForLoadState("load");
@@ -42,7 +43,6 @@ await a.locator(`form[action$="${toReject}/reject"] button`).click();
 await a.waitForLoadState("load");
 seen.afterReject = await a.locator("p.notice").innerText();
 seen.approverHeaders = (await a.request.get(`${base}/console/pending`)).headers();
-await a.screenshot({ path: `${shots}/pending.png`, fullPage: true });
 
 // an auditor: no buttons; a forged POST with its own session and CSRF token is refused
 const b = await signIn(auditor);
