@@ -144,6 +144,12 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
         "{seen}"
     );
     assert_eq!(seen["dialogs"], 0);
+    // live: what was submitted while the page was open appeared on it
+    assert_eq!(seen["liveSubmit"], 202);
+    assert_eq!(
+        seen["rowsAfter"].as_u64().unwrap(),
+        seen["rowsBefore"].as_u64().unwrap() + 1
+    );
     assert_eq!(seen["consoleErrors"], json!([]), "{seen}");
     assert!(
         seen["afterApprove"]

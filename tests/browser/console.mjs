@@ -34,6 +34,21 @@ seen.approverUrl = new URL(a.url()).pathname;
 seen.title = await a.locator("h1").innerText();
 seen.shownTitles = await a.locator("td span.muted").allInnerTexts();
 await a.screenshot({ path: `${shots}/pending.png`, fullPage: true });
+// live: a detection platform submits while the page is open, and it appears without a reload
+seen.rowsBefore = await a.locator("tbody tr").count();
+const submitted = await fetch(`${base}/v1/intents`, {
+  method: "POST",
+  headers: { "content-type": "application/json", authorization: `Bearer ${detector}` },
+  body: JSON.stringify({
+    idempotencyKey: "live-1", source: "siem",
+    detection: { ruleId: "edr.c2_beacon", severity: "SEVERITY_CRITICAL", confidence: 0.95, title: "live" },
+    steps: [{ kind: "isolate_host", target: { kind: "host", id: "web-3", attributes: { ip: "192.0.2.203", site: "hq" } } }],
+    ttl: "3600s", reason: "beacon",
+  }),
+});
+seen.liveSubmit = submitted.status;
+await a.locator("td", { hasText: "host:web-3" }).waitFor({ timeout: 10000 });
+seen.rowsAfter = await a.locator("tbody tr").count();
 await a.locator(`#approve-${toApprove}`).fill("seen the beacon");
 await a.locator(`form[action$="${toApprove}/approve"] button`).click();
 await a.waitForLoadState("load");

@@ -132,6 +132,8 @@ pub fn router(front: Front) -> Router {
         .route("/console/detections", get(more::detections))
         .route("/console/console.css", get(css))
         .route("/console/favicon.svg", get(favicon))
+        .route("/console/live.js", get(live_js))
+        .route("/console/events", get(events))
         .layer(middleware::from_fn(headers))
         .with_state(console)
 }
@@ -143,8 +145,8 @@ async fn headers(request: Request, next: Next) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-             frame-ancestors 'none'; base-uri 'none'",
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+             img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
@@ -166,6 +168,47 @@ async fn css() -> Response {
         include_str!("console.css"),
     )
         .into_response()
+}
+
+async fn live_js() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("live.js"),
+    )
+        .into_response()
+}
+
+/// Server-sent events: one `change` per journaled change of an intent the person may read,
+/// while the page is open (a watch, bounded per person as any other).
+async fn events(State(console): State<Console>, request: Request) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt as _;
+    let conn = request.extensions().get::<Connection>().cloned();
+    let (s, _) = match session(&console, request.headers(), conn.as_ref()) {
+        Ok(s) => s,
+        Err(_) => return StatusCode::UNAUTHORIZED.into_response(),
+    };
+    match console.front.service.watch(&s.caller, "") {
+        Ok(changes) => {
+            let events = changes.map(|c| {
+                let data = match c {
+                    Ok(c) => serde_json::json!({
+                        "intent": c.record.intent.id.to_string(),
+                        "state": c.record.state.as_str(),
+                        "event": c.event,
+                    }),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
+                };
+                Ok::<_, std::convert::Infallible>(
+                    Event::default().event("change").data(data.to_string()),
+                )
+            });
+            Sse::new(events)
+                .keep_alive(KeepAlive::default())
+                .into_response()
+        }
+        Err(e) => error_page(&e, Some(&s)),
+    }
 }
 
 async fn favicon() -> Response {

@@ -24,7 +24,11 @@ fn who(caller: &Caller) -> String {
     }
 }
 
+/// Pages that follow the journal: their `main` is fetched again when something changes.
+const LIVE: [&str; 2] = ["Pending approval", "Active actions"];
+
 fn layout(title: &str, session: Option<&Session>, insecure: bool, body: Markup) -> Markup {
+    let live = session.is_some() && LIVE.contains(&title);
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -34,6 +38,7 @@ fn layout(title: &str, session: Option<&Session>, insecure: bool, body: Markup) 
                 title { (title) " · Parapet" }
                 link rel="stylesheet" href="/console/console.css";
                 link rel="icon" href="/console/favicon.svg" type="image/svg+xml";
+                @if live { script src="/console/live.js" defer {} }
             }
             body {
                 @if insecure {
@@ -58,7 +63,7 @@ fn layout(title: &str, session: Option<&Session>, insecure: bool, body: Markup) 
                         }
                     }
                 }
-                main { h1 { (title) } (body) }
+                main data-live[live] { h1 { (title) } (body) }
             }
         }
     }
