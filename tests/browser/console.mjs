@@ -3,7 +3,11 @@
 //
 // usage: node console.mjs BASE_URL APPROVER_TOKEN AUDITOR_TOKEN DETECTOR_TOKEN OPERATOR_TOKEN
 //        TO_APPROVE TO_REJECT TO_ROLL_BACK SCREENSHOT_DIR
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const [base, approver, auditor, detector, operator, toApprove, toReject, toRollBack, shots] =
   process.argv.slice(2);
@@ -14,8 +18,8 @@ const browser = await chromium.launch({
   args: ["--no-sandbox"],
 });
 
-async function signIn(token) {
-  const context = await browser.newContext();
+async function signIn(token, options = {}) {
+  const context = await browser.newContext(options);
   const page = await context.newPage();
   page.on("console", (m) => { if (m.type() === "error") seen.consoleErrors.push(m.text()); });
   page.on("pageerror", (e) => seen.consoleErrors.push(String(e)));
@@ -125,6 +129,23 @@ seen.verified = await b.locator("p.notice").innerText();
 await b.goto(`${base}/console/intents/${toApprove}`);
 seen.story = await b.locator("tbody td:nth-child(2)").allInnerTexts();
 await b.screenshot({ path: `${shots}/intent.png`, fullPage: true });
+
+// accessibility: axe-core on every page, as an operator sees them (its script is let in for
+// this audit only)
+seen.axe = {};
+async function audit(token, paths) {
+  const page = await signIn(token, { bypassCSP: true });
+  for (const path of paths) {
+    await page.goto(`${base}/console/${path}`);
+    await page.addScriptTag({ content: axeSource });
+    const result = await page.evaluate(() => window.axe.run());
+    seen.axe[path] = result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id}: ${v.help}`);
+  }
+}
+await audit(operator, ["pending", "active", "status", "detections", "login"]);
+await audit(auditor, ["journal", `intents/${toApprove}`]);
 
 // signing out ends the session
 await a.getByRole("button", { name: "Sign out" }).click();

@@ -112,10 +112,7 @@ pub fn router(front: Front) -> Router {
     };
     Router::new()
         .route("/console", get(|| async { Redirect::to("/console/") }))
-        .route(
-            "/console/",
-            get(|| async { Redirect::to("/console/pending") }),
-        )
+        .route("/console/", get(start))
         .route("/console/login", get(login_form).post(login))
         .route("/console/logout", post(logout))
         .route("/console/pending", get(pending))
@@ -299,11 +296,22 @@ fn error_page(e: &Error, session: Option<&Session>) -> Response {
     (code, pages::error(who, code, &e.to_string())).into_response()
 }
 
+/// The first page the person may open.
+async fn start(State(console): State<Console>, request: Request) -> Response {
+    let conn = request.extensions().get::<Connection>().cloned();
+    match session(&console, request.headers(), conn.as_ref()) {
+        Ok((s, cookie)) => {
+            with_cookie(Redirect::to(pages::home(&s.caller)).into_response(), cookie)
+        }
+        Err(to) => *to,
+    }
+}
+
 async fn login_form(State(console): State<Console>, request: Request) -> Response {
     let conn = request.extensions().get::<Connection>().cloned();
     // already in: nothing to sign in to
-    if session(&console, request.headers(), conn.as_ref()).is_ok() {
-        return Redirect::to("/console/pending").into_response();
+    if let Ok((s, _)) = session(&console, request.headers(), conn.as_ref()) {
+        return Redirect::to(pages::home(&s.caller)).into_response();
     }
     pages::login(None).into_response()
 }
@@ -331,10 +339,11 @@ async fn login(State(console): State<Console>, request: Request) -> Response {
         .and_then(|c| admitted(&c).map(|()| c));
     match caller {
         Ok(caller) => {
+            let home = pages::home(&caller);
             let (id, _) = console.sessions.open(caller);
             let tls = conn.is_some_and(|c| c.tls);
             with_cookie(
-                Redirect::to("/console/pending").into_response(),
+                Redirect::to(home).into_response(),
                 Some(set_cookie(&id, tls, SESSION.as_secs())),
             )
         }

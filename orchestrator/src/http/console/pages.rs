@@ -11,7 +11,7 @@ use parapet_proto::v1 as pb;
 use crate::{
     api::convert,
     lifecycle::IntentRecord,
-    service::{Caller, verdicts::PrecisionRow},
+    service::{Caller, Operation, verdicts::PrecisionRow},
 };
 
 fn who(caller: &Caller) -> String {
@@ -23,6 +23,23 @@ fn who(caller: &Caller) -> String {
         None => "anyone on this machine".to_owned(),
     }
 }
+
+/// The first page a person's roles open.
+pub fn home(caller: &Caller) -> &'static str {
+    PAGES
+        .iter()
+        .find(|(_, _, op)| caller.may(*op).is_ok())
+        .map_or("/console/status", |(href, _, _)| href)
+}
+
+/// The pages, and the operation each needs.
+const PAGES: [(&str, &str, Operation); 5] = [
+    ("/console/pending", "Pending", Operation::ListPending),
+    ("/console/active", "Active", Operation::ListIntents),
+    ("/console/journal", "Journal", Operation::QueryJournal),
+    ("/console/status", "Status", Operation::GetStatus),
+    ("/console/detections", "Detections", Operation::Precision),
+];
 
 /// Pages that follow the journal: their `main` is fetched again when something changes.
 const LIVE: [&str; 2] = ["Pending approval", "Active actions"];
@@ -50,11 +67,10 @@ fn layout(title: &str, session: Option<&Session>, insecure: bool, body: Markup) 
                     span.brand { "Parapet" }
                     @if let Some(s) = session {
                         nav aria-label="Pages" {
-                            a href="/console/pending" { "Pending" }
-                            a href="/console/active" { "Active" }
-                            a href="/console/journal" { "Journal" }
-                            a href="/console/status" { "Status" }
-                            a href="/console/detections" { "Detections" }
+                            // only what the person's roles open
+                            @for (href, label, op) in PAGES {
+                                @if s.caller.may(op).is_ok() { a href=(href) { (label) } }
+                            }
                         }
                         span.muted { "Signed in as " (who(&s.caller)) }
                         form method="post" action="/console/logout" {
