@@ -205,6 +205,17 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
         "{seen}"
     );
     assert_eq!(seen["released"], "kill switch released");
+    // the detections' volumes: six intents of edr.c2_beacon, three executed at once and three
+    // waiting for approval when decided
+    let volumes: Vec<&str> = seen["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    let cells: Vec<&str> = volumes[0].split_whitespace().collect();
+    assert_eq!(cells[..2], ["edr.c2_beacon", "6"], "{volumes:?}");
     // the auditor's journal and story
     assert!(seen["journalRows"].as_u64().unwrap() > 10, "{seen}");
     assert!(

@@ -117,6 +117,7 @@ await o.getByRole("button", { name: "Release the kill switch" }).click();
 await o.waitForLoadState("load");
 seen.released = await o.locator("p.notice").innerText();
 await o.goto(`${base}/console/detections`);
+seen.volumes = await o.locator("table").first().locator("tbody tr").allInnerTexts();
 await o.screenshot({ path: `${shots}/detections.png`, fullPage: true });
 
 // the auditor: the journal searched and verified, an intent's story

@@ -59,3 +59,44 @@ impl Service {
         Ok(rows.collect())
     }
 }
+
+/// How many intents one detection sent in a window, by what became of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Volume {
+    pub received: u32,
+    pub executed: u32,
+    pub shadowed: u32,
+    pub awaiting_or_approved: u32,
+    pub denied: u32,
+}
+
+impl Service {
+    /// Each detection's intents received since `since`, by outcome (newest first, so only the
+    /// window is read).
+    pub fn volumes(
+        &self,
+        caller: &Caller,
+        since: std::time::SystemTime,
+    ) -> Result<std::collections::BTreeMap<String, Volume>> {
+        self.authorize(caller, Operation::Precision)?;
+        let mut out: std::collections::BTreeMap<String, Volume> = Default::default();
+        for record in self.engine.state().records_newest_first(None) {
+            let record = record?;
+            if record.intent.received_at < since {
+                break;
+            }
+            let v = out
+                .entry(record.intent.detection.rule_id.clone())
+                .or_default();
+            v.received += 1;
+            match record.decision.as_ref().map(|d| d.outcome) {
+                Some(parapet_model::Outcome::Execute) => v.executed += 1,
+                Some(parapet_model::Outcome::Shadow) => v.shadowed += 1,
+                Some(parapet_model::Outcome::AwaitApproval) => v.awaiting_or_approved += 1,
+                Some(parapet_model::Outcome::Deny) => v.denied += 1,
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+}

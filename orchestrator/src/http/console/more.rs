@@ -358,8 +358,13 @@ pub async fn kill_switch(State(console): State<Console>, request: Request) -> Re
 
 pub async fn detections(State(console): State<Console>, request: Request) -> Response {
     let (s, cookie) = signed_in!(console, request);
-    let page = match console.front.service.precision(&s.caller) {
-        Ok(rows) => pages::detections(&s, &rows).into_response(),
+    let service = &console.front.service;
+    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(30 * 24 * 3600);
+    let page = match service
+        .precision(&s.caller)
+        .and_then(|rows| Ok((rows, service.volumes(&s.caller, since)?)))
+    {
+        Ok((rows, volumes)) => pages::detections(&s, &rows, &volumes).into_response(),
         Err(e) => error_page(&e, Some(&s)),
     };
     with_cookie(page, cookie)

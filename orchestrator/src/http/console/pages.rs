@@ -490,12 +490,32 @@ fn promotion(r: &PrecisionRow) -> &'static str {
     }
 }
 
-pub fn detections(s: &Session, rows: &[PrecisionRow]) -> Markup {
+pub fn detections(
+    s: &Session,
+    rows: &[PrecisionRow],
+    volumes: &std::collections::BTreeMap<String, crate::service::verdicts::Volume>,
+) -> Markup {
     layout(
         "Detections",
         Some(s),
         s.caller.identity.is_none(),
         html! {
+            h2 { "The last 30 days" }
+            @if volumes.is_empty() {
+                p { "No intents in the last 30 days." }
+            } @else {
+                table {
+                    thead { tr {
+                        th scope="col" { "Detection" } th scope="col" { "Intents" } th scope="col" { "Executed" }
+                        th scope="col" { "Shadow" } th scope="col" { "Approval" } th scope="col" { "Denied" }
+                    } }
+                    tbody { @for (detection, v) in volumes { tr {
+                        td { (detection) } td { (v.received) } td { (v.executed) }
+                        td { (v.shadowed) } td { (v.awaiting_or_approved) } td { (v.denied) }
+                    } } }
+                }
+            }
+            h2 { "Verdicts" }
             @if rows.is_empty() {
                 p { "No verdicts yet: judge intents (parapet verdict) to see precision here." }
             } @else {
