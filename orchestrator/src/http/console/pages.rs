@@ -453,11 +453,16 @@ pub fn status(
             }
             h2 { "Budgets" }
             table {
-                thead { tr { th scope="col" { "Budget" } th scope="col" { "Scope" } th scope="col" { "Active" } th scope="col" { "In use" } } }
+                thead { tr { th scope="col" { "Budget" } th scope="col" { "Scope" } th scope="col" { "At once" } th scope="col" { "In its window" } th scope="col" { "Most used" } } }
                 tbody { @for b in &st.budgets { tr {
                     td { (b.budget) }
                     td { (b.scope) @if !b.scope_value.is_empty() { "=" (b.scope_value) } }
                     td { (b.active) @if let Some(m) = b.max_active { " of " (m) } }
+                    td {
+                        @if let (Some(used), Some(max)) = (b.used_in_window, b.max_per_window) {
+                            (used) " of " (max) " per " (b.window.map(|w| w.seconds / 60).unwrap_or(0)) " min"
+                        }
+                    }
                     td { @if let Some(u) = b.utilisation { (format!("{:.0}%", u * 100.0)) } }
                 } } }
             }
