@@ -144,6 +144,13 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
         "{seen}"
     );
     assert_eq!(seen["dialogs"], 0);
+    assert!(
+        seen["noScriptApprove"]
+            .as_str()
+            .unwrap()
+            .starts_with("approved"),
+        "{seen}"
+    );
     // live: what was submitted while the page was open appeared on it
     assert_eq!(seen["liveSubmit"], 202);
     assert_eq!(
@@ -187,15 +194,15 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
         "{seen}"
     );
     assert_eq!(
-        seen["preview"], 3,
-        "the approved isolation and two blocks: {seen}"
+        seen["preview"], 4,
+        "the two approved isolations and two blocks: {seen}"
     );
-    assert_eq!(seen["previewButton"], "Roll back these 3");
+    assert_eq!(seen["previewButton"], "Roll back these 4");
     assert!(
         seen["bulk"]
             .as_str()
             .unwrap()
-            .contains("3 of 3 intents dealt with, 0 failed"),
+            .contains("4 of 4 intents dealt with, 0 failed"),
         "{seen}"
     );
     assert_eq!(seen["activeAfter"], 0);
@@ -205,8 +212,7 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
         "{seen}"
     );
     assert_eq!(seen["released"], "kill switch released");
-    // the detections' volumes: six intents of edr.c2_beacon, three executed at once and three
-    // waiting for approval when decided
+    // the detections' volumes: six intents of edr.c2_beacon
     let volumes: Vec<&str> = seen["volumes"]
         .as_array()
         .unwrap()

@@ -63,6 +63,14 @@ await a.waitForLoadState("load");
 seen.afterReject = await a.locator("p.notice").innerText();
 seen.approverHeaders = (await a.request.get(`${base}/console/pending`)).headers();
 
+// with JavaScript off every action still works: the live intent approved by a plain form
+const noScript = await signIn(approver, { javaScriptEnabled: false });
+const liveRow = noScript.locator("tr", { hasText: "host:web-3" });
+await liveRow.locator('input[name="reason"]').first().fill("approved without script");
+await liveRow.getByRole("button", { name: "Approve" }).click();
+await noScript.waitForLoadState("load");
+seen.noScriptApprove = await noScript.locator("p.notice").innerText();
+
 // an auditor: no buttons; a forged POST with its own session and CSRF token is refused
 const b = await signIn(auditor);
 seen.auditorButtons = await b.getByRole("button", { name: /Approve|Reject/ }).count();
