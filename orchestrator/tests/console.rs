@@ -286,3 +286,55 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
             .contains("seen the beacon")
     );
 }
+
+#[test]
+fn a_client_certificate_signs_in_without_a_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &["alice"]);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, "").unwrap();
+    let tls = format!(
+        "cert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem")
+    );
+    let config = dir.path().join("parapet.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\n{tls}[http.tls]\n{tls}[auth]\ntokens = \"{}\"\n\
+             [[auth.identities]]\nname = \"alice\"\nroles = [\"approver\"]\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        None,
+        &["--secure", "--config", config.to_str().unwrap()],
+        &[],
+    );
+    let port = server.http.rsplit(':').next().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/certificate.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .arg(format!("https://localhost:{port}"))
+        .args([pki.path("alice.pem"), pki.path("alice.key")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["withCertUrl"], "/console/pending", "{seen}");
+    assert_eq!(seen["signedInAs"], "Signed in as alice (approver)");
+    assert_eq!(
+        seen["cookie"],
+        json!({"secure": true, "httpOnly": true, "sameSite": "Strict"})
+    );
+    assert_eq!(seen["withoutCertUrl"], "/console/login");
+}
