@@ -258,13 +258,32 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
     );
     assert_eq!(seen["afterSignOut"], "/console/login");
 
-    // what the browser did, as the API sees it: the approved isolation acted (its story above
+    // what the browser did, as gRPC sees it: the approved isolation acted (its story above
     // has `activated`) and went with the bulk rollback; the rejected one never acted; each
     // by its person
-    assert_eq!(
-        get(&format!("{base}/v1/intents/{to_approve}"), &approver)["state"],
-        "INTENT_STATE_ROLLED_BACK"
-    );
+    let grpc_port: u16 = server.grpc.rsplit(':').next().unwrap().parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let state = rt.block_on(async {
+        let channel = pki.channel(grpc_port, None).await;
+        let mut request = tonic::Request::new(parapet_proto::v1::GetIntentRequest {
+            intent_id: to_approve.clone(),
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {approver}").parse().unwrap(),
+        );
+        parapet_proto::v1::intents_client::IntentsClient::new(channel)
+            .get(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .state
+    });
+    drop(rt);
+    assert_eq!(state, parapet_proto::v1::IntentState::RolledBack as i32);
     assert_eq!(
         get(&format!("{base}/v1/intents/{to_reject}"), &approver)["state"],
         "INTENT_STATE_REJECTED"

@@ -321,17 +321,17 @@ pub async fn export(State(console): State<Console>, request: Request) -> Respons
 pub async fn status(State(console): State<Console>, request: Request) -> Response {
     let (s, cookie) = signed_in!(console, request);
     let done = field(&query(&request), "done");
-    let page =
-        match api::admin::get_status(&console.front.service, &s.caller, &pb::GetStatusRequest {}) {
-            Ok(status) => pages::status(
-                &s,
-                &status,
-                s.caller.may(Operation::SetKillSwitch).is_ok(),
-                done.as_deref(),
-            )
-            .into_response(),
-            Err(e) => error_page(&e, Some(&s)),
-        };
+    let page = match console.front.service.status(&s.caller) {
+        Ok(domain) => pages::status(
+            &s,
+            &api::convert::status(&domain),
+            &domain.policy,
+            s.caller.may(Operation::SetKillSwitch).is_ok(),
+            done.as_deref(),
+        )
+        .into_response(),
+        Err(e) => error_page(&e, Some(&s)),
+    };
     with_cookie(page, cookie)
 }
 

@@ -423,9 +423,11 @@ pub fn time(t: Option<&parapet_proto::wkt::Timestamp>) -> String {
 pub fn status(
     s: &Session,
     st: &pb::GetStatusResponse,
+    policy: &parapet_policy::Policy,
     may_switch: bool,
     notice: Option<&str>,
 ) -> Markup {
+    let now = SystemTime::now();
     let global = st.kill_switches.iter().any(|k| k.action_kind.is_empty());
     layout(
         "Status",
@@ -465,6 +467,30 @@ pub fn status(
                     }
                     td { @if let Some(u) = b.utilisation { (format!("{:.0}%", u * 100.0)) } }
                 } } }
+            }
+            h2 { "Change freezes" }
+            @if policy.freezes.is_empty() {
+                p { "None in the policy." }
+            } @else {
+                ul { @for f in &policy.freezes {
+                    li {
+                        strong { (f.name) } ": "
+                        (humantime::format_rfc3339_seconds(f.start)) " to " (humantime::format_rfc3339_seconds(f.end))
+                        @if !f.action_kinds.is_empty() {
+                            " (" (f.action_kinds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")) ")"
+                        }
+                        @if f.start <= now && now < f.end { " — " strong { "in force now" } }
+                    }
+                } }
+            }
+            h2 { "Circuit breaker" }
+            @match &policy.circuit_breaker {
+                Some(b) => p {
+                    "An action kind's kill switch engages itself when more than "
+                    (format!("{:.0}%", b.max_failure_rate * 100.0)) " of at least " (b.min_calls)
+                    " adapter calls within " (humantime::format_duration(b.window.0)) " fail; it shows above when it has."
+                },
+                None => p { "None in the policy." },
             }
             h2 { "Rate limits" }
             ul { @for r in &st.rate_limits { li { (r.name) ": " (r.max) " per " (r.per.map(|p| p.seconds).unwrap_or(0)) " s by " (r.key) } } }
