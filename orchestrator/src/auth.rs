@@ -62,6 +62,11 @@ impl Authenticator {
         }
     }
 
+    /// Whether there is no authentication at all (`--insecure`).
+    pub fn is_insecure(&self) -> bool {
+        self.insecure
+    }
+
     /// From the configured certificate identities and the token file, if any.
     pub fn new(identities: &[Identity], token_file: Option<&Path>) -> anyhow::Result<Self> {
         let mut by_name = HashMap::new();

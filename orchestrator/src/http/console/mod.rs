@@ -255,12 +255,17 @@ fn session(
     if let Some(s) = cookie_of(headers).and_then(|id| console.sessions.get(&id)) {
         return Ok((s, None));
     }
-    // a certificate, or no authentication at all, needs no form
-    let by_connection = console
-        .front
-        .identify(&HeaderMap::new(), conn, "console")
-        .ok()
-        .filter(|c| c.identity.is_none() || conn.is_some_and(|c| c.certificate.is_some()));
+    // a certificate, or no authentication at all, needs no form; anyone else is sent to it
+    // without a refusal journaled for merely arriving
+    let has_certificate = conn.is_some_and(|c| c.certificate.is_some());
+    let by_connection = if has_certificate || console.front.auth.is_insecure() {
+        console
+            .front
+            .identify(&HeaderMap::new(), conn, "console")
+            .ok()
+    } else {
+        None
+    };
     match by_connection {
         Some(caller) => {
             if let Err(e) = admitted(&caller) {
