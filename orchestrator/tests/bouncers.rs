@@ -107,6 +107,26 @@ fn bouncers_read_each_change_once_with_their_own_keys() {
     let (_, again) = pull(&server, &key, "/v1/decisions/stream?startup=false");
     assert_eq!(again, json!({"new": null, "deleted": null}));
 
+    // a longer TTL for a block in force (a repeat extends it): deleted and new again, so a
+    // bouncer that keeps the old timeout replaces it
+    let (status, _) = common::post_json(
+        &format!("http://{}/v1/intents", server.http),
+        &[],
+        &json!({
+            "idempotencyKey": "b2", "source": "siem",
+            "detection": {"ruleId": "edr.c2_beacon", "severity": "SEVERITY_CRITICAL", "confidence": 0.95},
+            "steps": [{"kind": "block_ip", "target": {"kind": "ip", "id": "198.51.100.0/24"}}],
+            "ttl": "14400s", "reason": "beacon"
+        })
+        .to_string(),
+    );
+    assert_eq!(status, 200, "a repeat");
+    let (_, extended) = pull(&server, &key, "/v1/decisions/stream");
+    assert_eq!(values(&extended["deleted"]), ["198.51.100.0/24"]);
+    assert_eq!(values(&extended["new"]), ["198.51.100.0/24"]);
+    let duration = extended["new"][0]["duration"].as_str().unwrap();
+    assert!(duration.starts_with("3h59m"), "{duration}");
+
     // a rollback and a new block: each once
     let (status, _) = common::post_json(
         &format!("http://{}/v1/intents/{first}:rollback", server.http),
