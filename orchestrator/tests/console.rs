@@ -7,30 +7,8 @@ mod common;
 
 use std::{path::Path, process::Command};
 
-use common::{BIN, Server, pki::Pki};
+use common::{Server, pki::Pki, token};
 use serde_json::{Value, json};
-
-fn token(file: &Path, identity: &str, role: &str) -> String {
-    let out = Command::new(BIN)
-        .args([
-            "token",
-            "create",
-            "--identity",
-            identity,
-            "--role",
-            role,
-            "--file",
-        ])
-        .arg(file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 fn get(url: &str, token: &str) -> Value {
     let out = Command::new("curl")

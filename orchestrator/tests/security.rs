@@ -720,29 +720,6 @@ fn every_route_by_every_role_over_https_with_client_certificates() {
     drop(server);
 }
 
-/// `parapet token create` for a detector named `identity`; the token.
-fn detector_token(tokens: &Path, identity: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args([
-            "token",
-            "create",
-            "--identity",
-            identity,
-            "--role",
-            "detector",
-            "--file",
-        ])
-        .arg(tokens)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 fn post(url: &str, headers: &[String], body: &str) -> (u16, serde_json::Value) {
     common::post_json(url, headers, body)
 }
@@ -753,8 +730,8 @@ fn intakes_authenticate_by_token_query_token_or_signature() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), &["auditor-1"]);
     let tokens = dir.path().join("tokens.toml");
-    let splunk = detector_token(&tokens, "splunk");
-    let am = detector_token(&tokens, "alertmanager");
+    let splunk = common::token(&tokens, "splunk", "detector");
+    let am = common::token(&tokens, "alertmanager", "detector");
     let secret = "a-shared-secret-of-at-least-32-bytes!";
     std::fs::write(dir.path().join("hmac.secret"), secret).unwrap();
     let intakes = format!(

@@ -257,6 +257,29 @@ pub fn refused_start_with(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> 
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `parapet token create` for `identity` with `role`, appended to `file`; the token.
+pub fn token(file: &Path, identity: &str, role: &str) -> String {
+    let out = Command::new(BIN)
+        .args([
+            "token",
+            "create",
+            "--identity",
+            identity,
+            "--role",
+            role,
+            "--file",
+        ])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// `curl` POSTs `body` as JSON to `url` with more headers; the status and the JSON answer
 /// (null when it is not JSON).
 pub fn post_json(url: &str, headers: &[String], body: &str) -> (u16, Value) {
