@@ -48,6 +48,15 @@ pub fn bearer(authorization: &str) -> Option<&str> {
     authorization.strip_prefix("Bearer ").map(str::trim)
 }
 
+/// The identities of a token file.
+pub fn token_identities(path: &Path) -> anyhow::Result<Vec<Identity>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read token file `{}`: {e}", path.display()))?;
+    let file: TokenFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("token file `{}`: {e}", path.display()))?;
+    Ok(file.tokens.into_iter().map(|t| t.identity).collect())
+}
+
 /// The SHA-256 of a token, as the token file keeps it.
 pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
@@ -173,6 +182,12 @@ fn check_identity(id: &Identity) -> Result<(), Invalid> {
     }
     if id.roles.is_empty() {
         return Err(Invalid::new("roles", "at least one is required"));
+    }
+    if id.max_tier == Some(parapet_policy::Tier::Forbidden) {
+        return Err(Invalid::new(
+            "max_tier",
+            "`forbidden` would refuse everything: remove the identity instead",
+        ));
     }
     Ok(())
 }

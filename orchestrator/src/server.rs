@@ -238,6 +238,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             compact_every: config.compact_every,
             meter: Some(telemetry.meter()),
             limits: config.limits,
+            ceilings: ceilings(config)?,
         },
     )
     .await?;
@@ -565,6 +566,28 @@ async fn watch_journal(engine: Engine, health: tonic_health::server::HealthRepor
             .await;
         was = now;
     }
+}
+
+/// The sources held to less autonomy: each identity's `max_tier`, from the config and the
+/// token file (a detector submits under its own name, so its name is its source).
+fn ceilings(
+    config: &Config,
+) -> anyhow::Result<std::collections::BTreeMap<String, parapet_policy::Tier>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut add = |id: &crate::service::Identity| {
+        // one name under several identities: the strictest ceiling holds
+        if let Some(tier) = id.max_tier {
+            let held = out.entry(id.name.clone()).or_insert(tier);
+            *held = (*held).max(tier);
+        }
+    };
+    config.auth.identities.iter().for_each(&mut add);
+    if let Some(file) = &config.auth.tokens {
+        for id in auth::token_identities(file)? {
+            add(&id);
+        }
+    }
+    Ok(out)
 }
 
 /// How callers are authenticated; refuses a listener that would be open to anyone beyond

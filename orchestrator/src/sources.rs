@@ -217,6 +217,7 @@ impl Puller {
                 roles: [role].into(),
                 detections: None,
                 action_kinds: None,
+                max_tier: None,
             })),
             peer: None,
         }

@@ -81,6 +81,7 @@ fn main() {
         suppressions: &suppressions,
         demoted: &Default::default(),
         approved: false,
+        ceiling: None,
     };
 
     for _ in 0..10_000 {

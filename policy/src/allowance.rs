@@ -30,6 +30,8 @@ pub struct Conditions<'a> {
     pub demoted: &'a BTreeSet<String>,
     /// A person approved the intent just now.
     pub approved: bool,
+    /// The submitting source's ceiling, if it has one.
+    pub ceiling: Option<crate::Tier>,
 }
 
 /// When an intent that acts at `at` should end: its TTL later, if it has one (and the time
@@ -83,6 +85,7 @@ impl Policy {
             suppressions: conditions.suppressions,
             demoted: conditions.demoted,
             approved: conditions.approved,
+            ceiling: conditions.ceiling,
         };
         let mut decision = self.decide(input);
         let mut seen = Seen::capture(self, &input);

@@ -77,6 +77,9 @@ pub struct DecisionInput<'a> {
     pub demoted: &'a BTreeSet<String>,
     /// A person approved the intent: findings that ask for approval are satisfied.
     pub approved: bool,
+    /// The most autonomy the submitting source may have (an agent's `max_tier`): a step whose
+    /// tier allows more is held to this.
+    pub ceiling: Option<Tier>,
 }
 
 impl Policy {
@@ -173,19 +176,33 @@ impl Policy {
                     .unwrap_or(Tier::Forbidden);
                 tiers.insert(tier);
                 let demoted = tier == Tier::Auto && input.demoted.contains(&d.id);
-                let effect = match tier {
-                    Tier::Auto if demoted => Outcome::AwaitApproval,
+                // tiers are ordered from the most autonomy to none: a ceiling holds the step
+                // to the ceiling's tier when the step's allows more
+                let held = input
+                    .ceiling
+                    .filter(|c| *c > tier && tier != Tier::Forbidden && *c != Tier::Forbidden);
+                let acting = match (held, demoted) {
+                    (Some(c), _) => c,
+                    (None, true) => Tier::Approval,
+                    (None, false) => tier,
+                };
+                let effect = match acting {
                     Tier::Auto => Outcome::Execute,
                     Tier::Approval => Outcome::AwaitApproval,
                     Tier::Shadow => Outcome::Shadow,
                     Tier::Forbidden => Outcome::Deny,
                 };
-                let granted = if demoted {
-                    ", demoted to `approval` after too many false positives"
+                let granted = if let Some(c) = held {
+                    format!(
+                        ", held to `{}`: the submitting source's ceiling (max_tier)",
+                        c.as_str()
+                    )
+                } else if demoted {
+                    ", demoted to `approval` after too many false positives".to_owned()
                 } else if d.actions.contains_key(&step.kind) {
-                    ""
+                    String::new()
                 } else {
-                    " (not granted)"
+                    " (not granted)".to_owned()
                 };
                 reasons.push(reason(
                     guardrail::AUTONOMY_TIER,

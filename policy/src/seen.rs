@@ -164,13 +164,19 @@ pub struct SeenState {
 }
 
 impl SeenState {
-    /// The conditions a decision saw, to decide again under another policy.
-    pub fn conditions<'a>(&'a self, seen: &Seen) -> crate::Conditions<'a> {
+    /// The conditions a decision saw, to decide again under another policy, with the
+    /// submitting source's ceiling as it is now (ceilings are the callers', not the policy's).
+    pub fn conditions<'a>(
+        &'a self,
+        seen: &Seen,
+        ceiling: Option<crate::Tier>,
+    ) -> crate::Conditions<'a> {
         crate::Conditions {
             kill_switches: &self.kill_switches,
             suppressions: &self.suppressions,
             demoted: &self.demoted,
             approved: seen.approved,
+            ceiling,
         }
     }
 }

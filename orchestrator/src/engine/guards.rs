@@ -30,12 +30,14 @@ impl Guards {
         intent: &Intent,
         now: SystemTime,
         approved: bool,
+        ceiling: Option<parapet_policy::Tier>,
     ) -> (Decision, Seen) {
         let conditions = Conditions {
             kill_switches: &self.kill_switches,
             suppressions: &self.suppressions,
             demoted: &self.demoted,
             approved,
+            ceiling,
         };
         policy.decide_and_take(intent, now, conditions, &mut self.allowance)
     }

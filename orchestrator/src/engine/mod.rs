@@ -70,6 +70,8 @@ pub struct EngineConfig {
     pub meter: Option<opentelemetry::metrics::Meter>,
     /// What one caller may hold or have journaled.
     pub limits: RequestLimits,
+    /// Sources held to less autonomy than the policy's tiers (their identities' `max_tier`).
+    pub ceilings: std::collections::BTreeMap<String, parapet_policy::Tier>,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +84,7 @@ impl Default for EngineConfig {
             compact_every: Duration::from_secs(3600),
             meter: None,
             limits: RequestLimits::default(),
+            ceilings: Default::default(),
         }
     }
 }
@@ -123,6 +126,11 @@ impl Engine {
     /// Starts the engine over an opened journal: the policy in effect is journaled, budget
     /// usage and kill switches are rebuilt from the journal, the TTL timer runs, and whatever
     /// the journal shows in flight is resumed.
+    /// Sources held to less autonomy than the policy's tiers.
+    pub fn ceilings(&self) -> &std::collections::BTreeMap<String, parapet_policy::Tier> {
+        &self.inner.config.ceilings
+    }
+
     pub async fn start(
         store: Arc<dyn Store>,
         policy: Arc<Policy>,

@@ -40,12 +40,14 @@ pub struct Replay {
     pub changed: Vec<Changed>,
 }
 
-/// Decides again, under `policy`, every intent received in `[since, until)`.
+/// Decides again, under `policy`, every intent received in `[since, until)`, each source held
+/// to its ceiling as it is now.
 pub fn replay(
     index: &dyn State,
     policy: &Policy,
     since: SystemTime,
     until: Option<SystemTime>,
+    ceilings: &std::collections::BTreeMap<String, parapet_policy::Tier>,
 ) -> io::Result<Replay> {
     let mut allowance = Allowance::default();
     let mut out = Replay::default();
@@ -87,7 +89,7 @@ pub fn replay(
                 let (after, _) = policy.decide_and_take(
                     &intent,
                     seen.now,
-                    state.conditions(&seen),
+                    state.conditions(&seen, ceilings.get(&intent.source).copied()),
                     &mut allowance,
                 );
                 // one that never really acted holds until its TTL (without one, for good)

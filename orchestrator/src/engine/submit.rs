@@ -107,11 +107,14 @@ impl Engine {
         approved: bool,
     ) -> (Decision, Box<Seen>) {
         let policy = self.policy();
+        // the source's ceiling, wherever the decision is made (on submission, on recovery after
+        // a crash cut the journal before the decision, on an approval's re-check)
+        let ceiling = self.ceilings().get(&intent.source).copied();
         let (decision, seen) = self
             .inner
             .guards
             .lock()
-            .decide(&policy, intent, now, approved);
+            .decide(&policy, intent, now, approved, ceiling);
         (decision, Box::new(seen))
     }
 

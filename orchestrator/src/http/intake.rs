@@ -62,6 +62,7 @@ impl Intakes {
                         roles: BTreeSet::from([Role::Detector]),
                         detections: None,
                         action_kinds: None,
+                        max_tier: None,
                     };
                     Some((secret.into_bytes(), Arc::new(identity)))
                 }

@@ -76,6 +76,11 @@ pub struct Identity {
     pub detections: Option<BTreeSet<String>>,
     /// And to these action kinds.
     pub action_kinds: Option<BTreeSet<String>>,
+    /// The most autonomy its intents may have, whatever the detection's tier: an agent held to
+    /// `approval` waits for a person until it has earned more (a detector's source is its name,
+    /// so this holds the source).
+    #[serde(default)]
+    pub max_tier: Option<parapet_policy::Tier>,
 }
 
 /// Every operation Parapet offers, whatever the front door it comes through.
@@ -258,6 +263,7 @@ mod tests {
                 roles: roles.iter().copied().collect(),
                 detections: Some(["edr.c2".to_owned()].into()),
                 action_kinds: None,
+                max_tier: None,
             })),
             peer: None,
         }

@@ -189,8 +189,9 @@ impl Service {
         let index = self.engine.state().clone();
         let digest = policy.digest().to_owned();
         let until = req.until;
+        let ceilings = self.engine.ceilings().clone();
         let replay = tokio::task::spawn_blocking(move || {
-            crate::engine::replay::replay(&*index, &policy, since, until)
+            crate::engine::replay::replay(&*index, &policy, since, until, &ceilings)
         })
         .await
         .map_err(|e| Error::Storage(std::io::Error::other(e)))??;

@@ -73,6 +73,7 @@ fn decide_with(
         suppressions: &Suppressions::default(),
         demoted: &Default::default(),
         approved: false,
+        ceiling: None,
     })
 }
 
@@ -426,6 +427,7 @@ fn budgets_refuse_past_their_limits_and_say_when_to_retry() {
             suppressions: &Suppressions::default(),
             demoted: &Default::default(),
             approved: false,
+            ceiling: None,
             ledger,
         })
     };
@@ -485,6 +487,7 @@ fn active_and_percentage_budgets_free_on_release() {
             suppressions: &Suppressions::default(),
             demoted: &Default::default(),
             approved: false,
+            ceiling: None,
             ledger: &ledger,
         });
         assert_eq!(d.outcome, Outcome::Execute);
@@ -506,6 +509,7 @@ fn active_and_percentage_budgets_free_on_release() {
         suppressions: &Suppressions::default(),
         demoted: &Default::default(),
         approved: false,
+        ceiling: None,
         ledger: &ledger,
     });
     assert_eq!(d.outcome, Outcome::Deny);
@@ -519,6 +523,7 @@ fn active_and_percentage_budgets_free_on_release() {
         suppressions: &Suppressions::default(),
         demoted: &Default::default(),
         approved: false,
+        ceiling: None,
         ledger: &ledger,
     });
     assert_eq!(d.outcome, Outcome::Execute);
@@ -578,6 +583,7 @@ fn a_suppressed_detection_and_target_is_denied_until_the_window_ends() {
             suppressions: &suppressions,
             demoted: &Default::default(),
             approved: false,
+            ceiling: None,
         })
     };
     let d = at(now());
@@ -606,6 +612,7 @@ fn a_suppressed_detection_and_target_is_denied_until_the_window_ends() {
             suppressions: &suppressions,
             demoted: &Default::default(),
             approved: false,
+            ceiling: None,
         }
     });
     assert_eq!(d.outcome, Outcome::Execute);
@@ -631,6 +638,7 @@ fn an_approval_satisfies_what_asked_for_one_but_not_a_denial() {
             suppressions: &Suppressions::default(),
             demoted: &Default::default(),
             approved,
+            ceiling: None,
         })
     };
     assert_eq!(
@@ -810,6 +818,7 @@ fn parapets_own_addresses_are_never_acted_on() {
             suppressions: &Suppressions::default(),
             demoted: &Default::default(),
             approved: false,
+            ceiling: None,
         })
     };
     let d = decide("192.0.2.0/24");
@@ -881,6 +890,7 @@ effect = "deny"
             suppressions: &Suppressions::default(),
             demoted: &Default::default(),
             approved: false,
+            ceiling: None,
         });
         (
             d.outcome,
@@ -920,4 +930,61 @@ effect = "deny"
             prop_assert_eq!(outcome(&policy, other), outcome(&policy, plain));
         }
     }
+}
+
+#[test]
+fn a_ceiling_holds_a_source_to_less_autonomy_and_a_person_still_approves() {
+    let policy = Policy::from_toml(
+        "[[detections]]\nid = \"c2\"\n[detections.actions]\nblock_ip = \"auto\"\nisolate_host = \"shadow\"\n",
+    )
+    .unwrap();
+    let det = detection("c2", Severity::Critical, 1.0);
+    let decide = |steps: &[Step], ceiling, approved| {
+        policy.decide(DecisionInput {
+            detection: &det,
+            steps,
+            now: now(),
+            kill_switches: &KillSwitches::default(),
+            ledger: &Ledger::default(),
+            suppressions: &Suppressions::default(),
+            demoted: &Default::default(),
+            approved,
+            ceiling,
+        })
+    };
+    let block = [step("block_ip", "ip", "192.0.2.7")];
+    assert_eq!(decide(&block, None, false).outcome, Outcome::Execute);
+    assert_eq!(
+        decide(&block, Some(Tier::Auto), false).outcome,
+        Outcome::Execute
+    );
+    // held to approval: it waits, and says why
+    let held = decide(&block, Some(Tier::Approval), false);
+    assert_eq!(held.outcome, Outcome::AwaitApproval);
+    let tier = held
+        .reasons
+        .iter()
+        .find(|r| r.guardrail == guardrail::AUTONOMY_TIER)
+        .unwrap();
+    assert!(
+        tier.message.contains("held to `approval`"),
+        "{}",
+        tier.message
+    );
+    // a person's approval satisfies it, as any approval finding
+    assert_eq!(
+        decide(&block, Some(Tier::Approval), true).outcome,
+        Outcome::Execute
+    );
+    // held to shadow: nothing done
+    assert_eq!(
+        decide(&block, Some(Tier::Shadow), false).outcome,
+        Outcome::Shadow
+    );
+    // a ceiling never raises: a shadow tier stays shadow under an approval ceiling
+    let isolate = [host("h", "hq")];
+    assert_eq!(
+        decide(&isolate, Some(Tier::Approval), false).outcome,
+        Outcome::Shadow
+    );
 }
