@@ -184,6 +184,17 @@ fn every_route_answers_as_its_openapi_document_says() {
     );
     assert!(server.edl_blocking("198.51.100.7"));
 
+    // what would happen, with nothing done: the decision alone
+    let r = api.call(
+        "POST",
+        "/v1/intents:whatIf",
+        "/v1/intents:whatIf",
+        Some(intent("w1", "xdr", "block_ip", "ip", "198.51.100.8")),
+    );
+    let would = api.expect(200, r, "parapet.v1.Decision");
+    assert_eq!(would["outcome"], "OUTCOME_EXECUTE");
+    assert!(!server.edl_blocking("198.51.100.8"));
+
     // waiting for approval: 202; listed; approved
     let waiting = api.call(
         "POST",

@@ -97,6 +97,11 @@ async fn call(ch: &Channel, method: &str, who: &str) -> Code {
                 .submit(block(who, "edr.c2_beacon", "block_ip", "198.51.100.9"))
                 .await,
         ),
+        "Intents/WhatIf" => code(
+            IntentsClient::new(ch.clone())
+                .what_if(block(who, "edr.c2_beacon", "block_ip", "198.51.100.9"))
+                .await,
+        ),
         "Intents/Get" => code(
             IntentsClient::new(ch.clone())
                 .get(pb::GetIntentRequest { intent_id: id })
@@ -237,6 +242,7 @@ async fn call(ch: &Channel, method: &str, who: &str) -> Code {
 /// Every RPC and the roles that may call it: the security model as the README states it.
 const MATRIX: &[(&str, &[&str])] = &[
     ("Intents/Submit", &["detector"]),
+    ("Intents/WhatIf", &["detector"]),
     ("Intents/Get", &ROLES),
     ("Intents/List", &ROLES),
     ("Intents/Watch", &ROLES),
@@ -287,6 +293,9 @@ async fn every_rpc_by_every_role_over_mutual_tls() {
             }
         }
     }
+    // refusals are journaled at most 10 a second (a burst of 100): let the allowance refill,
+    // so that every one of the next is journaled too and can be counted
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     // no certificate and no token, or a certificate naming nobody known: nothing but health
     for anonymous in [
         pki.channel(port, None).await,
@@ -565,6 +574,16 @@ fn http_route(method: &str, who: &str) -> (&'static str, String, Option<serde_js
             "/v1/intents".into(),
             Some(json!({
                 "idempotencyKey": format!("{who}-http"), "source": who,
+                "detection": {"ruleId": "edr.c2_beacon", "severity": "SEVERITY_CRITICAL", "confidence": 0.95},
+                "steps": [{"kind": "block_ip", "target": {"kind": "ip", "id": "198.51.100.9"}}],
+                "reason": "test"
+            })),
+        ),
+        "Intents/WhatIf" => (
+            "POST",
+            "/v1/intents:whatIf".into(),
+            Some(json!({
+                "idempotencyKey": format!("{who}-whatif"), "source": who,
                 "detection": {"ruleId": "edr.c2_beacon", "severity": "SEVERITY_CRITICAL", "confidence": 0.95},
                 "steps": [{"kind": "block_ip", "target": {"kind": "ip", "id": "198.51.100.9"}}],
                 "reason": "test"

@@ -65,6 +65,39 @@ impl Allowance {
 }
 
 impl Policy {
+    /// What deciding `intent` at `now` would answer, taking nothing: no rate-limit cell, no
+    /// budget unit (the allowance is only pruned of what has ended, as any decision would).
+    pub fn what_if(
+        &self,
+        intent: &Intent,
+        now: SystemTime,
+        conditions: Conditions<'_>,
+        allowance: &mut Allowance,
+    ) -> Decision {
+        allowance.prune(self, now);
+        let input = DecisionInput {
+            detection: &intent.detection,
+            steps: &intent.steps,
+            now,
+            kill_switches: conditions.kill_switches,
+            ledger: &allowance.ledger,
+            suppressions: conditions.suppressions,
+            demoted: conditions.demoted,
+            approved: conditions.approved,
+            ceiling: conditions.ceiling,
+        };
+        let mut decision = self.decide(input);
+        if decision.outcome == Outcome::Execute {
+            let check = allowance.rates.peek(&self.rate_limits, intent, now);
+            if check.denied {
+                decision.outcome = Outcome::Deny;
+                decision.retry_after = check.retry_after;
+            }
+            decision.reasons.extend(check.reasons);
+        }
+        decision
+    }
+
     /// Decides an intent at `now`; when it will execute, takes a cell of each rate limit it
     /// falls under (refused by any, it is denied, with when to retry) and then reserves its
     /// budget units until it ends. Returns the decision and what it saw.

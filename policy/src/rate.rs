@@ -52,30 +52,63 @@ fn since_epoch(t: SystemTime) -> Duration {
 }
 
 impl RateCells {
-    /// Asks one cell for a request at `now`: `Ok` (and the cell advances) or how long until
-    /// it would allow.
-    fn take_one(&mut self, rule: &RateLimit, key: &str, now: SystemTime) -> Result<(), Duration> {
+    /// Asks one cell for a request at `now`, as `cell` stands (its TAT, `None` for a cell
+    /// never used): the cell's TAT after it (`Ok`) or how long until it would allow.
+    fn answer(
+        rule: &RateLimit,
+        cell: Option<Duration>,
+        now: SystemTime,
+    ) -> Result<Duration, Duration> {
         let (t, tau) = interval(rule);
         let now = since_epoch(now);
-        let cells = match self.tat.get_mut(rule.name.as_str()) {
-            Some(cells) => cells,
-            None => self.tat.entry(rule.name.clone()).or_default(),
-        };
-        let cell = match cells.get_mut(key) {
-            Some(cell) => cell,
-            None => cells.entry(key.to_owned()).or_insert(now),
-        };
+        let cell = cell.unwrap_or(now);
         let earliest = cell.saturating_sub(tau);
         if now < earliest {
             return Err(earliest - now);
         }
-        *cell = (*cell).max(now).saturating_add(t);
+        Ok(cell.max(now).saturating_add(t))
+    }
+
+    /// One cell asked and, when it allows, taken.
+    #[cfg(test)]
+    fn take_one(&mut self, rule: &RateLimit, key: &str, now: SystemTime) -> Result<(), Duration> {
+        let cell = self
+            .tat
+            .get(rule.name.as_str())
+            .and_then(|c| c.get(key))
+            .copied();
+        let tat = Self::answer(rule, cell, now)?;
+        self.tat
+            .entry(rule.name.clone())
+            .or_default()
+            .insert(key.to_owned(), tat);
         Ok(())
     }
 
     /// Checks every limit the intent falls under (its source, its detection, each step's
     /// action kind), taking a cell from each that allows.
     pub fn take(&mut self, limits: &[RateLimit], intent: &Intent, now: SystemTime) -> RateCheck {
+        let (check, taken) = self.check(limits, intent, now);
+        for ((limit, key), tat) in taken {
+            self.tat.entry(limit).or_default().insert(key, tat);
+        }
+        check
+    }
+
+    /// What [`Self::take`] would answer, taking nothing.
+    pub fn peek(&self, limits: &[RateLimit], intent: &Intent, now: SystemTime) -> RateCheck {
+        self.check(limits, intent, now).0
+    }
+
+    /// The answer, and the cells an intent that goes ahead would take (a key met twice, as two
+    /// steps of one kind, is asked twice, the second after the first).
+    fn check(
+        &self,
+        limits: &[RateLimit],
+        intent: &Intent,
+        now: SystemTime,
+    ) -> (RateCheck, HashMap<(String, String), Duration>) {
+        let mut taken: HashMap<(String, String), Duration> = HashMap::new();
         let mut check = RateCheck::default();
         for rule in limits {
             let keys: Vec<&str> = match rule.key {
@@ -85,7 +118,16 @@ impl RateCells {
             };
             let per = humantime::format_duration(rule.per.0);
             for key in keys {
-                let answer = self.take_one(rule, key, now);
+                let id = (rule.name.clone(), key.to_owned());
+                let cell = taken.get(&id).copied().or_else(|| {
+                    self.tat
+                        .get(rule.name.as_str())
+                        .and_then(|cells| cells.get(key))
+                        .copied()
+                });
+                let answer = Self::answer(rule, cell, now).map(|tat| {
+                    taken.insert(id, tat);
+                });
                 check.seen.push(RateSeen {
                     limit: rule.name.clone(),
                     key: key.to_owned(),
@@ -125,7 +167,7 @@ impl RateCells {
                 });
             }
         }
-        check
+        (check, taken)
     }
 
     /// Drops the cells whose TAT has passed: they would answer as no cell does.

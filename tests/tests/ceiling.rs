@@ -55,3 +55,73 @@ async fn an_agent_held_to_approval_waits_for_a_person_where_others_act() {
     assert_eq!(acted.state, pb::IntentState::Active as i32);
     assert!(p.edl("block").await.contains("198.51.100.32"));
 }
+
+#[tokio::test]
+async fn what_if_says_what_would_happen_and_does_nothing() {
+    let p = Parapet::start_configured(None, |c, _| {
+        c.auth.identities = vec![Identity {
+            name: "triage-agent".into(),
+            roles: [Role::Detector].into(),
+            detections: None,
+            action_kinds: None,
+            max_tier: Some(parapet_policy::Tier::Approval),
+        }];
+    })
+    .await
+    .unwrap();
+    let journaled = || async { p.entries(pb::QueryJournalRequest::default()).await.len() };
+    let before = journaled().await;
+    // a domain controller: the example policy protects it, and the answer names the rule
+    let mut dc = block("w-1", "192.0.2.77");
+    dc.steps[0].target.as_mut().unwrap().attributes =
+        [("tags".to_owned(), "domain-controller".to_owned())].into();
+    let decision = p.intents().what_if(dc).await.unwrap().into_inner();
+    assert_eq!(decision.outcome, pb::Outcome::Deny as i32);
+    assert!(
+        decision
+            .reasons
+            .iter()
+            .any(|r| r.guardrail == "protected_target" && r.message.contains("domain controllers")),
+        "{:?}",
+        decision.reasons
+    );
+    // an agent held to approval: would wait
+    let mut agents = block("w-2", "198.51.100.41");
+    agents.source = "triage-agent".into();
+    let decision = p.intents().what_if(agents).await.unwrap().into_inner();
+    assert_eq!(decision.outcome, pb::Outcome::AwaitApproval as i32);
+    // one that would act: says so, and does not
+    let decision = p
+        .intents()
+        .what_if(block("w-3", "198.51.100.42"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decision.outcome, pb::Outcome::Execute as i32);
+    assert!(!p.edl("block").await.contains("198.51.100.42"));
+    // nothing journaled, no budget taken
+    assert_eq!(journaled().await, before);
+    let status = p
+        .admin()
+        .get_status(pb::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        status.budgets.iter().all(|b| b.active == 0),
+        "{:?}",
+        status.budgets
+    );
+    // a bad address is refused by name, as a submission's is
+    let e = p
+        .intents()
+        .what_if(block("w-4", "012.024.0.5"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().starts_with("steps[0].target.id"),
+        "{}",
+        e.message()
+    );
+}

@@ -39,6 +39,15 @@ pub async fn submit(
     })
 }
 
+pub fn what_if(
+    service: &Service,
+    caller: &Caller,
+    req: pb::SubmitIntentRequest,
+) -> Result<pb::Decision, Error> {
+    let intent = conv::intent_request(req)?;
+    Ok(conv::decision(&service.what_if(caller, intent)?))
+}
+
 pub fn get(
     service: &Service,
     caller: &Caller,

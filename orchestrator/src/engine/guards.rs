@@ -41,4 +41,22 @@ impl Guards {
         };
         policy.decide_and_take(intent, now, conditions, &mut self.allowance)
     }
+
+    /// What [`Self::decide`] would answer, taking nothing.
+    pub fn what_if(
+        &mut self,
+        policy: &Policy,
+        intent: &Intent,
+        now: SystemTime,
+        ceiling: Option<parapet_policy::Tier>,
+    ) -> Decision {
+        let conditions = Conditions {
+            kill_switches: &self.kill_switches,
+            suppressions: &self.suppressions,
+            demoted: &self.demoted,
+            approved: false,
+            ceiling,
+        };
+        policy.what_if(intent, now, conditions, &mut self.allowance)
+    }
 }

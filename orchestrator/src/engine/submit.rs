@@ -118,6 +118,26 @@ impl Engine {
         (decision, Box::new(seen))
     }
 
+    /// The decision `request` would get now, with its reasons, and nothing done: nothing
+    /// journaled, no budget or rate taken, no adapter called. Its steps are checked as a
+    /// submission's are.
+    pub fn what_if(&self, request: IntentRequest) -> Result<Decision> {
+        let policy = self.policy();
+        for (i, step) in request.steps.iter().enumerate() {
+            self.inner
+                .registry
+                .validate(step, policy.route(&step.kind))
+                .map_err(|e| e.under(&format!("steps[{i}]")))?;
+        }
+        let intent = request.into_intent(IntentId::generate(), self.now());
+        let ceiling = self.ceilings().get(&intent.source).copied();
+        Ok(self
+            .inner
+            .guards
+            .lock()
+            .what_if(&policy, &intent, intent.received_at, ceiling))
+    }
+
     /// A repeated submission returns the first intent and never acts again. A repeat for an
     /// active intent with a TTL extends that TTL (journaled), never shortens it.
     async fn repeat(&self, id: IntentId, request: &IntentRequest, wait: bool) -> Result<Submitted> {

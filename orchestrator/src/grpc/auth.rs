@@ -31,6 +31,7 @@ pub fn operation(path: &str) -> Result<Option<Operation>, Status> {
     }
     let op = match path.strip_prefix("/parapet.v1.") {
         Some("Intents/Submit") => Submit,
+        Some("Intents/WhatIf") => WhatIf,
         Some("Intents/Get") => GetIntent,
         Some("Intents/List") => ListIntents,
         Some("Intents/Watch") => Watch,

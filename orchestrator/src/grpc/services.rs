@@ -41,6 +41,13 @@ impl intents_server::Intents for Intents {
         Ok(Response::new(answer))
     }
 
+    async fn what_if(
+        &self,
+        request: Request<pb::SubmitIntentRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
+        unary!(self.0, request, api::intents::what_if)
+    }
+
     async fn get(
         &self,
         request: Request<pb::GetIntentRequest>,

@@ -119,6 +119,8 @@ pub fn routes() -> &'static [Route] {
                 "Submit an intent: 201 when it acts or acted, 202 when it waits for approval, \
                  200 for a repeat or a shadowed intent, 403 or 429 (with Retry-After) when the \
                  guardrails deny it", submit),
+            route!(POST "/v1/intents:whatIf", WhatIf, SubmitIntentRequest -> Decision;
+                "The decision an intent would get now, with nothing done", what_if),
             route!(GET "/v1/intents", ListIntents, ListIntentsRequest -> ListIntentsResponse;
                 "List intents, newest first", list),
             route!(GET "/v1/intents/{intent_id}", GetIntent, GetIntentRequest -> Intent;
@@ -477,6 +479,11 @@ async fn submit(c: Call) -> Result<Reply, Error> {
         headers.insert(header::LOCATION, location);
     }
     Ok(Reply::Message(status, headers, body))
+}
+
+async fn what_if(c: Call) -> Result<Reply, Error> {
+    let req = c.body()?;
+    ok(&api::intents::what_if(&c.service, &c.caller, req)?)
 }
 
 async fn list(c: Call) -> Result<Reply, Error> {

@@ -127,7 +127,7 @@ fn operation(route: &Route) -> Value {
     let problem = json!({ "application/problem+json": {
         "schema": { "$ref": "#/components/schemas/Problem" } } });
     let mut responses = Map::new();
-    let success = if route.request.ends_with("SubmitIntentRequest") {
+    let success = if route.operation == crate::service::Operation::Submit {
         responses.insert(
             "201".into(),
             json!({ "description": "acted, or acting", "content": content }),

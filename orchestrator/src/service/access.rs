@@ -87,6 +87,7 @@ pub struct Identity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operation {
     Submit,
+    WhatIf,
     GetIntent,
     ListIntents,
     Watch,
@@ -113,6 +114,7 @@ impl Operation {
     pub fn name(self) -> &'static str {
         match self {
             Self::Submit => "/parapet.v1.Intents/Submit",
+            Self::WhatIf => "/parapet.v1.Intents/WhatIf",
             Self::GetIntent => "/parapet.v1.Intents/Get",
             Self::ListIntents => "/parapet.v1.Intents/List",
             Self::Watch => "/parapet.v1.Intents/Watch",
@@ -140,7 +142,7 @@ impl Operation {
         use Role::*;
         const EVERYONE: &[Role] = &[Detector, Operator, Approver, Auditor, Admin];
         match self {
-            Self::Submit => &[Detector],
+            Self::Submit | Self::WhatIf => &[Detector],
             Self::GetIntent | Self::ListIntents | Self::Watch | Self::GetStatus => EVERYONE,
             Self::Rollback | Self::RollbackSelected | Self::Judge | Self::SetKillSwitch => {
                 &[Operator]

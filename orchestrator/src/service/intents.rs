@@ -76,6 +76,19 @@ impl Service {
         Ok(submitted)
     }
 
+    /// The decision an intent would get now, with nothing done; a detector asks about its own
+    /// source, detections and kinds only, as it submits.
+    pub fn what_if(
+        &self,
+        caller: &Caller,
+        intent: IntentRequest,
+    ) -> Result<parapet_model::Decision> {
+        self.authorize(caller, Operation::WhatIf)?;
+        let kinds: Vec<&str> = intent.steps.iter().map(|s| s.kind.as_str()).collect();
+        caller.may_submit(&intent.source, &intent.detection.rule_id, &kinds)?;
+        self.engine.what_if(intent)
+    }
+
     /// One intent; a detector's request for another source's is not found, so it learns
     /// nothing of others' intents.
     pub fn get_intent(&self, caller: &Caller, id: &str) -> Result<IntentRecord> {
