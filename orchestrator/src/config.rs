@@ -587,7 +587,14 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{e}\n{block}"));
             if block.contains("[tls]") {
                 assert!(config.tls.unwrap().client_ca.is_some());
-                assert_eq!(config.auth.identities.len(), 3);
+                assert_eq!(config.auth.identities.len(), 4);
+                assert!(
+                    config
+                        .auth
+                        .identities
+                        .iter()
+                        .any(|i| i.max_tier == Some(parapet_policy::Tier::Approval))
+                );
             }
         }
     }
