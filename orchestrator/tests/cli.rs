@@ -137,3 +137,45 @@ fn policy_check_points_at_the_line() {
         "{table}"
     );
 }
+
+#[test]
+fn what_if_answers_the_decision_and_does_nothing() {
+    let server = Server::start();
+    let args = |target: &str, attr: &str| {
+        [
+            "what-if",
+            "--source",
+            "xdr",
+            "--detection",
+            "edr.c2_beacon",
+            "--severity",
+            "critical",
+            "--confidence",
+            "0.95",
+            "--action",
+            "block_ip",
+            "--target",
+            target,
+            "--attr",
+            attr,
+        ]
+        .map(str::to_owned)
+    };
+    let protected = args("ip:192.0.2.77", "tags=domain-controller");
+    let out = server.json(&protected.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out[0]["outcome"], "deny");
+    assert!(
+        out[0]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["guardrail"] == "protected_target"),
+        "{}",
+        out[0]
+    );
+    let fine = args("ip:198.51.100.9", "site=hq");
+    let out = server.json(&fine.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out[0]["outcome"], "execute");
+    // nothing was submitted
+    assert!(server.json(&["list"]).is_empty());
+}

@@ -230,6 +230,37 @@ pub async fn submit(channel: &Conn, args: SubmitArgs, out: Output) -> anyhow::Re
     Ok(())
 }
 
+/// `what-if`: the decision a submission would get now, with nothing done.
+pub async fn what_if(channel: &Conn, args: SubmitArgs, out: Output) -> anyhow::Result<()> {
+    let req = request(args)?;
+    let decision = IntentsClient::new(channel.clone())
+        .what_if(req)
+        .await?
+        .into_inner();
+    let outcome = output::outcome(decision.outcome);
+    if out.json {
+        out.json_line(&serde_json::json!({
+            "outcome": outcome,
+            "reasons": decision.reasons.iter().map(|r| serde_json::json!({
+                "guardrail": r.guardrail, "effect": output::outcome(r.effect), "message": r.message,
+            })).collect::<Vec<_>>(),
+            "policy_digest": decision.policy_digest,
+            "retry_after_s": decision.retry_after.map(|d| d.seconds),
+        }));
+    } else {
+        outln!("would {outcome} (nothing was done)");
+        for r in &decision.reasons {
+            outln!(
+                "  {:<16} {:<8} {}",
+                r.guardrail,
+                output::outcome(r.effect),
+                r.message
+            );
+        }
+    }
+    Ok(())
+}
+
 #[derive(clap::Args)]
 pub struct GetArgs {
     intent_id: String,

@@ -102,6 +102,8 @@ enum Command {
     Serve(serve::Args),
     /// Submit a response intent.
     Submit(intent::SubmitArgs),
+    /// The decision a submission would get now, with its reasons; nothing is done.
+    WhatIf(intent::SubmitArgs),
     /// Show one intent.
     Get(intent::GetArgs),
     /// List intents, newest first.
@@ -157,6 +159,9 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::WhatIf(args) => {
+                intent::what_if(&connect(&cli.server, &cli.credentials).await?, args, out).await
+            }
             Command::Submit(args) => {
                 intent::submit(&connect(&cli.server, &cli.credentials).await?, args, out).await
             }
