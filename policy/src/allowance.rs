@@ -34,6 +34,23 @@ pub struct Conditions<'a> {
     pub ceiling: Option<crate::Tier>,
 }
 
+impl<'a> Conditions<'a> {
+    /// The decision's input: the intent at `now`, under these conditions and `ledger`.
+    fn input(&self, intent: &'a Intent, now: SystemTime, ledger: &'a Ledger) -> DecisionInput<'a> {
+        DecisionInput {
+            detection: &intent.detection,
+            steps: &intent.steps,
+            now,
+            kill_switches: self.kill_switches,
+            ledger,
+            suppressions: self.suppressions,
+            demoted: self.demoted,
+            approved: self.approved,
+            ceiling: self.ceiling,
+        }
+    }
+}
+
 /// When an intent that acts at `at` should end: its TTL later, if it has one (and the time
 /// can be told).
 pub fn ends(intent: &Intent, at: SystemTime) -> Option<SystemTime> {
@@ -75,17 +92,7 @@ impl Policy {
         allowance: &mut Allowance,
     ) -> Decision {
         allowance.prune(self, now);
-        let input = DecisionInput {
-            detection: &intent.detection,
-            steps: &intent.steps,
-            now,
-            kill_switches: conditions.kill_switches,
-            ledger: &allowance.ledger,
-            suppressions: conditions.suppressions,
-            demoted: conditions.demoted,
-            approved: conditions.approved,
-            ceiling: conditions.ceiling,
-        };
+        let input = conditions.input(intent, now, &allowance.ledger);
         let mut decision = self.decide(input);
         if decision.outcome == Outcome::Execute {
             let check = allowance.rates.peek(&self.rate_limits, intent, now);
@@ -109,17 +116,7 @@ impl Policy {
         allowance: &mut Allowance,
     ) -> (Decision, Seen) {
         allowance.prune(self, now);
-        let input = DecisionInput {
-            detection: &intent.detection,
-            steps: &intent.steps,
-            now,
-            kill_switches: conditions.kill_switches,
-            ledger: &allowance.ledger,
-            suppressions: conditions.suppressions,
-            demoted: conditions.demoted,
-            approved: conditions.approved,
-            ceiling: conditions.ceiling,
-        };
+        let input = conditions.input(intent, now, &allowance.ledger);
         let mut decision = self.decide(input);
         let mut seen = Seen::capture(self, &input);
         if decision.outcome == Outcome::Execute {

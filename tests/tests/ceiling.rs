@@ -7,9 +7,9 @@ use parapet_orchestrator::service::{Identity, Role};
 use parapet_proto::v1 as pb;
 use parapet_tests::{Parapet, block};
 
-#[tokio::test]
-async fn an_agent_held_to_approval_waits_for_a_person_where_others_act() {
-    let p = Parapet::start_configured(None, |c, _| {
+/// The example policy, and an agent `triage-agent` held to approval.
+async fn with_agent() -> Parapet {
+    Parapet::start_configured(None, |c, _| {
         c.auth.identities = vec![Identity {
             name: "triage-agent".into(),
             roles: [Role::Detector].into(),
@@ -19,7 +19,12 @@ async fn an_agent_held_to_approval_waits_for_a_person_where_others_act() {
         }];
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_held_to_approval_waits_for_a_person_where_others_act() {
+    let p = with_agent().await;
     // the example policy's edr.c2_beacon × block_ip is `auto`
     let others = p.submit(block("x-1", "198.51.100.31")).await.unwrap();
     assert_eq!(others.state, pb::IntentState::Active as i32);
@@ -58,17 +63,7 @@ async fn an_agent_held_to_approval_waits_for_a_person_where_others_act() {
 
 #[tokio::test]
 async fn what_if_says_what_would_happen_and_does_nothing() {
-    let p = Parapet::start_configured(None, |c, _| {
-        c.auth.identities = vec![Identity {
-            name: "triage-agent".into(),
-            roles: [Role::Detector].into(),
-            detections: None,
-            action_kinds: None,
-            max_tier: Some(parapet_policy::Tier::Approval),
-        }];
-    })
-    .await
-    .unwrap();
+    let p = with_agent().await;
     let journaled = || async { p.entries(pb::QueryJournalRequest::default()).await.len() };
     let before = journaled().await;
     // a domain controller: the example policy protects it, and the answer names the rule
