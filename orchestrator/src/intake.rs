@@ -709,7 +709,7 @@ fn idempotency_key(intake: &str, key: &str) -> String {
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.
-fn clip(s: &str, max: usize) -> String {
+pub(crate) fn clip(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

@@ -37,7 +37,7 @@ pub struct CrowdSecSource {
     pub api_key_env: Option<String>,
     #[serde(
         default = "CrowdSecSource::default_interval",
-        with = "humantime_serde_secs"
+        deserialize_with = "parapet_actions::settings::duration::deserialize"
     )]
     pub interval: Duration,
     /// The severity and confidence its decisions carry (CrowdSec's have none).
@@ -49,17 +49,6 @@ pub struct CrowdSecSource {
     /// free text, as a manual `cscli` decision's is, + the origin).
     #[serde(default)]
     pub detections: BTreeMap<String, String>,
-}
-
-mod humantime_serde_secs {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
-    }
 }
 
 impl CrowdSecSource {
@@ -346,15 +335,15 @@ impl Puller {
             }],
             // the policy bounds a TTL; a longer one is refused by name, as any caller's
             ttl: Some(crate::api::convert::pb_duration(ttl)),
-            reason: format!(
-                "CrowdSec decision {} ({}, {})",
-                d.id,
-                d.origin,
-                parapet_model::intent::clip(&d.scenario)
-            )
-            .chars()
-            .take(limits::MAX_TEXT_LEN)
-            .collect(),
+            reason: crate::intake::clip(
+                &format!(
+                    "CrowdSec decision {} ({}, {})",
+                    d.id,
+                    d.origin,
+                    parapet_model::intent::clip(&d.scenario)
+                ),
+                limits::MAX_TEXT_LEN,
+            ),
             ..Default::default()
         };
         Ok(crate::api::convert::intent_request(req)?)
