@@ -84,21 +84,7 @@ impl From<Error> for Problem {
         if e.is_internal() {
             tracing::error!(error = %e, "request failed");
         }
-        let status = match &e {
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::NotFound { .. } => StatusCode::NOT_FOUND,
-            Error::IdempotencyConflict { .. } => StatusCode::CONFLICT,
-            Error::Refused(d) if d.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
-            Error::FailedPrecondition(_) | Error::Refused(_) => StatusCode::CONFLICT,
-            Error::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            // a follower too slow for the changes: it may start again at once
-            Error::Lagged(_) => StatusCode::CONFLICT,
-            Error::ShuttingDown | Error::Journal(_) | Error::Storage(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
-        };
+        let status = status_of(&e);
         let mut problem = Problem::new(status, e.code(), e.to_string());
         match &e {
             Error::Invalid(i) => problem.errors.push(FieldProblem {
@@ -114,6 +100,25 @@ impl From<Error> for Problem {
             _ => {}
         }
         problem
+    }
+}
+
+/// The HTTP status of an error, for every page and answer.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
+        Error::IdempotencyConflict { .. } => StatusCode::CONFLICT,
+        Error::Refused(d) if d.retry_after.is_some() => StatusCode::TOO_MANY_REQUESTS,
+        Error::FailedPrecondition(_) | Error::Refused(_) => StatusCode::CONFLICT,
+        Error::Exhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+        // a follower too slow for the changes: it may start again at once
+        Error::Lagged(_) => StatusCode::CONFLICT,
+        Error::ShuttingDown | Error::Journal(_) | Error::Storage(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -287,16 +287,10 @@ fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Response 
 }
 
 fn error_page(e: &Error, session: Option<&Session>) -> Response {
-    let code = match e {
-        Error::Invalid(_) => StatusCode::BAD_REQUEST,
-        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-        Error::Forbidden(_) => StatusCode::FORBIDDEN,
-        Error::NotFound { .. } => StatusCode::NOT_FOUND,
-        Error::FailedPrecondition(_) | Error::Refused(_) | Error::IdempotencyConflict { .. } => {
-            StatusCode::CONFLICT
-        }
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
+    if e.is_internal() {
+        tracing::error!(error = %e, "console request failed");
+    }
+    let code = super::problem::status_of(e);
     let who = session.map(|s| &s.caller);
     (code, pages::error(who, code, &e.to_string())).into_response()
 }
