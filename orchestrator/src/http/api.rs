@@ -179,10 +179,12 @@ pub fn router(front: Front) -> Router {
     }
     let mut router = Router::new();
     for (path, members) in groups {
-        let members: &'static [&'static Route] = Vec::leak(members);
+        let members: Arc<[&'static Route]> = members.into();
         router = router.route(
             &path,
-            any(move |state: State<Front>, request: Request| dispatch(state, members, request)),
+            any(move |state: State<Front>, request: Request| {
+                dispatch(state, members.clone(), request)
+            }),
         );
     }
     router.with_state(front)
@@ -222,19 +224,20 @@ fn verb(route: &Route) -> &'static str {
 
 async fn dispatch(
     State(front): State<Front>,
-    members: &'static [&'static Route],
+    members: Arc<[&'static Route]>,
     request: Request,
 ) -> Response {
-    let path = request.uri().path().to_owned();
-    let Some((id, asked)) = split_path(members[0], &path) else {
-        return not_found(&path);
+    let path = request.uri().path();
+    let Some((id, asked)) = split_path(members[0], path) else {
+        return not_found(path);
     };
-    let same_verb: Vec<_> = members.iter().filter(|r| verb(r) == asked).collect();
-    if same_verb.is_empty() {
-        return not_found(&path);
-    }
-    let Some(route) = same_verb.iter().find(|r| r.method == request.method()) else {
-        let allow: Vec<_> = same_verb.iter().map(|r| r.method.as_str()).collect();
+    let same_verb = || members.iter().filter(move |r| verb(r) == asked);
+    let found = same_verb().find(|r| r.method == request.method()).copied();
+    let Some(route) = found else {
+        let allow: Vec<_> = same_verb().map(|r| r.method.as_str()).collect();
+        if allow.is_empty() {
+            return not_found(path);
+        }
         let mut response = Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "Unimplemented",
@@ -273,8 +276,8 @@ fn not_found(path: &str) -> Response {
 /// Authenticates, authorizes (before anything of the request is read, as gRPC does), reads
 /// the request, and calls the route.
 async fn call(front: Front, route: &Route, id: String, request: Request) -> Result<Reply, Error> {
-    let what = format!("{} {}", route.method, route.path);
-    let caller = front.caller(&request, &what)?;
+    // a refusal is journaled under the operation's name, as gRPC journals it
+    let caller = front.caller(&request, route.operation.name())?;
     front.service.authorize(&caller, route.operation)?;
     let (parts, body) = request.into_parts();
     let body = match read_body(body).await {
@@ -435,11 +438,10 @@ fn lines<T: Serialize + Send + 'static>(messages: Answers<T>) -> Result<Reply, E
 
 async fn submit(c: Call) -> Result<Reply, Error> {
     let req: pb::SubmitIntentRequest = c.body()?;
-    let answer = api::intents::submit(&c.service, &c.caller, req, c.trace).await?;
-    let body = encode(&answer)?;
+    let mut answer = api::intents::submit(&c.service, &c.caller, req, c.trace).await?;
     let denied = answer.state == pb::IntentState::Denied as i32;
     if denied && !answer.duplicate {
-        let decision = answer.decision.clone().unwrap_or_default();
+        let decision = answer.decision.take().unwrap_or_default();
         let limited = decision.retry_after.is_some();
         let status = if limited {
             StatusCode::TOO_MANY_REQUESTS
@@ -465,6 +467,7 @@ async fn submit(c: Call) -> Result<Reply, Error> {
             .and_then(|d| std::time::Duration::try_from(d).ok());
         return Ok(Reply::Problem(problem));
     }
+    let body = encode(&answer)?;
     let status = if answer.duplicate {
         StatusCode::OK
     } else if answer.state == pb::IntentState::AwaitingApproval as i32 {
