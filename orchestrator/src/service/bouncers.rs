@@ -83,6 +83,9 @@ pub struct Bouncers {
     lists: Lists,
     known: Mutex<Known>,
     cursors: Mutex<BTreeMap<String, u64>>,
+    /// Held while the cursors file is written, so writes go one at a time, each of the newest
+    /// cursors, and no pull waits on a disk for the cursors themselves.
+    saving: Mutex<()>,
     seen: Mutex<BTreeMap<String, Seen>>,
 }
 
@@ -103,6 +106,7 @@ impl Bouncers {
             lists,
             known: Mutex::new(Known::default()),
             cursors: Mutex::new(cursors),
+            saving: Mutex::new(()),
             seen: Mutex::new(BTreeMap::new()),
         };
         bouncers.reload()?;
@@ -227,12 +231,16 @@ impl Service {
         };
         let moved = cursor != Some(changes.through);
         if moved {
-            let mut cursors = registry.cursors.lock();
-            cursors.insert(bouncer.name.clone(), changes.through);
+            registry
+                .cursors
+                .lock()
+                .insert(bouncer.name.clone(), changes.through);
             // an unchanged feed need not be written: read again after a restart, it is the same
             if startup || !changes.new.is_empty() || !changes.deleted.is_empty() || cursor.is_none()
             {
-                registry.save_cursors(&cursors)?;
+                let _one_at_a_time = registry.saving.lock();
+                let newest = registry.cursors.lock().clone();
+                registry.save_cursors(&newest)?;
             }
         }
         registry.seen.lock().insert(
