@@ -22,42 +22,18 @@ use crate::{
 /// The operation a gRPC method is; `Ok(None)` for what anyone may call unauthenticated
 /// (health, reflection), `Err` for a method Parapet does not know.
 pub fn operation(path: &str) -> Result<Option<Operation>, Status> {
-    use Operation::*;
     if path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.v1.ServerReflection/")
         || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
     {
         return Ok(None);
     }
-    let op = match path.strip_prefix("/parapet.v1.") {
-        Some("Intents/Submit") => Submit,
-        Some("Intents/WhatIf") => WhatIf,
-        Some("Intents/Get") => GetIntent,
-        Some("Intents/List") => ListIntents,
-        Some("Intents/Watch") => Watch,
-        Some("Rollbacks/Rollback") => Rollback,
-        Some("Rollbacks/RollbackSelected") => RollbackSelected,
-        Some("Journal/Query") => QueryJournal,
-        Some("Journal/Verify") => VerifyJournal,
-        Some("Journal/Export") => ExportJournal,
-        Some("Journal/ReplayPolicy") => ReplayPolicy,
-        Some("Approvals/ListPending") => ListPending,
-        Some("Approvals/Approve") => Approve,
-        Some("Approvals/Reject") => Reject,
-        Some("Verdicts/Judge") => Judge,
-        Some("Verdicts/Precision") => Precision,
-        Some("Admin/SetKillSwitch") => SetKillSwitch,
-        Some("Admin/GetStatus") => GetStatus,
-        Some("Admin/ReloadPolicy") => ReloadPolicy,
-        Some("Admin/SetDemotion") => SetDemotion,
-        Some("Admin/CompactJournal") => CompactJournal,
-        _ => {
-            return Err(Status::unimplemented(format!(
-                "{path} is not a Parapet method"
-            )));
-        }
-    };
-    Ok(Some(op))
+    match Operation::of_method(path) {
+        Some(op) => Ok(Some(op)),
+        None => Err(Status::unimplemented(format!(
+            "{path} is not a Parapet method"
+        ))),
+    }
 }
 
 #[derive(Clone)]

@@ -110,6 +110,35 @@ pub enum Operation {
 }
 
 impl Operation {
+    pub const ALL: [Operation; 21] = [
+        Self::Submit,
+        Self::WhatIf,
+        Self::GetIntent,
+        Self::ListIntents,
+        Self::Watch,
+        Self::Rollback,
+        Self::RollbackSelected,
+        Self::QueryJournal,
+        Self::VerifyJournal,
+        Self::ExportJournal,
+        Self::ReplayPolicy,
+        Self::ListPending,
+        Self::Approve,
+        Self::Reject,
+        Self::Judge,
+        Self::Precision,
+        Self::SetKillSwitch,
+        Self::GetStatus,
+        Self::ReloadPolicy,
+        Self::SetDemotion,
+        Self::CompactJournal,
+    ];
+
+    /// The operation a gRPC method's path names.
+    pub fn of_method(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.name() == path)
+    }
+
     /// The operation's name, as the journal records a refusal of it: the gRPC method.
     pub fn name(self) -> &'static str {
         match self {
@@ -307,5 +336,23 @@ mod tests {
                 .may_submit("xdr", "edr.other", &["block_ip"])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn every_method_of_the_api_is_an_operation() {
+        use prost::Message as _;
+        let set =
+            prost_types::FileDescriptorSet::decode(parapet_proto::v1::FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = 0;
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/parapet.v1.{}/{}", service.name(), method.name());
+                    assert!(Operation::of_method(&path).is_some(), "{path}");
+                    methods += 1;
+                }
+            }
+        }
+        assert_eq!(methods, Operation::ALL.len());
     }
 }
