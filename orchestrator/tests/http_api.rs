@@ -294,6 +294,16 @@ fn every_route_answers_as_its_openapi_document_says() {
             .unwrap()
             .starts_with("sha256:")
     );
+    let r = api.call("GET", "/v1/policy", "/v1/policy", None);
+    let policy = api.expect(200, r, "parapet.v1.GetPolicyResponse");
+    assert_eq!(policy["policyDigest"], status["policyDigest"]);
+    assert!(
+        policy["policyToml"]
+            .as_str()
+            .unwrap()
+            .contains("[[detections]]"),
+        "{policy}"
+    );
     let r = api.call(
         "POST",
         "/v1/kill-switch",

@@ -220,6 +220,11 @@ async fn call(ch: &Channel, method: &str, who: &str) -> Code {
                 .get_status(pb::GetStatusRequest::default())
                 .await,
         ),
+        "Admin/GetPolicy" => code(
+            AdminClient::new(ch.clone())
+                .get_policy(pb::GetPolicyRequest::default())
+                .await,
+        ),
         "Admin/SetDemotion" => code(
             AdminClient::new(ch.clone())
                 .set_demotion(pb::SetDemotionRequest {
@@ -263,6 +268,7 @@ const MATRIX: &[(&str, &[&str])] = &[
     ("Admin/SetKillSwitch", &["operator"]),
     ("Admin/ReloadPolicy", &["admin"]),
     ("Admin/GetStatus", &ROLES),
+    ("Admin/GetPolicy", &ROLES),
     ("Admin/SetDemotion", &["admin"]),
     ("Admin/CompactJournal", &["admin"]),
 ];
@@ -620,6 +626,7 @@ fn http_route(method: &str, who: &str) -> (&'static str, String, Option<serde_js
         ),
         "Admin/ReloadPolicy" => ("POST", "/v1/policy:reload".into(), None),
         "Admin/GetStatus" => ("GET", "/v1/status".into(), None),
+        "Admin/GetPolicy" => ("GET", "/v1/policy".into(), None),
         "Admin/SetDemotion" => (
             "POST",
             "/v1/demotions".into(),

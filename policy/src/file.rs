@@ -112,6 +112,8 @@ pub struct DetectionPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
     pub(crate) digest: String,
+    /// The file as loaded, for those who ask what decided.
+    text: std::sync::Arc<str>,
     pub unknown_detection: UnknownDetection,
     pub min_prefix_v4: u8,
     pub min_prefix_v6: u8,
@@ -402,6 +404,7 @@ impl Policy {
 
         Ok(Self {
             digest: format!("sha256:{:x}", Sha256::digest(text.as_bytes())),
+            text: text.into(),
             unknown_detection: raw.defaults.unknown_detection,
             min_prefix_v4,
             min_prefix_v6,
@@ -451,6 +454,11 @@ impl Policy {
     /// `sha256:` and the hex SHA-256 of the file's bytes: `sha256sum` of the file gives the same.
     pub fn digest(&self) -> &str {
         &self.digest
+    }
+
+    /// The policy file as it was loaded: the bytes [`Self::digest`] is of.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Checks that every route names adapters that can carry it and that every action kind the

@@ -50,6 +50,18 @@ pub fn get_status(
     Ok(conv::status(&service.status(caller)?))
 }
 
+pub fn get_policy(
+    service: &Service,
+    caller: &Caller,
+    _req: &pb::GetPolicyRequest,
+) -> Result<pb::GetPolicyResponse, Error> {
+    let policy = service.policy(caller)?;
+    Ok(pb::GetPolicyResponse {
+        policy_digest: policy.digest().to_owned(),
+        policy_toml: policy.text().to_owned(),
+    })
+}
+
 pub async fn set_demotion(
     service: &Service,
     caller: &Caller,

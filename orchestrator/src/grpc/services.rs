@@ -224,6 +224,17 @@ impl admin_server::Admin for Admin {
         )?))
     }
 
+    async fn get_policy(
+        &self,
+        request: Request<pb::GetPolicyRequest>,
+    ) -> Result<Response<pb::GetPolicyResponse>, Status> {
+        Ok(Response::new(api::admin::get_policy(
+            &self.0,
+            &caller(&request),
+            request.get_ref(),
+        )?))
+    }
+
     async fn set_demotion(
         &self,
         request: Request<pb::SetDemotionRequest>,

@@ -157,6 +157,8 @@ pub fn routes() -> &'static [Route] {
                 "Kill switches, budgets, adapters, the policy", get_status),
             route!(POST "/v1/kill-switch", SetKillSwitch, SetKillSwitchRequest -> SetKillSwitchResponse;
                 "Engage or release a kill switch", set_kill_switch),
+            route!(GET "/v1/policy", GetPolicy, GetPolicyRequest -> GetPolicyResponse;
+                "The policy in force: its text and digest", get_policy),
             route!(POST "/v1/policy:reload", ReloadPolicy, ReloadPolicyRequest -> ReloadPolicyResponse;
                 "Reload the policy file", reload_policy),
             route!(POST "/v1/demotions", SetDemotion, SetDemotionRequest -> SetDemotionResponse;
@@ -392,7 +394,7 @@ impl Call {
 
 /// Decodes a message from proto3 JSON; an error names the field by its path in the message,
 /// as the gRPC front door does (`steps[0].target.id`).
-fn decode<'de, T: DeserializeOwned>(
+pub(crate) fn decode<'de, T: DeserializeOwned>(
     from: impl serde::Deserializer<'de, Error = impl std::fmt::Display>,
 ) -> Result<T, Error> {
     serde_path_to_error::deserialize(from).map_err(|e| {
@@ -578,6 +580,11 @@ async fn compact_journal(c: Call) -> Result<Reply, Error> {
 async fn get_status(c: Call) -> Result<Reply, Error> {
     let req = c.query(".parapet.v1.GetStatusRequest")?;
     ok(&api::admin::get_status(&c.service, &c.caller, &req)?)
+}
+
+async fn get_policy(c: Call) -> Result<Reply, Error> {
+    let req = c.query(".parapet.v1.GetPolicyRequest")?;
+    ok(&api::admin::get_policy(&c.service, &c.caller, &req)?)
 }
 
 async fn set_kill_switch(c: Call) -> Result<Reply, Error> {

@@ -104,13 +104,14 @@ pub enum Operation {
     Precision,
     SetKillSwitch,
     GetStatus,
+    GetPolicy,
     ReloadPolicy,
     SetDemotion,
     CompactJournal,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 21] = [
+    pub const ALL: [Operation; 22] = [
         Self::Submit,
         Self::WhatIf,
         Self::GetIntent,
@@ -129,6 +130,7 @@ impl Operation {
         Self::Precision,
         Self::SetKillSwitch,
         Self::GetStatus,
+        Self::GetPolicy,
         Self::ReloadPolicy,
         Self::SetDemotion,
         Self::CompactJournal,
@@ -160,6 +162,7 @@ impl Operation {
             Self::Precision => "/parapet.v1.Verdicts/Precision",
             Self::SetKillSwitch => "/parapet.v1.Admin/SetKillSwitch",
             Self::GetStatus => "/parapet.v1.Admin/GetStatus",
+            Self::GetPolicy => "/parapet.v1.Admin/GetPolicy",
             Self::ReloadPolicy => "/parapet.v1.Admin/ReloadPolicy",
             Self::SetDemotion => "/parapet.v1.Admin/SetDemotion",
             Self::CompactJournal => "/parapet.v1.Admin/CompactJournal",
@@ -172,7 +175,11 @@ impl Operation {
         const EVERYONE: &[Role] = &[Detector, Operator, Approver, Auditor, Admin];
         match self {
             Self::Submit | Self::WhatIf => &[Detector],
-            Self::GetIntent | Self::ListIntents | Self::Watch | Self::GetStatus => EVERYONE,
+            Self::GetIntent
+            | Self::ListIntents
+            | Self::Watch
+            | Self::GetStatus
+            | Self::GetPolicy => EVERYONE,
             Self::Rollback | Self::RollbackSelected | Self::Judge | Self::SetKillSwitch => {
                 &[Operator]
             }

@@ -117,6 +117,12 @@ impl Service {
         self.engine.compact_journal(&by).await
     }
 
+    /// The policy in force; anyone may read what decides their intents.
+    pub fn policy(&self, caller: &Caller) -> Result<std::sync::Arc<parapet_policy::Policy>> {
+        self.authorize(caller, Operation::GetPolicy)?;
+        Ok(self.engine.policy())
+    }
+
     pub fn status(&self, caller: &Caller) -> Result<Status> {
         self.authorize(caller, Operation::GetStatus)?;
         // a detector sees what concerns its own intents: their errors, their counts
