@@ -8,16 +8,16 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use prost_types::{
-    FieldDescriptorProto,
-    field_descriptor_proto::{Label, Type},
-};
+use prost_types::field_descriptor_proto::{Label, Type};
 use serde_json::{Map, Value, json};
 
 use super::{
     api::{Route, routes},
-    schema::{SCHEMA, Schema},
+    schema::{self, SCHEMA, Schema},
 };
+
+/// Where the document keeps the messages' schemas.
+const COMPONENTS: &str = "#/components/schemas/";
 
 /// `GET /v1/openapi.json`; anyone may read it, as anyone may read gRPC reflection.
 pub async fn serve() -> Response {
@@ -46,11 +46,10 @@ pub fn document() -> Value {
         if message.options.as_ref().is_some_and(|o| o.map_entry()) {
             continue;
         }
-        schemas.insert(component(name), message_schema(&SCHEMA, name));
+        schemas.insert(schema::component(name), SCHEMA.message(name, COMPONENTS));
     }
     for (name, e) in &SCHEMA.enums {
-        let values: Vec<_> = e.value.iter().map(|v| v.name().to_owned()).collect();
-        schemas.insert(component(name), json!({ "type": "string", "enum": values }));
+        schemas.insert(schema::component(name), schema::enumeration(e));
     }
     schemas.insert("Problem".into(), problem_schema());
     json!({
@@ -74,12 +73,8 @@ pub fn document() -> Value {
     })
 }
 
-fn component(full_name: &str) -> String {
-    full_name.trim_start_matches('.').to_owned()
-}
-
 fn reference(full_name: &str) -> Value {
-    json!({ "$ref": format!("#/components/schemas/{}", component(full_name)) })
+    schema::reference(COMPONENTS, full_name)
 }
 
 fn operation(route: &Route) -> Value {
@@ -176,7 +171,8 @@ fn query_parameters(
         if nested {
             query_parameters(schema, f.type_name(), &format!("{name}."), false, out);
         } else if !schema.is_map(f) {
-            let mut p = json!({ "name": name, "in": "query", "schema": field_schema(schema, f) });
+            let mut p =
+                json!({ "name": name, "in": "query", "schema": schema.field(f, COMPONENTS) });
             if f.label() == Label::Repeated {
                 p["explode"] = true.into();
             }
@@ -185,66 +181,6 @@ fn query_parameters(
             }
             out.push(p);
         }
-    }
-}
-
-fn message_schema(schema: &Schema, name: &str) -> Value {
-    let Some(m) = schema.messages.get(name) else {
-        return json!({});
-    };
-    let mut properties = Map::new();
-    for f in &m.field {
-        let mut s = field_schema(schema, f);
-        if let Some(doc) = schema.comment(name, f.name()) {
-            s["description"] = doc.into();
-        }
-        properties.insert(f.json_name().to_owned(), s);
-    }
-    json!({ "type": "object", "properties": properties, "additionalProperties": false })
-}
-
-fn field_schema(schema: &Schema, f: &FieldDescriptorProto) -> Value {
-    if schema.is_map(f) {
-        let value = schema
-            .messages
-            .get(f.type_name())
-            .and_then(|entry| entry.field.iter().find(|v| v.name() == "value"))
-            .map_or(json!({}), |v| single(schema, v));
-        return json!({ "type": "object", "additionalProperties": value });
-    }
-    let one = single(schema, f);
-    if f.label() == Label::Repeated {
-        json!({ "type": "array", "items": one })
-    } else {
-        one
-    }
-}
-
-fn single(_schema: &Schema, f: &FieldDescriptorProto) -> Value {
-    match f.r#type() {
-        Type::Double | Type::Float => json!({ "type": "number" }),
-        Type::Int32 | Type::Sint32 | Type::Sfixed32 => {
-            json!({ "type": "integer", "format": "int32" })
-        }
-        Type::Uint32 | Type::Fixed32 => {
-            json!({ "type": "integer", "format": "uint32", "minimum": 0 })
-        }
-        // 64-bit integers are strings in proto3 JSON (numbers are accepted too)
-        Type::Int64 | Type::Sint64 | Type::Sfixed64 | Type::Uint64 | Type::Fixed64 => {
-            json!({ "type": ["string", "integer"], "pattern": "^-?[0-9]+$" })
-        }
-        Type::Bool => json!({ "type": "boolean" }),
-        Type::String => json!({ "type": "string" }),
-        Type::Bytes => json!({ "type": "string", "contentEncoding": "base64" }),
-        Type::Enum => reference(f.type_name()),
-        Type::Message | Type::Group => match f.type_name() {
-            ".google.protobuf.Timestamp" => json!({ "type": "string", "format": "date-time" }),
-            ".google.protobuf.Duration" => {
-                json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$",
-                        "description": "seconds with an `s`, e.g. `3600s`" })
-            }
-            other => reference(other),
-        },
     }
 }
 

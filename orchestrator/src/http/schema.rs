@@ -1,7 +1,12 @@
 //! The API's messages as its descriptor set describes them: to read a query string into a
-//! request message, and to describe the messages in the OpenAPI document.
+//! request message, and to describe the messages as JSON Schemas (2020-12) of their proto3
+//! JSON mapping, with the `.proto`'s comments as descriptions: in the OpenAPI document, and
+//! standing alone for the MCP tools.
 
-use std::{collections::BTreeMap, sync::LazyLock};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::LazyLock,
+};
 
 use parapet_model::Invalid;
 use prost::Message as _;
@@ -9,7 +14,7 @@ use prost_types::{
     DescriptorProto, EnumDescriptorProto, FieldDescriptorProto,
     field_descriptor_proto::{Label, Type},
 };
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 /// Every message and enum of `parapet.v1`, by full name (`.parapet.v1.Intent`).
 #[derive(Default)]
@@ -86,6 +91,87 @@ impl Schema {
                 .get(field.type_name())
                 .and_then(|m| m.options.as_ref())
                 .is_some_and(|o| o.map_entry())
+    }
+
+    /// The JSON Schema of `message` (`.parapet.v1.Intent`); the messages and enums it uses by
+    /// `$ref` to `base` and their name (`#/components/schemas/`).
+    pub fn message(&self, name: &str, base: &str) -> Value {
+        let Some(m) = self.messages.get(name) else {
+            return json!({});
+        };
+        let mut properties = Map::new();
+        for f in &m.field {
+            let mut s = self.field(f, base);
+            if let Some(doc) = self.comment(name, f.name()) {
+                s["description"] = doc.into();
+            }
+            properties.insert(f.json_name().to_owned(), s);
+        }
+        json!({ "type": "object", "properties": properties, "additionalProperties": false })
+    }
+
+    /// The JSON Schema of `message` standing alone: what it uses is under its `$defs`.
+    pub fn standalone(&self, name: &str) -> Value {
+        let mut root = self.message(name, DEFS);
+        let mut defs = Map::new();
+        for used in self.uses(name) {
+            let schema = match self.enums.get(&used) {
+                Some(e) => enumeration(e),
+                None => self.message(&used, DEFS),
+            };
+            defs.insert(component(&used), schema);
+        }
+        if !defs.is_empty() {
+            root["$defs"] = defs.into();
+        }
+        root
+    }
+
+    /// Every message and enum `name` uses, directly or through others, but for itself.
+    fn uses(&self, name: &str) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![name.to_owned()];
+        while let Some(next) = todo.pop() {
+            let Some(m) = self.messages.get(&next) else {
+                continue;
+            };
+            for f in &m.field {
+                let used = if self.is_map(f) {
+                    self.messages
+                        .get(f.type_name())
+                        .and_then(|entry| entry.field.iter().find(|v| v.name() == "value"))
+                        .map(|v| v.type_name())
+                } else {
+                    Some(f.type_name())
+                };
+                let Some(used) = used.filter(|u| !u.is_empty() && !u.starts_with(".google."))
+                else {
+                    continue;
+                };
+                if used != name && seen.insert(used.to_owned()) {
+                    todo.push(used.to_owned());
+                }
+            }
+        }
+        seen
+    }
+
+    /// The JSON Schema of one field's value.
+    pub fn field(&self, f: &FieldDescriptorProto, base: &str) -> Value {
+        if self.is_map(f) {
+            let value = self
+                .messages
+                .get(f.type_name())
+                .and_then(|entry| entry.field.iter().find(|v| v.name() == "value"))
+                .map_or(json!({}), |v| single(v, base));
+            return json!({ "type": "object", "additionalProperties": value });
+        }
+        let one = single(f, base);
+        if f.label() == Label::Repeated {
+            json!({ "type": "array", "items": one })
+        } else {
+            one
+        }
     }
 
     /// A query string (`detection=d&states=INTENT_STATE_ACTIVE&states=...&target.kind=ip`) as
@@ -185,5 +271,52 @@ impl Schema {
                 Ok(())
             }
         }
+    }
+}
+
+/// `$defs`, where a standalone schema keeps what it uses.
+pub const DEFS: &str = "#/$defs/";
+
+/// A message's or enum's name as a schema's key: `parapet.v1.Intent`.
+pub fn component(full_name: &str) -> String {
+    full_name.trim_start_matches('.').to_owned()
+}
+
+/// A reference to a message's or enum's schema under `base`.
+pub fn reference(base: &str, full_name: &str) -> Value {
+    json!({ "$ref": format!("{base}{}", component(full_name)) })
+}
+
+/// An enum's schema: its value names, as proto3 JSON writes them.
+pub fn enumeration(e: &EnumDescriptorProto) -> Value {
+    let values: Vec<_> = e.value.iter().map(|v| v.name().to_owned()).collect();
+    json!({ "type": "string", "enum": values })
+}
+
+fn single(f: &FieldDescriptorProto, base: &str) -> Value {
+    match f.r#type() {
+        Type::Double | Type::Float => json!({ "type": "number" }),
+        Type::Int32 | Type::Sint32 | Type::Sfixed32 => {
+            json!({ "type": "integer", "format": "int32" })
+        }
+        Type::Uint32 | Type::Fixed32 => {
+            json!({ "type": "integer", "format": "uint32", "minimum": 0 })
+        }
+        // 64-bit integers are strings in proto3 JSON (numbers are accepted too)
+        Type::Int64 | Type::Sint64 | Type::Sfixed64 | Type::Uint64 | Type::Fixed64 => {
+            json!({ "type": ["string", "integer"], "pattern": "^-?[0-9]+$" })
+        }
+        Type::Bool => json!({ "type": "boolean" }),
+        Type::String => json!({ "type": "string" }),
+        Type::Bytes => json!({ "type": "string", "contentEncoding": "base64" }),
+        Type::Enum => reference(base, f.type_name()),
+        Type::Message | Type::Group => match f.type_name() {
+            ".google.protobuf.Timestamp" => json!({ "type": "string", "format": "date-time" }),
+            ".google.protobuf.Duration" => {
+                json!({ "type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$",
+                        "description": "seconds with an `s`, e.g. `3600s`" })
+            }
+            other => reference(base, other),
+        },
     }
 }
