@@ -12,6 +12,7 @@
 //! - [`grpc`]: the gRPC front door, thin tonic handlers over [`api`].
 //! - [`http`]: the HTTP front door: the JSON API, webhook intake, OpenC2, EDL lists for
 //!   firewalls, liveness, metrics; [`intake`] maps SIEM payloads to intents.
+//! - [`mcp`]: the MCP server for AI agents, at `/mcp` and as `parapet mcp` on stdio.
 //! - [`sources`]: what Parapet pulls intents from (a CrowdSec Local API).
 //! - [`clock`]: injected time.
 //! - [`lock`]: one Parapet per data directory.
@@ -32,6 +33,7 @@ pub mod intake;
 pub mod journal;
 pub mod lifecycle;
 pub mod lock;
+pub mod mcp;
 pub mod ocsf;
 pub mod server;
 pub mod service;

@@ -2,7 +2,8 @@
 //! errors go to stderr.
 //!
 //! One file per noun: `serve`, `intent` (submit, get, list, watch), `rollback`, `journal`,
-//! `policy`, `admin` (kill switch, status, reload); `output` renders what they print.
+//! `policy`, `admin` (kill switch, status, reload), `mcp` (the MCP server on stdio); `output`
+//! renders what they print.
 
 /// `println!` for data: a closed stdout (`parapet journal query | head`) ends the program
 /// quietly instead of panicking.
@@ -21,6 +22,7 @@ mod admin;
 mod bouncer;
 mod intent;
 mod journal;
+mod mcp;
 mod output;
 mod people;
 mod policy;
@@ -34,26 +36,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+pub use parapet_orchestrator::grpc::client::{Bearer, Conn};
 use tonic::{
     metadata::{Ascii, MetadataValue},
     service::interceptor::InterceptedService,
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
+    transport::{Certificate, ClientTlsConfig, Endpoint, Identity},
 };
-
-/// A connection to the server, with the bearer token on every call when there is one.
-pub type Conn = InterceptedService<Channel, Bearer>;
-
-#[derive(Clone)]
-pub struct Bearer(Option<MetadataValue<Ascii>>);
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(token) = &self.0 {
-            req.metadata_mut().insert("authorization", token.clone());
-        }
-        Ok(req)
-    }
-}
 
 /// How the CLI proves who it is: a client certificate, a token, or neither.
 #[derive(clap::Args, Clone)]
@@ -141,6 +129,9 @@ enum Command {
     /// Keys of the CrowdSec bouncers that enforce Parapet's decisions.
     #[command(subcommand)]
     Bouncer(bouncer::Command),
+    /// Serve MCP on stdin/stdout for an AI agent: its tools call the server as these
+    /// credentials, through the guardrails.
+    Mcp,
 }
 
 pub fn main() -> ExitCode {
@@ -222,6 +213,7 @@ pub fn main() -> ExitCode {
             Command::Verdict(a) => {
                 people::verdict(&connect(&cli.server, &cli.credentials).await?, a, out).await
             }
+            Command::Mcp => mcp::run(connect(&cli.server, &cli.credentials).await?).await,
             Command::Precision => {
                 people::precision(&connect(&cli.server, &cli.credentials).await?, out).await
             }

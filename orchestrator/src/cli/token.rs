@@ -26,6 +26,10 @@ pub struct CreateArgs {
     /// Hold a detector to these action kinds; repeatable.
     #[arg(long = "action")]
     actions: Vec<String>,
+    /// The most autonomy its intents may have, whatever the detection's tier: `approval` holds
+    /// an agent's every action for a person until it has earned more.
+    #[arg(long, value_parser = ["approval", "shadow", "forbidden"])]
+    max_tier: Option<String>,
     /// The token file the server reads (`[auth] tokens`).
     #[arg(long)]
     file: PathBuf,
@@ -55,6 +59,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     }
     if !args.actions.is_empty() {
         entry.push_str(&format!("action_kinds = {}\n", quote(&args.actions)));
+    }
+    if let Some(tier) = &args.max_tier {
+        entry.push_str(&format!("max_tier = \"{tier}\"\n"));
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)

@@ -1,9 +1,11 @@
 //! The gRPC front door: decode, call the service, encode. Nothing else happens here.
 //!
 //! - `auth`: the layer that authenticates each call and asks the service whether it may go on.
+//! - `client`: a connection to a server, as the CLI and `parapet mcp` hold it.
 //! - `services`: the services of `parapet.v1`, each method a call into [`crate::api`].
 
 pub mod auth;
+pub mod client;
 mod services;
 
 use std::pin::Pin;

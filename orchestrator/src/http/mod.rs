@@ -11,6 +11,7 @@
 //! - [`crowdsec`]: CrowdSec's Local API as bouncers use it (`/v1/decisions...`).
 //! - [`intake`]: `POST /v1/ingest/{name}`, the webhooks SIEMs send.
 //! - [`openc2`]: an OpenC2 consumer (SLPF) at `/.well-known/openc2`.
+//! - `/mcp`: the MCP server for AI agents ([`crate::mcp`]).
 //! - [`problem`]: every error as `application/problem+json`.
 //! - [`serve`] holds the listener to its limits and speaks TLS when configured.
 
@@ -77,6 +78,7 @@ pub fn router(front: api::Front, with_metrics: bool) -> Router {
             axum::routing::post(openc2::consume).with_state(front.clone()),
         )
         .merge(console::router(front.clone()))
+        .merge(crate::mcp::router(front.clone()))
         .merge(api::router(front))
 }
 
