@@ -70,18 +70,8 @@ fn bouncers_read_each_change_once_with_their_own_keys() {
         !std::fs::read_to_string(&file).unwrap().contains(&key),
         "kept hashed"
     );
-    let config = dir.path().join("parapet.toml");
-    std::fs::write(
-        &config,
-        format!("[crowdsec]\nbouncers = \"{}\"\n", file.display()),
-    )
-    .unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        None,
-        &["--config", config.to_str().unwrap()],
-        &[],
-    );
+    let config = format!("[crowdsec]\nbouncers = \"{}\"\n", file.display());
+    let server = Server::configured(dir.path(), &config, false);
 
     let first = submit(&server, "b1", "198.51.100.11", "3600s");
     submit(&server, "b2", "198.51.100.0/24", "7200s");

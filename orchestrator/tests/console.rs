@@ -29,23 +29,13 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
     let auditor = token(&tokens, "auditor-1", "auditor");
     let detector = token(&tokens, "siem", "detector");
     let operator = token(&tokens, "oncall-1", "operator");
-    let config = dir.path().join("parapet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\ntokens = \"{}\"\n",
-            pki.path("server.pem"),
-            pki.path("server.key"),
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        None,
-        &["--secure", "--config", config.to_str().unwrap()],
-        &[],
+    let config = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\ntokens = \"{}\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        tokens.display()
     );
+    let server = Server::configured(dir.path(), &config, true);
     let base = format!("http://{}", server.http);
     // two isolations wait for a person; their title is a detection's, an attacker's text
     let submit = |key: &str, host: &str, ip: &str| {
@@ -296,22 +286,12 @@ fn a_client_certificate_signs_in_without_a_form() {
         pki.path("server.key"),
         pki.path("ca.pem")
     );
-    let config = dir.path().join("parapet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[tls]\n{tls}[http.tls]\n{tls}[auth]\ntokens = \"{}\"\n\
-             [[auth.identities]]\nname = \"alice\"\nroles = [\"approver\"]\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        None,
-        &["--secure", "--config", config.to_str().unwrap()],
-        &[],
+    let config = format!(
+        "[tls]\n{tls}[http.tls]\n{tls}[auth]\ntokens = \"{}\"\n\
+         [[auth.identities]]\nname = \"alice\"\nroles = [\"approver\"]\n",
+        tokens.display()
     );
+    let server = Server::configured(dir.path(), &config, true);
     let port = server.http.rsplit(':').next().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/browser/certificate.mjs");
     let out = Command::new("node")

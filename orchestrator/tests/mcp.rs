@@ -63,21 +63,11 @@ fn setup() -> Setup {
         pki.path("server.pem"),
         pki.path("server.key")
     );
-    let config = dir.path().join("parapet.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[tls]\n{tls}\n[http.tls]\n{tls}\n[auth]\ntokens = \"{}\"\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        None,
-        &["--secure", "--config", config.to_str().unwrap()],
-        &[],
+    let config = format!(
+        "[tls]\n{tls}\n[http.tls]\n{tls}\n[auth]\ntokens = \"{}\"\n",
+        tokens.display()
     );
+    let server = Server::configured(dir.path(), &config, true);
     Setup {
         server,
         dir,

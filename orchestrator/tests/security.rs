@@ -42,14 +42,7 @@ fn secure_server_with(dir: &Path, pki: &Pki, tokens: &Path, more: &str) -> (Serv
         "[[auth.identities]]\nname = \"xdr\"\nroles = [\"detector\"]\ndetections = [\"edr.c2_beacon\"]\naction_kinds = [\"block_ip\"]\n",
     );
     config.push_str(more);
-    let path = dir.join("parapet.toml");
-    std::fs::write(&path, config).unwrap();
-    let server = Server::start_with(
-        &dir.join("data"),
-        None,
-        &["--secure", "--config", path.to_str().unwrap()],
-        &[],
-    );
+    let server = Server::configured(dir, &config, true);
     let port = server.grpc.rsplit(':').next().unwrap().parse().unwrap();
     (server, port)
 }

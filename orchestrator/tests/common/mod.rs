@@ -102,6 +102,20 @@ impl Server {
         }
     }
 
+    /// A server in `dir` (its data in `dir/data`) with `config` as its config file; `secure`
+    /// leaves authentication on.
+    pub fn configured(dir: &Path, config: &str, secure: bool) -> Self {
+        let path = dir.join("parapet.toml");
+        std::fs::write(&path, config).unwrap();
+        let path = path.to_str().unwrap();
+        let args: &[&str] = if secure {
+            &["--secure", "--config", path]
+        } else {
+            &["--config", path]
+        };
+        Self::start_with(&dir.join("data"), None, args, &[])
+    }
+
     /// A gRPC channel to the server.
     pub async fn channel(&self) -> tonic::transport::Channel {
         tonic::transport::Channel::from_shared(self.grpc.clone())
