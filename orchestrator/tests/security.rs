@@ -882,3 +882,86 @@ fn intakes_authenticate_by_token_query_token_or_signature() {
         );
     }
 }
+
+/// A browser is not an API client. An insecure Parapet answers loopback names only, so a page
+/// that rebinds its own name to 127.0.0.1 reaches nothing; and a request a web page makes
+/// (it carries an `Origin`) is refused outside the console, so a browser holding a client
+/// certificate or sitting on this machine cannot be made to submit, roll back or reload.
+#[test]
+fn web_pages_cannot_call_the_api() {
+    let server = Server::start();
+    let port = server.http.rsplit(':').next().unwrap();
+    let curl = |path: &str, headers: &[&str], body: Option<&str>| -> u16 {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        if let Some(b) = body {
+            cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        let out = cmd
+            .arg(format!("http://127.0.0.1:{port}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().parse().unwrap()
+    };
+    let engage = Some(r#"{"engaged": true, "reason": "from a page"}"#);
+    // programs, by any loopback name
+    assert_eq!(curl("/v1/status", &[], None), 200);
+    for host in ["localhost", "127.0.0.1", "[::1]", "app.localhost"] {
+        let header = format!("Host: {host}:{port}");
+        assert_eq!(curl("/v1/status", &[&header], None), 200, "{host}");
+    }
+    // a rebound name gets nothing that needs no credentials: not the API, not a console
+    // session (it is sent to sign in, and signing in fails)
+    let rebound = format!("Host: attacker.example:{port}");
+    assert_eq!(curl("/v1/status", &[&rebound], None), 403);
+    assert_eq!(curl("/v1/kill-switch", &[&rebound], engage), 403);
+    assert_eq!(curl("/console/pending", &[&rebound], None), 303);
+    let login = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+            "-H",
+            &rebound,
+            "-d",
+            "token=",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/console/login"))
+        .output()
+        .unwrap();
+    let login = String::from_utf8(login.stdout).unwrap();
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    assert!(!login.contains("parapet_session"), "{login}");
+    // the lists keep answering firewalls by any name: they have credentials of their own
+    assert_eq!(curl("/edl/block", &[&rebound], None), 200);
+    // a page's request, even for the right host, is refused outside the console
+    let origin = "Origin: https://attacker.example";
+    assert_eq!(curl("/v1/kill-switch", &[origin], engage), 403);
+    assert_eq!(
+        curl("/v1/status", &["Sec-Fetch-Site: cross-site"], None),
+        403
+    );
+    // a person's own navigation is not a page's request
+    assert_eq!(curl("/v1/status", &["Sec-Fetch-Site: none"], None), 200);
+    let engaged = || {
+        // `status --json`: a line per kill switch engaged
+        let status = server.json(&["status"]);
+        status.iter().any(|line| line.get("engaged_by").is_some())
+    };
+    assert!(!engaged(), "a page engaged the kill switch");
+    // the same call from a program goes through
+    assert_eq!(curl("/v1/kill-switch", &[], engage), 200);
+    assert!(engaged());
+}

@@ -53,6 +53,20 @@ impl Front {
         let peer = connection.map(|c| c.peer);
         let certificate = connection.and_then(|c| c.certificate.as_deref());
         let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        // without authentication anyone here may do anything: a web page that rebinds its
+        // own name to 127.0.0.1 must not be anyone
+        let rebound = self.auth.is_insecure()
+            && headers
+                .get(header::HOST)
+                .is_some_and(|host| !super::loopback_host(host.as_bytes()));
+        if rebound {
+            return Err(Error::Forbidden(
+                "this Parapet runs without authentication and answers requests for a loopback \
+                 name only (localhost, 127.0.0.1, [::1])"
+                    .to_owned(),
+            ))
+            .inspect_err(|e| self.service.refused("", peer, what, e));
+        }
         self.auth
             .identify(authorization, certificate, peer)
             .inspect_err(|e| self.service.refused("", peer, what, e))

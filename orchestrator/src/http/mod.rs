@@ -79,7 +79,47 @@ pub fn router(front: api::Front, with_metrics: bool) -> Router {
         )
         .merge(console::router(front.clone()))
         .merge(crate::mcp::router(front.clone()))
-        .merge(api::router(front))
+        .merge(api::router(front.clone()))
+        .layer(axum::middleware::from_fn(browsers))
+}
+
+/// What the listener refuses of browsers, before any route: outside the console, which has
+/// its own CSRF defence, a request a web page sends (an `Origin`, or a fetch from another
+/// site) is refused, so a browser holding a client certificate cannot be made to call the
+/// API. (Under `--insecure`, [`api::Front`] also wants a loopback `Host`.)
+async fn browsers(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let path = request.uri().path();
+    if path != "/console" && !path.starts_with("/console/") {
+        let site = headers
+            .get("sec-fetch-site")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if headers.contains_key(header::ORIGIN) || matches!(site, b"cross-site" | b"same-site") {
+            let why = "a request from a web page is refused here: the API is for programs; \
+                       people use the console at /console/";
+            return Problem::from(Error::Forbidden(why.to_owned())).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Whether a `Host` header names this machine: `localhost` (or a name under it), a
+/// 127/8 address or `[::1]`, with any port.
+pub fn loopback_host(host: &[u8]) -> bool {
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `/metrics` alone, for an address of its own.
@@ -155,4 +195,36 @@ fn plain(body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn loopback_hosts_are_this_machines_names_only() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1:8080",
+            "127.9.9.9",
+            "[::1]:8080",
+            "[::1]",
+            "ui.localhost:80",
+        ] {
+            assert!(loopback_host(host.as_bytes()), "{host}");
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:8080",
+            "localhost.attacker.example",
+            "10.0.0.1:8080",
+            "[2001:db8::1]:8080",
+            "0.0.0.0",
+            "",
+        ] {
+            assert!(!loopback_host(host.as_bytes()), "{host}");
+        }
+        assert!(!loopback_host(b"\xfflocalhost"));
+    }
 }

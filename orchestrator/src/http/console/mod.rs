@@ -261,7 +261,7 @@ fn session(
     let by_connection = if has_certificate || console.front.auth.is_insecure() {
         console
             .front
-            .identify(&HeaderMap::new(), conn, "console")
+            .identify(&host_only(headers), conn, "console")
             .ok()
     } else {
         None
@@ -315,6 +315,16 @@ async fn login_form(State(console): State<Console>, request: Request) -> Respons
     pages::login(None).into_response()
 }
 
+/// A request's `Host` alone: what the connection and a presented token are identified with,
+/// never a bearer token the browser might carry.
+fn host_only(headers: &HeaderMap) -> HeaderMap {
+    let mut only = HeaderMap::new();
+    if let Some(host) = headers.get(header::HOST) {
+        only.insert(header::HOST, host.clone());
+    }
+    only
+}
+
 /// The form's fields.
 fn form(body: &Bytes) -> HashMap<String, String> {
     form_urlencoded::parse(body).into_owned().collect()
@@ -328,7 +338,7 @@ async fn login(State(console): State<Console>, request: Request) -> Response {
     };
     let fields = form(&body);
     let token = fields.get("token").map(|t| t.trim()).unwrap_or_default();
-    let mut presented = HeaderMap::new();
+    let mut presented = host_only(&parts.headers);
     if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
         presented.insert(header::AUTHORIZATION, v);
     }
