@@ -13,7 +13,9 @@
 //! listener (HTTP/1.1, a connection per request in flight), for the JSON API's cost next to
 //! gRPC's.
 //! The journal's figures (entries per `fdatasync`, sync and index-write times) come from the
-//! server's own `/metrics`, read before and after.
+//! server's own `/metrics`, read before and after. After each run every intent Parapet
+//! acknowledged is looked for in its journal, and a missing one fails the bench.
+//! `--json FILE` writes the summary (and every run's figures) for scripts to compare.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -30,7 +32,7 @@ use std::{
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use parapet_orchestrator::{clock::SystemClock, config::Config, server};
-use parapet_proto::v1::{self as pb, intents_client::IntentsClient};
+use parapet_proto::v1::{self as pb, intents_client::IntentsClient, journal_client::JournalClient};
 use tonic::transport::Channel;
 
 mod echo {
@@ -80,6 +82,9 @@ struct Args {
     /// Keep the fresh servers' data directories under this directory
     #[arg(long)]
     data: Option<std::path::PathBuf>,
+    /// Write the summary and every run's figures to this file as JSON
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -200,10 +205,11 @@ enum Via {
 }
 
 impl Client {
-    async fn submit(&mut self, req: pb::SubmitIntentRequest) -> anyhow::Result<()> {
+    /// One Submit; the intent id Parapet acknowledged (none from the echo).
+    async fn submit(&mut self, req: pb::SubmitIntentRequest) -> anyhow::Result<Option<String>> {
         match self {
-            Client::Parapet(c) => c.submit(req).await.map(drop).map_err(Into::into),
-            Client::Echo(c) => c.submit(req).await.map(drop).map_err(Into::into),
+            Client::Parapet(c) => Ok(Some(c.submit(req).await?.into_inner().intent_id)),
+            Client::Echo(c) => c.submit(req).await.map(|_| None).map_err(Into::into),
             Client::Json(http, url) => {
                 let body = serde_json::to_vec(&req)?;
                 let answer = http
@@ -213,11 +219,12 @@ impl Client {
                     .send()
                     .await?;
                 let status = answer.status().as_u16();
-                let _ = answer.bytes().await?;
+                let body = answer.bytes().await?;
                 // a denial (by the guardrails, 403; by a budget or rate, 429) is an answer,
-                // as it is over gRPC
+                // as it is over gRPC, and carries the journaled intent's id too
                 if (200..300).contains(&status) || status == 403 || status == 429 {
-                    Ok(())
+                    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+                    Ok(answer["intentId"].as_str().map(str::to_owned))
                 } else {
                     anyhow::bail!("HTTP {status}")
                 }
@@ -288,6 +295,21 @@ struct Measured {
     p99: Duration,
     p999: Duration,
     errors: u64,
+    /// Every intent id acknowledged, warm-up included.
+    acknowledged: Vec<String>,
+}
+
+impl Measured {
+    fn json(&self) -> serde_json::Value {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        serde_json::json!({
+            "rate": self.rate,
+            "p50_ms": ms(self.p50),
+            "p99_ms": ms(self.p99),
+            "p999_ms": ms(self.p999),
+            "errors": self.errors,
+        })
+    }
 }
 
 impl std::fmt::Display for Measured {
@@ -339,6 +361,7 @@ impl Drive<'_> {
             let (mode, wait, run) = (self.mode, self.wait, self.run);
             workers.spawn(async move {
                 let mut latencies = Vec::new();
+                let mut acknowledged = Vec::new();
                 let mut errors = 0u64;
                 loop {
                     if let Load::Open(rate) = load {
@@ -348,15 +371,18 @@ impl Drive<'_> {
                     }
                     let elapsed = start.elapsed();
                     if elapsed > end {
-                        return (latencies, errors);
+                        return (latencies, acknowledged, errors);
                     }
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let req = request(mode, n, wait, run);
                     let t = Instant::now();
                     let ok = client.submit(req).await;
+                    if let Ok(Some(id)) = &ok {
+                        acknowledged.push(id.clone());
+                    }
                     if elapsed >= warmup {
                         match ok {
-                            Ok(()) => latencies.push(t.elapsed()),
+                            Ok(_) => latencies.push(t.elapsed()),
                             Err(e) => {
                                 if errors == 0 {
                                     eprintln!("parapet-bench: Submit failed: {e}");
@@ -369,10 +395,12 @@ impl Drive<'_> {
             });
         }
         let mut all = Vec::new();
+        let mut acknowledged = Vec::new();
         let mut errors = 0;
         while let Some(done) = workers.join_next().await {
-            let (l, e) = done.unwrap();
+            let (l, a, e) = done.unwrap();
             all.extend(l);
+            acknowledged.extend(a);
             errors += e;
         }
         if all.is_empty() {
@@ -389,6 +417,7 @@ impl Drive<'_> {
             p99: pct(0.99),
             p999: pct(0.999),
             errors,
+            acknowledged,
         }
     }
 }
@@ -519,6 +548,7 @@ struct Outcome {
     half: Measured,
     /// The same load as JSON over HTTP, when the HTTP listener is known.
     json: Option<Measured>,
+    journal: Option<JournalFigures>,
 }
 
 impl Outcome {
@@ -676,9 +706,29 @@ async fn measure(args: &Args, mode: Mode, run: usize) -> anyhow::Result<Outcome>
     if let Some(j) = &json {
         println!("  parapet JSON   {j}   to gRPC {:.2}", j.rate / full.rate);
     }
-    if let Some(j) = journal {
+    if let Some(j) = &journal {
         println!("  journal        {j}");
     }
+    let acknowledged: Vec<&String> = [Some(&full), Some(&half), json.as_ref()]
+        .into_iter()
+        .flatten()
+        .flat_map(|m| &m.acknowledged)
+        .collect();
+    let journaled = journaled(&parapet[0]).await?;
+    let missing = acknowledged
+        .iter()
+        .filter(|id| !journaled.contains(id.as_str()))
+        .count();
+    if missing > 0 {
+        anyhow::bail!(
+            "{missing} of the {} intents acknowledged are not in the journal",
+            acknowledged.len()
+        );
+    }
+    println!(
+        "  acknowledged   {} intents, every one in the journal",
+        acknowledged.len()
+    );
     drop(parapet);
     server.stop().await?;
     Ok(Outcome {
@@ -686,7 +736,24 @@ async fn measure(args: &Args, mode: Mode, run: usize) -> anyhow::Result<Outcome>
         parapet: full,
         half,
         json,
+        journal,
     })
+}
+
+/// The ids of every intent the server's journal received.
+async fn journaled(channel: &Channel) -> anyhow::Result<std::collections::HashSet<String>> {
+    let mut entries = JournalClient::new(channel.clone())
+        .query(pb::QueryJournalRequest {
+            events: vec!["received".into()],
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let mut ids = std::collections::HashSet::new();
+    while let Some(entry) = entries.message().await? {
+        ids.insert(entry.intent_id);
+    }
+    Ok(ids)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -751,5 +818,74 @@ async fn main() -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(path) = &args.json {
+        let modes: serde_json::Map<String, serde_json::Value> = results
+            .iter()
+            .map(|(mode, outcomes)| (mode.to_string(), summary(outcomes)))
+            .collect();
+        let document = serde_json::json!({
+            "settings": {
+                "in_flight": args.in_flight,
+                "connections": args.connections,
+                "seconds": args.seconds,
+                "warmup": args.warmup,
+                "runs": args.runs.max(1),
+                "wait": args.wait,
+            },
+            "modes": modes,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&document)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// One mode's figures for `--json`: the median of each over the runs, and every run's.
+fn summary(outcomes: &[Outcome]) -> serde_json::Value {
+    let m = |f: &dyn Fn(&Outcome) -> f64| median(outcomes.iter().map(f).collect());
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let all_json = outcomes.iter().all(|o| o.json.is_some());
+    let journal = |f: &dyn Fn(&JournalFigures) -> f64| {
+        let v: Vec<f64> = outcomes
+            .iter()
+            .filter_map(|o| o.journal.as_ref().map(f))
+            .collect();
+        (v.len() == outcomes.len()).then(|| median(v))
+    };
+    serde_json::json!({
+        "echo": m(&|o| o.echo.rate),
+        "parapet": m(&|o| o.parapet.rate),
+        "ratio": m(&|o| o.ratio()),
+        "full_load": {
+            "p50_ms": m(&|o| ms(o.parapet.p50)),
+            "p99_ms": m(&|o| ms(o.parapet.p99)),
+            "p999_ms": m(&|o| ms(o.parapet.p999)),
+        },
+        "half_load": {
+            "rate": m(&|o| o.half.rate),
+            "p50_ms": m(&|o| ms(o.half.p50)),
+            "p99_ms": m(&|o| ms(o.half.p99)),
+            "p999_ms": m(&|o| ms(o.half.p999)),
+        },
+        "json": all_json.then(|| serde_json::json!({
+            "rate": median(outcomes.iter().filter_map(|o| o.json.as_ref().map(|j| j.rate)).collect()),
+            "to_grpc": median(outcomes.iter().filter_map(Outcome::json_ratio).collect()),
+            "p99_ms": median(outcomes.iter().filter_map(|o| o.json.as_ref().map(|j| ms(j.p99))).collect()),
+        })),
+        "entries_per_sync": journal(&|j| j.entries_per_sync),
+        "sync_ms": journal(&|j| j.sync_mean * 1e3),
+        "index_ms": journal(&|j| j.index_mean * 1e3),
+        "runs": outcomes.iter().map(|o| serde_json::json!({
+            "echo": o.echo.json(),
+            "parapet": o.parapet.json(),
+            "half_load": o.half.json(),
+            "json": o.json.as_ref().map(Measured::json),
+            "journal": o.journal.as_ref().map(|j| serde_json::json!({
+                "entries_per_sync": j.entries_per_sync,
+                "sync_ms": j.sync_mean * 1e3,
+                "sync_p99_ms": j.sync_p99 * 1e3,
+                "index_ms": j.index_mean * 1e3,
+            })),
+        })).collect::<Vec<_>>(),
+    })
 }
