@@ -8,7 +8,11 @@
 //! Without TLS there is no authentication at all, which the server allows only when told to
 //! (`[auth] insecure = true`) and only on a loopback address.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use parapet_model::Invalid;
 use serde::Deserialize;
@@ -39,22 +43,21 @@ pub struct Authenticator {
     insecure: bool,
     /// Certificate identities by name.
     identities: HashMap<String, Arc<Identity>>,
-    /// Token identities by the SHA-256 of the token.
-    tokens: HashMap<[u8; 32], Arc<Identity>>,
+    /// Token identities by the SHA-256 of the token, as the token file last read held them.
+    tokens: parking_lot::RwLock<Tokens>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Tokens {
+    by_hash: HashMap<[u8; 32], Arc<Identity>>,
+    /// The file's modification time, inode and length when it was read.
+    read_at: Option<(std::time::SystemTime, u64, u64)>,
 }
 
 /// The token of an `Authorization: Bearer TOKEN` value, whichever front door it came to.
 pub fn bearer(authorization: &str) -> Option<&str> {
     authorization.strip_prefix("Bearer ").map(str::trim)
-}
-
-/// The identities of a token file.
-pub fn token_identities(path: &Path) -> anyhow::Result<Vec<Identity>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read token file `{}`: {e}", path.display()))?;
-    let file: TokenFile = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("token file `{}`: {e}", path.display()))?;
-    Ok(file.tokens.into_iter().map(|t| t.identity).collect())
 }
 
 /// The SHA-256 of a token, as the token file keeps it.
@@ -67,7 +70,8 @@ impl Authenticator {
         Self {
             insecure: true,
             identities: HashMap::new(),
-            tokens: HashMap::new(),
+            tokens: parking_lot::RwLock::new(Tokens::default()),
+            token_file: None,
         }
     }
 
@@ -89,31 +93,47 @@ impl Authenticator {
                 anyhow::bail!("auth.identities: `{}` is listed twice", id.name);
             }
         }
-        let mut tokens = HashMap::new();
-        if let Some(path) = token_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read token file `{}`: {e}", path.display()))?;
-            let file: TokenFile = toml::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("token file `{}`: {e}", path.display()))?;
-            for (i, t) in file.tokens.into_iter().enumerate() {
-                let at = |e: &dyn std::fmt::Display| {
-                    anyhow::anyhow!("token file `{}`: tokens[{i}]: {e}", path.display())
-                };
-                let hash: [u8; 32] = hex::decode(&t.sha256)
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| at(&"sha256 must be 64 hex digits (the token's SHA-256)"))?;
-                check_identity(&t.identity).map_err(|e| at(&e))?;
-                if tokens.insert(hash, Arc::new(t.identity)).is_some() {
-                    return Err(at(&"the same token is listed twice"));
-                }
-            }
-        }
+        let tokens = match token_file {
+            Some(path) => read_tokens(path)?,
+            None => Tokens::default(),
+        };
         Ok(Self {
             insecure: false,
             identities: by_name,
-            tokens,
+            tokens: parking_lot::RwLock::new(tokens),
+            token_file: token_file.map(Path::to_path_buf),
         })
+    }
+
+    /// The identities of the tokens in force.
+    pub fn token_identities(&self) -> Vec<Identity> {
+        let tokens = self.tokens.read();
+        tokens.by_hash.values().map(|i| (**i).clone()).collect()
+    }
+
+    /// Reads the token file again if it changed since it was last read, so that a token
+    /// added, removed or given another ceiling counts without a restart. The identities it now
+    /// holds, when it changed; a file that does not read leaves the tokens as they were (and
+    /// is not tried again until it changes).
+    pub fn reload_tokens(&self) -> anyhow::Result<Option<Vec<Identity>>> {
+        let Some(path) = &self.token_file else {
+            return Ok(None);
+        };
+        // a file gone (no stamp) is tried once, as any change is
+        let now = file_stamp(path);
+        if self.tokens.read().read_at == now {
+            return Ok(None);
+        }
+        match read_tokens(path) {
+            Ok(tokens) => {
+                *self.tokens.write() = tokens;
+                Ok(Some(self.token_identities()))
+            }
+            Err(e) => {
+                self.tokens.write().read_at = now;
+                Err(e)
+            }
+        }
     }
 
     /// Who is calling: from the `Authorization` header's bearer token, else from the client
@@ -149,7 +169,7 @@ impl Authenticator {
                 .ok_or_else(|| {
                     Error::Unauthenticated("authorization: expected `Bearer TOKEN`".into())
                 })?;
-            return match self.tokens.get(&token_hash(token)) {
+            return match self.tokens.read().by_hash.get(&token_hash(token)) {
                 Some(id) => Ok(known(id)),
                 None => Err(Error::Unauthenticated(
                     "the bearer token is not known".into(),
@@ -174,6 +194,37 @@ impl Authenticator {
                 ))
             })
     }
+}
+
+/// A file's modification time, inode and length: what tells that it changed.
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.ino(), m.len()))
+}
+
+/// The token file, checked whole: one bad entry and none of it is taken.
+fn read_tokens(path: &Path) -> anyhow::Result<Tokens> {
+    let read_at = file_stamp(path);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read token file `{}`: {e}", path.display()))?;
+    let file: TokenFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("token file `{}`: {e}", path.display()))?;
+    let mut by_hash = HashMap::new();
+    for (i, t) in file.tokens.into_iter().enumerate() {
+        let at = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("token file `{}`: tokens[{i}]: {e}", path.display())
+        };
+        let hash: [u8; 32] = hex::decode(&t.sha256)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| at(&"sha256 must be 64 hex digits (the token's SHA-256)"))?;
+        check_identity(&t.identity).map_err(|e| at(&e))?;
+        if by_hash.insert(hash, Arc::new(t.identity)).is_some() {
+            return Err(at(&"the same token is listed twice"));
+        }
+    }
+    Ok(Tokens { by_hash, read_at })
 }
 
 fn check_identity(id: &Identity) -> Result<(), Invalid> {

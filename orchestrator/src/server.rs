@@ -238,7 +238,7 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
             compact_every: config.compact_every,
             meter: Some(telemetry.meter()),
             limits: config.limits,
-            ceilings: ceilings(config)?,
+            ceilings: ceilings(&config.auth.identities, &auth.token_identities()),
         },
     )
     .await?;
@@ -341,6 +341,11 @@ pub async fn start(config: &Config, clock: SharedClock) -> anyhow::Result<Runnin
         );
     engine.observe(&telemetry.meter());
     tokio::spawn(watch_journal(engine.clone(), health.clone()));
+    tokio::spawn(watch_tokens(
+        engine.clone(),
+        auth.clone(),
+        config.auth.identities.clone(),
+    ));
     for source in &config.crowdsec_sources {
         let puller = crate::sources::Puller::new(source.clone(), service.clone())?;
         tokio::spawn(puller.run());
@@ -571,23 +576,49 @@ async fn watch_journal(engine: Engine, health: tonic_health::server::HealthRepor
 /// The sources held to less autonomy: each identity's `max_tier`, from the config and the
 /// token file (a detector submits under its own name, so its name is its source).
 fn ceilings(
-    config: &Config,
-) -> anyhow::Result<std::collections::BTreeMap<String, parapet_policy::Tier>> {
+    configured: &[crate::service::Identity],
+    tokens: &[crate::service::Identity],
+) -> std::collections::BTreeMap<String, parapet_policy::Tier> {
     let mut out = std::collections::BTreeMap::new();
-    let mut add = |id: &crate::service::Identity| {
+    for id in configured.iter().chain(tokens) {
         // one name under several identities: the strictest ceiling holds
         if let Some(tier) = id.max_tier {
             let held = out.entry(id.name.clone()).or_insert(tier);
             *held = (*held).max(tier);
         }
-    };
-    config.auth.identities.iter().for_each(&mut add);
-    if let Some(file) = &config.auth.tokens {
-        for id in auth::token_identities(file)? {
-            add(&id);
+    }
+    out
+}
+
+/// The token file is read again when it changes (looked at every second): a token removed
+/// stops working, one added works, a ceiling changed holds the next decision, without a
+/// restart. A file that does not read keeps the tokens as they were, and says why.
+async fn watch_tokens(
+    engine: Engine,
+    auth: Arc<auth::Authenticator>,
+    configured: Vec<crate::service::Identity>,
+) {
+    let stop = engine.shutdown_token();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let reader = auth.clone();
+        let Ok(read) = tokio::task::spawn_blocking(move || reader.reload_tokens()).await else {
+            return;
+        };
+        match read {
+            Ok(None) => {}
+            Ok(Some(tokens)) => {
+                tracing::info!(tokens = tokens.len(), "the token file changed: read again");
+                engine.set_ceilings(ceilings(&configured, &tokens));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the token file changed but cannot be read; the tokens stay as they were");
+            }
         }
     }
-    Ok(out)
 }
 
 /// How callers are authenticated; refuses a listener that would be open to anyone beyond

@@ -965,3 +965,97 @@ fn web_pages_cannot_call_the_api() {
     assert_eq!(curl("/v1/kill-switch", &[], engage), 200);
     assert!(engaged());
 }
+
+/// The token file is read again when it changes: a token removed stops working, one added
+/// works, an agent's ceiling raised holds its next intent, all without a restart; a file that
+/// no longer reads keeps the tokens as they were.
+#[test]
+fn token_file_changes_count_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), &[]);
+    let tokens = dir.path().join("tokens.toml");
+    let leaked = common::token(&tokens, "auditor-1", "auditor");
+    let agent = {
+        let out = std::process::Command::new(BIN)
+            .args(["token", "create", "--identity", "triage-agent", "--role"])
+            .args(["detector", "--max-tier", "approval", "--file"])
+            .arg(&tokens)
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let config = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\ntokens = \"{}\"\n",
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        tokens.display()
+    );
+    let server = Server::configured(dir.path(), &config, true);
+    let base = format!("http://{}", server.http);
+    let status = |token: &str| -> u16 {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .args(["-H", &format!("authorization: Bearer {token}")])
+            .arg(format!("{base}/v1/status"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().parse().unwrap()
+    };
+    let eventually = |what: &str, done: &dyn Fn() -> bool| {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed().as_secs() < 10, "waited 10 s for {what}");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let submit = |ip: &str| -> (u16, serde_json::Value) {
+        let body = serde_json::json!({
+            "idempotencyKey": ip, "source": "triage-agent",
+            "detection": {"ruleId": "edr.c2_beacon", "severity": "SEVERITY_CRITICAL", "confidence": 0.95},
+            "steps": [{"kind": "block_ip", "target": {"kind": "ip", "id": ip}}],
+            "reason": "beacon",
+        });
+        post(
+            &format!("{base}/v1/intents"),
+            &[format!("authorization: Bearer {agent}")],
+            &body.to_string(),
+        )
+    };
+    assert_eq!(status(&leaked), 200);
+    let (code, held) = submit("198.51.100.81");
+    assert_eq!(code, 202, "held to approval: {held}");
+
+    // the leaked token is removed, a new one added, the agent's ceiling lifted
+    let text = std::fs::read_to_string(&tokens).unwrap();
+    let kept: Vec<&str> = text
+        .split("\n[[tokens]]")
+        .filter(|entry| !entry.contains("auditor-1"))
+        .collect();
+    let lifted = kept
+        .join("\n[[tokens]]")
+        .replace("max_tier = \"approval\"\n", "");
+    std::fs::write(&tokens, lifted).unwrap();
+    let fresh = common::token(&tokens, "auditor-2", "auditor");
+    eventually("the removed token to stop working", &|| {
+        status(&leaked) == 401
+    });
+    eventually("the new token to work", &|| status(&fresh) == 200);
+    let (code, acted) = submit("198.51.100.82");
+    assert_eq!(code, 201, "the agent's ceiling is lifted: {acted}");
+
+    // a file that no longer reads changes nothing
+    let mut broken = std::fs::read_to_string(&tokens).unwrap();
+    broken.push_str("\n[[tokens]]\nname = \"x\"\nsha256 = \"not hex\"\nroles = [\"admin\"]\n");
+    std::fs::write(&tokens, broken).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(status(&fresh), 200);
+    assert_eq!(status(&leaked), 401);
+}

@@ -28,7 +28,7 @@ pub struct CreateArgs {
     actions: Vec<String>,
     /// The most autonomy its intents may have, whatever the detection's tier: `approval` holds
     /// an agent's every action for a person until it has earned more.
-    #[arg(long, value_parser = ["approval", "shadow", "forbidden"])]
+    #[arg(long, value_parser = ["approval", "shadow"])]
     max_tier: Option<String>,
     /// The token file the server reads (`[auth] tokens`).
     #[arg(long)]
@@ -72,7 +72,7 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     file.sync_all()?;
     outln!("{token}");
     eprintln!(
-        "parapet: token for `{}` ({}) added to {}; it is shown only now. The server reads the file when it starts.",
+        "parapet: token for `{}` ({}) added to {}; it is shown only now. A running server reads the file again within a second.",
         args.identity,
         roles.join(", "),
         args.file.display()

@@ -105,6 +105,9 @@ pub struct Inner {
     holder: String,
     /// Swapped whole on reload; a decision uses the one it started with.
     policy: parking_lot::RwLock<Arc<Policy>>,
+    /// Sources held to less autonomy (`EngineConfig::ceilings`), swapped whole when the
+    /// identities change.
+    ceilings: parking_lot::RwLock<Arc<std::collections::BTreeMap<String, parapet_policy::Tier>>>,
     guards: parking_lot::Mutex<guards::Guards>,
     limits: limits::Limits,
     /// Serialises kill-switch changes and reloads, so journal order and memory agree.
@@ -127,8 +130,13 @@ impl Engine {
     /// usage and kill switches are rebuilt from the journal, the TTL timer runs, and whatever
     /// the journal shows in flight is resumed.
     /// Sources held to less autonomy than the policy's tiers.
-    pub fn ceilings(&self) -> &std::collections::BTreeMap<String, parapet_policy::Tier> {
-        &self.inner.config.ceilings
+    pub fn ceilings(&self) -> Arc<std::collections::BTreeMap<String, parapet_policy::Tier>> {
+        self.inner.ceilings.read().clone()
+    }
+
+    /// New ceilings (the token file changed): decisions from now on are held to them.
+    pub fn set_ceilings(&self, ceilings: std::collections::BTreeMap<String, parapet_policy::Tier>) {
+        *self.inner.ceilings.write() = Arc::new(ceilings);
     }
 
     pub async fn start(
@@ -153,6 +161,7 @@ impl Engine {
                 holder: format!("parapet-{}", uuid::Uuid::now_v7()),
                 store,
                 policy: parking_lot::RwLock::new(policy),
+                ceilings: parking_lot::RwLock::new(Arc::new(config.ceilings.clone())),
                 guards: parking_lot::Mutex::default(),
                 limits: limits::Limits::new(config.limits, clock.clone()),
                 admin: tokio::sync::Mutex::new(()),
