@@ -105,6 +105,11 @@ impl Authenticator {
         })
     }
 
+    /// Whether a token (by its SHA-256) is in force.
+    pub fn holds_token(&self, hash: &[u8; 32]) -> bool {
+        self.tokens.read().by_hash.contains_key(hash)
+    }
+
     /// The identities of the tokens in force.
     pub fn token_identities(&self) -> Vec<Identity> {
         let tokens = self.tokens.read();

@@ -1030,6 +1030,32 @@ fn token_file_changes_count_without_a_restart() {
         )
     };
     assert_eq!(status(&leaked), 200);
+    // a console session signed in with the token that will leak
+    let jar = dir.path().join("cookies");
+    let console = |args: &[&str], path: &str| -> u16 {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "5",
+            ])
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(args)
+            .arg(format!("{base}{path}"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().parse().unwrap()
+    };
+    let form = format!("token={leaked}");
+    assert_eq!(console(&["-d", &form], "/console/login"), 303);
+    assert_eq!(console(&[], "/console/journal"), 200);
     let (code, held) = submit("198.51.100.81");
     assert_eq!(code, 202, "held to approval: {held}");
 
@@ -1047,6 +1073,8 @@ fn token_file_changes_count_without_a_restart() {
     eventually("the removed token to stop working", &|| {
         status(&leaked) == 401
     });
+    // and its console session with it: sent to sign in again
+    assert_eq!(console(&[], "/console/journal"), 303);
     eventually("the new token to work", &|| status(&fresh) == 200);
     let (code, acted) = submit("198.51.100.82");
     assert_eq!(code, 201, "the agent's ceiling is lifted: {acted}");

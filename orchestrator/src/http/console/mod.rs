@@ -52,17 +52,20 @@ struct Session {
     caller: Caller,
     csrf: String,
     expires: Instant,
+    /// The SHA-256 of the token signed in with: the session ends when the token does.
+    token: Option<[u8; 32]>,
 }
 
 #[derive(Default)]
 pub struct Sessions(Mutex<HashMap<String, Session>>);
 
 impl Sessions {
-    fn open(&self, caller: Caller) -> (String, Session) {
+    fn open(&self, caller: Caller, token: Option<[u8; 32]>) -> (String, Session) {
         let session = Session {
             caller,
             csrf: random(),
             expires: Instant::now() + SESSION,
+            token,
         };
         let id = random();
         let mut map = self.0.lock();
@@ -80,9 +83,15 @@ impl Sessions {
         (id, session)
     }
 
-    fn get(&self, id: &str) -> Option<Session> {
-        let map = self.0.lock();
-        map.get(id).filter(|s| s.expires > Instant::now()).cloned()
+    /// A session in force: not expired, and signed in with a token still in the token file.
+    fn get(&self, id: &str, auth: &crate::auth::Authenticator) -> Option<Session> {
+        let mut map = self.0.lock();
+        let session = map.get(id).filter(|s| s.expires > Instant::now())?;
+        if session.token.is_some_and(|t| !auth.holds_token(&t)) {
+            map.remove(id);
+            return None;
+        }
+        Some(session.clone())
     }
 
     fn close(&self, id: &str) {
@@ -252,7 +261,9 @@ fn session(
     headers: &HeaderMap,
     conn: Option<&Connection>,
 ) -> Result<(Session, Option<HeaderValue>), Box<Response>> {
-    if let Some(s) = cookie_of(headers).and_then(|id| console.sessions.get(&id)) {
+    if let Some(s) =
+        cookie_of(headers).and_then(|id| console.sessions.get(&id, &console.front.auth))
+    {
         return Ok((s, None));
     }
     // a certificate, or no authentication at all, needs no form; anyone else is sent to it
@@ -271,7 +282,7 @@ fn session(
             if let Err(e) = admitted(&caller) {
                 return Err(Box::new(error_page(&e, None)));
             }
-            let (id, s) = console.sessions.open(caller);
+            let (id, s) = console.sessions.open(caller, None);
             let tls = conn.is_some_and(|c| c.tls);
             Ok((s, Some(set_cookie(&id, tls, SESSION.as_secs()))))
         }
@@ -349,7 +360,8 @@ async fn login(State(console): State<Console>, request: Request) -> Response {
     match caller {
         Ok(caller) => {
             let home = pages::home(&caller);
-            let (id, _) = console.sessions.open(caller);
+            let signed_in_with = crate::auth::token_hash(token);
+            let (id, _) = console.sessions.open(caller, Some(signed_in_with));
             let tls = conn.is_some_and(|c| c.tls);
             with_cookie(
                 Redirect::to(home).into_response(),
@@ -365,7 +377,7 @@ async fn logout(State(console): State<Console>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body = super::api::read_body(body).await.unwrap_or_default();
     if let Some(id) = cookie_of(&parts.headers)
-        && let Some(s) = console.sessions.get(&id)
+        && let Some(s) = console.sessions.get(&id, &console.front.auth)
         && csrf_ok(&s, &form(&body))
     {
         console.sessions.close(&id);
@@ -415,7 +427,9 @@ async fn posted(
     request: Request,
 ) -> Result<(Session, HashMap<String, String>), Box<Response>> {
     let (parts, body) = request.into_parts();
-    let Some(s) = cookie_of(&parts.headers).and_then(|c| console.sessions.get(&c)) else {
+    let Some(s) =
+        cookie_of(&parts.headers).and_then(|c| console.sessions.get(&c, &console.front.auth))
+    else {
         return Err(Box::new(Redirect::to("/console/login").into_response()));
     };
     let Ok(body) = super::api::read_body(body).await else {
