@@ -449,33 +449,20 @@ fn an_agent_cannot_exceed_its_roles_nor_connect_with_a_wrong_token() {
 #[test]
 fn without_authentication_mcp_refuses_other_hosts_and_web_pages() {
     let server = Server::start();
+    let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": { "name": "curl", "version": "1" } } })
+    .to_string();
     let post = |headers: &[&str]| {
-        let mut cmd = Command::new("curl");
-        cmd.args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .args(["-X", "POST", "-H", "content-type: application/json"])
-        .args(["-H", "accept: application/json, text/event-stream"]);
+        let mut args = vec!["-H", "content-type: application/json"];
+        args.extend(["-H", "accept: application/json, text/event-stream"]);
         for h in headers {
-            cmd.args(["-H", h]);
+            args.extend(["-H", h]);
         }
-        let initialize = json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {},
-            "clientInfo": { "name": "curl", "version": "1" } } });
-        let out = cmd
-            .args(["-d", &initialize.to_string()])
-            .arg(format!("http://{}/mcp", server.http))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
+        args.extend(["-d", &initialize]);
+        common::status_of(&args, &format!("http://{}/mcp", server.http))
     };
-    assert_eq!(post(&[]), "200");
-    assert_eq!(post(&["Host: attacker.example"]), "403");
-    assert_eq!(post(&["Origin: https://attacker.example"]), "403");
+    assert_eq!(post(&[]), 200);
+    assert_eq!(post(&["Host: attacker.example"]), 403);
+    assert_eq!(post(&["Origin: https://attacker.example"]), 403);
 }

@@ -892,27 +892,14 @@ fn web_pages_cannot_call_the_api() {
     let server = Server::start();
     let port = server.http.rsplit(':').next().unwrap();
     let curl = |path: &str, headers: &[&str], body: Option<&str>| -> u16 {
-        let mut cmd = std::process::Command::new("curl");
-        cmd.args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "5",
-        ]);
+        let mut args = Vec::new();
         for h in headers {
-            cmd.args(["-H", h]);
+            args.extend(["-H", h]);
         }
         if let Some(b) = body {
-            cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+            args.extend(["-H", "content-type: application/json", "--data-binary", b]);
         }
-        let out = cmd
-            .arg(format!("http://127.0.0.1:{port}{path}"))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().parse().unwrap()
+        common::status_of(&args, &format!("http://127.0.0.1:{port}{path}"))
     };
     let engage = Some(r#"{"engaged": true, "reason": "from a page"}"#);
     // programs, by any loopback name
@@ -993,21 +980,8 @@ fn token_file_changes_count_without_a_restart() {
     let server = Server::configured(dir.path(), &config, true);
     let base = format!("http://{}", server.http);
     let status = |token: &str| -> u16 {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "5",
-            ])
-            .args(["-H", &format!("authorization: Bearer {token}")])
-            .arg(format!("{base}/v1/status"))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().parse().unwrap()
+        let bearer = format!("authorization: Bearer {token}");
+        common::status_of(&["-H", &bearer], &format!("{base}/v1/status"))
     };
     let eventually = |what: &str, done: &dyn Fn() -> bool| {
         let started = std::time::Instant::now();
@@ -1032,26 +1006,11 @@ fn token_file_changes_count_without_a_restart() {
     assert_eq!(status(&leaked), 200);
     // a console session signed in with the token that will leak
     let jar = dir.path().join("cookies");
+    let jar_path = jar.to_str().unwrap();
     let console = |args: &[&str], path: &str| -> u16 {
-        let out = std::process::Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                "--max-time",
-                "5",
-            ])
-            .arg("-b")
-            .arg(&jar)
-            .arg("-c")
-            .arg(&jar)
-            .args(args)
-            .arg(format!("{base}{path}"))
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().parse().unwrap()
+        let mut all = vec!["-b", jar_path, "-c", jar_path];
+        all.extend(args);
+        common::status_of(&all, &format!("{base}{path}"))
     };
     let form = format!("token={leaked}");
     assert_eq!(console(&["-d", &form], "/console/login"), 303);

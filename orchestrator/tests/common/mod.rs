@@ -294,6 +294,25 @@ pub fn token(file: &Path, identity: &str, role: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// The HTTP status curl gets for `url` with more arguments (headers, a body, a cookie jar).
+pub fn status_of(args: &[&str], url: &str) -> u16 {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().parse().unwrap_or(0)
+}
+
 /// `curl` POSTs `body` as JSON to `url` with more headers; the status and the JSON answer
 /// (null when it is not JSON).
 pub fn post_json(url: &str, headers: &[String], body: &str) -> (u16, Value) {
