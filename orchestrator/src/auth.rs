@@ -48,6 +48,63 @@ pub struct Authenticator {
     token_file: Option<PathBuf>,
 }
 
+/// What a new reading of the token file changed: each token as its identity, roles, ceiling
+/// and the first 8 hex digits of its SHA-256 (never the token).
+#[derive(Debug, Default, PartialEq)]
+pub struct TokenChange {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// Tokens still there whose identity changed, as they are now.
+    pub changed: Vec<String>,
+    /// Every identity the file now holds.
+    pub identities: Vec<Identity>,
+}
+
+impl TokenChange {
+    fn between(
+        old: &HashMap<[u8; 32], Arc<Identity>>,
+        new: &HashMap<[u8; 32], Arc<Identity>>,
+    ) -> Self {
+        let describe = |hash: &[u8; 32], id: &Identity| {
+            let roles: Vec<&str> = id.roles.iter().map(|r| r.as_str()).collect();
+            let ceiling = id
+                .max_tier
+                .map(|t| format!("; max_tier {}", t.as_str()))
+                .unwrap_or_default();
+            format!(
+                "{} ({}{ceiling}) sha256:{}",
+                id.name,
+                roles.join(", "),
+                hex::encode(&hash[..4])
+            )
+        };
+        let mut change = Self {
+            identities: new.values().map(|i| (**i).clone()).collect(),
+            ..Self::default()
+        };
+        for (hash, id) in new {
+            match old.get(hash) {
+                None => change.added.push(describe(hash, id)),
+                Some(was) if **was != **id => change.changed.push(describe(hash, id)),
+                Some(_) => {}
+            }
+        }
+        for (hash, id) in old {
+            if !new.contains_key(hash) {
+                change.removed.push(describe(hash, id));
+            }
+        }
+        change.added.sort();
+        change.removed.sort();
+        change.changed.sort();
+        change
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
+    }
+}
+
 #[derive(Default)]
 struct Tokens {
     by_hash: HashMap<[u8; 32], Arc<Identity>>,
@@ -117,10 +174,10 @@ impl Authenticator {
     }
 
     /// Reads the token file again if it changed since it was last read, so that a token
-    /// added, removed or given another ceiling counts without a restart. The identities it now
-    /// holds, when it changed; a file that does not read leaves the tokens as they were (and
-    /// is not tried again until it changes).
-    pub fn reload_tokens(&self) -> anyhow::Result<Option<Vec<Identity>>> {
+    /// added, removed or given another ceiling counts without a restart. What changed, when it
+    /// did; a file that does not read leaves the tokens as they were (and is not tried again
+    /// until it changes).
+    pub fn reload_tokens(&self) -> anyhow::Result<Option<TokenChange>> {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
@@ -131,8 +188,11 @@ impl Authenticator {
         }
         match read_tokens(path) {
             Ok(tokens) => {
-                *self.tokens.write() = tokens;
-                Ok(Some(self.token_identities()))
+                let mut held = self.tokens.write();
+                let change = TokenChange::between(&held.by_hash, &tokens.by_hash);
+                *held = tokens;
+                drop(held);
+                Ok(Some(change))
             }
             Err(e) => {
                 self.tokens.write().read_at = now;

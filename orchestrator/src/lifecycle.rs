@@ -230,6 +230,15 @@ pub enum SystemEvent {
         code: String,
         reason: String,
     },
+    /// The token file changed and was read again: who may call, and as what, is now as it
+    /// says. Each token as its identity, roles and ceiling, and the first 8 hex digits of its
+    /// SHA-256 (never the token).
+    TokensChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+        /// Tokens whose identity, roles or ceiling changed: as they are now.
+        changed: Vec<String>,
+    },
 }
 
 /// A journaled event: about an intent, or about Parapet itself. Encoded as one enum whose
@@ -346,6 +355,7 @@ event_kinds! {
     SystemEvent::PolicyRefused { .. } => "policy_refused",
     SystemEvent::JournalCompacted { .. } => "journal_compacted",
     SystemEvent::AccessDenied { .. } => "access_denied",
+    SystemEvent::TokensChanged { .. } => "tokens_changed",
     }
 }
 

@@ -592,7 +592,8 @@ fn ceilings(
 
 /// The token file is read again when it changes (looked at every second): a token removed
 /// stops working, one added works, a ceiling changed holds the next decision, without a
-/// restart. A file that does not read keeps the tokens as they were, and says why.
+/// restart; what changed is journaled. A file that does not read keeps the tokens as they
+/// were, and says why.
 async fn watch_tokens(
     engine: Engine,
     auth: Arc<auth::Authenticator>,
@@ -610,9 +611,28 @@ async fn watch_tokens(
         };
         match read {
             Ok(None) => {}
-            Ok(Some(tokens)) => {
-                tracing::info!(tokens = tokens.len(), "the token file changed: read again");
-                engine.set_ceilings(ceilings(&configured, &tokens));
+            Ok(Some(change)) if change.is_empty() => {}
+            Ok(Some(change)) => {
+                tracing::info!(
+                    added = change.added.len(),
+                    removed = change.removed.len(),
+                    changed = change.changed.len(),
+                    "the token file changed: read again"
+                );
+                engine.set_ceilings(ceilings(&configured, &change.identities));
+                // who may call, and as what, is the auditors' business: journaled
+                let event = crate::lifecycle::SystemEvent::TokensChanged {
+                    added: change.added,
+                    removed: change.removed,
+                    changed: change.changed,
+                };
+                if let Err(e) = engine
+                    .store()
+                    .append_system(crate::engine::SYSTEM_ACTOR, event)
+                    .await
+                {
+                    tracing::error!(error = %e, "the token file's change could not be journaled");
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "the token file changed but cannot be read; the tokens stay as they were");

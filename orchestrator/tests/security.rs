@@ -1037,6 +1037,24 @@ fn token_file_changes_count_without_a_restart() {
     eventually("the new token to work", &|| status(&fresh) == 200);
     let (code, acted) = submit("198.51.100.82");
     assert_eq!(code, 201, "the agent's ceiling is lifted: {acted}");
+    // the auditors see who may call, and as what, changed; never a token
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "5", "-H"])
+        .arg(format!("authorization: Bearer {fresh}"))
+        .arg(format!("{base}/v1/journal?events=tokens_changed"))
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let changes: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| serde_json::from_str(e["payloadJson"].as_str().unwrap()).unwrap())
+        .collect();
+    let all = serde_json::Value::Array(changes.clone()).to_string();
+    assert!(all.contains("auditor-1 (auditor) sha256:"), "{all}");
+    assert!(all.contains("auditor-2 (auditor) sha256:"), "{all}");
+    assert!(all.contains("triage-agent (detector) sha256:"), "{all}");
+    assert!(!all.contains(&leaked) && !all.contains(&fresh), "{all}");
 
     // a file that no longer reads changes nothing
     let mut broken = std::fs::read_to_string(&tokens).unwrap();

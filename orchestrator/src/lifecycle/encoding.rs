@@ -1,5 +1,5 @@
 //! How an [`Event`] is encoded: as one enum whose variants are the intent events' (indices 0 to
-//! 16) and then the system events' (17 to 24), named as each event type names them — the
+//! 16) and then the system events' (17 to 25), named as each event type names them — the
 //! encoding the journal has always had, so every journal written before the two types were
 //! split reads back unchanged. Each half is derived by serde; only the system events' variant
 //! index is moved, on the way out and on the way back.
@@ -22,7 +22,7 @@ use super::{Event, IntentEvent, SystemEvent};
 const SYSTEM_FROM: u32 = 17;
 
 /// Every variant's name, intent events first, for the formats that tag by name.
-const VARIANTS: [&str; 25] = [
+const VARIANTS: [&str; 26] = [
     "received",
     "decided",
     "step_started",
@@ -48,6 +48,7 @@ const VARIANTS: [&str; 25] = [
     "policy_refused",
     "journal_compacted",
     "access_denied",
+    "tokens_changed",
 ];
 
 impl Serialize for Event {
@@ -348,6 +349,11 @@ mod tests {
                 entries: 9,
                 intents: 2,
             }),
+            Event::System(SystemEvent::TokensChanged {
+                added: vec!["soar (operator) sha256:0a1b2c3d".into()],
+                removed: vec![],
+                changed: vec![],
+            }),
         ];
         for event in events {
             let bytes = postcard::to_stdvec(&event).unwrap();
@@ -362,6 +368,6 @@ mod tests {
             serde_json::to_value(Event::Intent(IntentEvent::RolledBack)).unwrap(),
             serde_json::json!("rolled_back")
         );
-        assert!(postcard::from_bytes::<Event>(&[25]).is_err());
+        assert!(postcard::from_bytes::<Event>(&[26]).is_err());
     }
 }
