@@ -242,10 +242,20 @@ proptest! {
                     }
                     tokio::task::yield_now().await;
                 }
-                // what a restart rebuilds from the journal is what was there before it
-                let before = ledger_view(&engine);
+                // what a restart rebuilds from the journal is what the journal says; a TTL
+                // the last advance passed may end meanwhile (its timer is not waited for),
+                // moving both, so they are compared until the expiry is done
                 engine.restore_guards(&engine.policy(), |_| {}).unwrap();
-                prop_assert_eq!(ledger_view(&engine), before);
+                for attempt in 0.. {
+                    let truth: HashMap<_, _> = truth(&engine, now).into_iter().filter(|(_, u)| *u != (0, 0)).collect();
+                    let ledger = ledger_view(&engine);
+                    if ledger == truth {
+                        break;
+                    }
+                    prop_assert!(attempt < 10_000, "rebuilt, the ledger {ledger:?} never agreed with the journal {truth:?}");
+                    tokio::task::yield_now().await;
+                    settle(&engine).await;
+                }
             }
             engine.stop().await;
             Ok(())
