@@ -586,8 +586,33 @@ async fn authenticate(State(front): State<Front>, mut request: Request, next: Ne
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(e) => Problem::from(e).challenge(Scheme::Bearer).into_response(),
+        Err(e) => refusal(e),
     }
+}
+
+/// A request refused before MCP reads it: HTTP's status and challenge, with a JSON-RPC error
+/// as the body, which MCP clients show their user (an agent's runtime then says why).
+fn refusal(e: crate::error::Error) -> Response {
+    let code = match &e {
+        crate::error::Error::Unauthenticated(_) => "Unauthenticated",
+        crate::error::Error::Forbidden(_) => "PermissionDenied",
+        _ => "Unavailable",
+    };
+    let message = format!("{code}: {e}");
+    let mut response = Problem::from(e).challenge(Scheme::Bearer).into_response();
+    let body = json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": { "code": -32001, "message": message },
+    });
+    *response.body_mut() = axum::body::Body::from(body.to_string());
+    let headers = response.headers_mut();
+    headers.remove(axum::http::header::CONTENT_LENGTH);
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 #[cfg(test)]

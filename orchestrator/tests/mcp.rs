@@ -421,11 +421,13 @@ fn an_agent_cannot_exceed_its_roles_nor_connect_with_a_wrong_token() {
         let refused = s
             .agent(transport, "parapet_0000", &json!([{ "tools": true }]))
             .unwrap_err();
+        // and the agent's runtime is told why: over stdio `parapet mcp` checked the token
+        // before serving; over HTTP the 401 carries a JSON-RPC error the SDK shows
         assert!(refused.contains("cannot connect"), "{refused}");
-        if let StdioT = transport {
-            // `parapet mcp` checked the token before serving, and said why it stopped
-            assert!(refused.contains("Unauthenticated"), "{refused}");
-        }
+        assert!(
+            refused.contains("Unauthenticated") && refused.contains("not known"),
+            "{transport:?}: {refused}"
+        );
     }
     // over HTTP the refusal is the standard one, before MCP reads anything
     let out = Command::new("curl")
