@@ -27,15 +27,7 @@ impl Engine {
         if self.inner.shutdown.is_cancelled() {
             return Err(Error::ShuttingDown);
         }
-        {
-            let policy = self.policy();
-            for (i, step) in request.steps.iter().enumerate() {
-                self.inner
-                    .registry
-                    .validate(step, policy.route(&step.kind))
-                    .map_err(|e| e.under(&format!("steps[{i}]")))?;
-            }
-        }
+        self.validate_steps(&self.policy(), &request.steps)?;
         let index = &self.inner.state;
         if let Some(existing) =
             index.by_idempotency_key(&request.source, &request.idempotency_key)?
@@ -118,17 +110,28 @@ impl Engine {
         (decision, Box::new(seen))
     }
 
-    /// The decision `request` would get now, with its reasons, and nothing done: nothing
-    /// journaled, no budget or rate taken, no adapter called. Its steps are checked as a
-    /// submission's are.
-    pub fn what_if(&self, request: IntentRequest) -> Result<Decision> {
-        let policy = self.policy();
-        for (i, step) in request.steps.iter().enumerate() {
+    /// Each step as the adapters that would carry it check it (malformed addresses, missing
+    /// parameters), naming the step.
+    fn validate_steps(
+        &self,
+        policy: &parapet_policy::Policy,
+        steps: &[parapet_model::Step],
+    ) -> Result<()> {
+        for (i, step) in steps.iter().enumerate() {
             self.inner
                 .registry
                 .validate(step, policy.route(&step.kind))
                 .map_err(|e| e.under(&format!("steps[{i}]")))?;
         }
+        Ok(())
+    }
+
+    /// The decision `request` would get now, with its reasons, and nothing done: nothing
+    /// journaled, no budget or rate taken, no adapter called. Its steps are checked as a
+    /// submission's are.
+    pub fn what_if(&self, request: IntentRequest) -> Result<Decision> {
+        let policy = self.policy();
+        self.validate_steps(&policy, &request.steps)?;
         let intent = request.into_intent(IntentId::generate(), self.now());
         let ceiling = self.ceilings().get(&intent.source).copied();
         Ok(self
