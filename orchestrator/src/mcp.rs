@@ -560,16 +560,14 @@ fn json_of<T: Serialize + ?Sized>(message: &T) -> Result<Value, Status> {
 /// each request authenticated as the JSON API's are before MCP reads it.
 pub fn router(front: Front) -> Router {
     let service = front.service.clone();
-    let mut config = StreamableHttpServerConfig::default()
+    // Host and Origin are the listener's to check, for every route alike: a web page's request
+    // is refused (`http::browsers`), and without authentication so is any Host but a loopback
+    // name (`Front::identify`, in `authenticate` below), before MCP sees the request
+    let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
-        // agents are not browsers: a request a web page sends is refused
-        .enforce_origin_validation();
-    if !front.auth.is_insecure() {
-        // every request proves who it is; the loopback-only default is for servers without
-        config = config.disable_allowed_hosts();
-    }
+        .disable_allowed_hosts();
     let mcp = StreamableHttpService::new(
         move || Ok(Parapet::new(Backend::Local(service.clone()))),
         Arc::new(LocalSessionManager::default()),
@@ -586,7 +584,10 @@ async fn authenticate(State(front): State<Front>, mut request: Request, next: Ne
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        Err(e) => refusal(e),
+        Err(e) => {
+            crate::http::api::discard(request.into_body()).await;
+            refusal(e)
+        }
     }
 }
 

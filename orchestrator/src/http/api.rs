@@ -293,9 +293,22 @@ fn not_found(path: &str) -> Response {
 /// the request, and calls the route.
 async fn call(front: Front, route: &Route, id: String, request: Request) -> Result<Reply, Error> {
     // a refusal is journaled under the operation's name, as gRPC journals it
-    let caller = front.caller(&request, route.operation.name())?;
-    front.service.authorize(&caller, route.operation)?;
+    let allowed = front
+        .caller(&request, route.operation.name())
+        .and_then(|caller| {
+            front
+                .service
+                .authorize(&caller, route.operation)
+                .map(|()| caller)
+        });
     let (parts, body) = request.into_parts();
+    let caller = match allowed {
+        Ok(caller) => caller,
+        Err(e) => {
+            discard(body).await;
+            return Err(e);
+        }
+    };
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(problem) => return Ok(Reply::Problem(problem)),
@@ -333,6 +346,13 @@ async fn call(front: Front, route: &Route, id: String, request: Request) -> Resu
 
 /// A request's body, within the listener's limit: over it is 413, as a body that says its
 /// length up front is told before it is read.
+/// Reads and drops a body a refusal does not need, within the listener's limit: a connection
+/// closed with a body unread may be reset, and the client then loses the refusal (it sees the
+/// server hang up, not a 401).
+pub async fn discard(body: Body) {
+    let _ = read_body(body).await;
+}
+
 pub async fn read_body(body: Body) -> Result<Bytes, Problem> {
     axum::body::to_bytes(body, usize::MAX).await.map_err(|e| {
         // the limit's error, however many layers wrapped it
