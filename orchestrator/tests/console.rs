@@ -30,9 +30,8 @@ fn people_approve_and_reject_in_a_browser_within_their_roles() {
     let detector = token(&tokens, "siem", "detector");
     let operator = token(&tokens, "oncall-1", "operator");
     let config = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\ntokens = \"{}\"\n",
-        pki.path("server.pem"),
-        pki.path("server.key"),
+        "[tls]\n{}[auth]\ntokens = \"{}\"\n",
+        pki.server_tls(),
         tokens.display()
     );
     let server = Server::configured(dir.path(), &config, true);

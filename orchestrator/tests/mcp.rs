@@ -12,7 +12,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use common::{BIN, Server, pki::Pki, token};
+use common::{BIN, Server, pki::Pki, token, token_with};
 use serde_json::{Value, json};
 
 #[derive(Clone, Copy, Debug)]
@@ -38,31 +38,14 @@ fn setup() -> Setup {
     let pki = Pki::new(dir.path(), &[]);
     let tokens = dir.path().join("tokens.toml");
     let agent = token(&tokens, "triage-agent", "detector");
-    let junior = {
-        let out = Command::new(BIN)
-            .args([
-                "token",
-                "create",
-                "--identity",
-                "junior-agent",
-                "--role",
-                "detector",
-                "--max-tier",
-                "approval",
-                "--file",
-            ])
-            .arg(&tokens)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
-    let auditor = token(&tokens, "auditor-1", "auditor");
-    let tls = format!(
-        "cert = \"{}\"\nkey = \"{}\"\n",
-        pki.path("server.pem"),
-        pki.path("server.key")
+    let junior = token_with(
+        &tokens,
+        "junior-agent",
+        "detector",
+        &["--max-tier", "approval"],
     );
+    let auditor = token(&tokens, "auditor-1", "auditor");
+    let tls = pki.server_tls();
     let config = format!(
         "[tls]\n{tls}\n[http.tls]\n{tls}\n[auth]\ntokens = \"{}\"\n",
         tokens.display()

@@ -962,19 +962,15 @@ fn token_file_changes_count_without_a_restart() {
     let pki = Pki::new(dir.path(), &[]);
     let tokens = dir.path().join("tokens.toml");
     let leaked = common::token(&tokens, "auditor-1", "auditor");
-    let agent = {
-        let out = std::process::Command::new(BIN)
-            .args(["token", "create", "--identity", "triage-agent", "--role"])
-            .args(["detector", "--max-tier", "approval", "--file"])
-            .arg(&tokens)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let agent = common::token_with(
+        &tokens,
+        "triage-agent",
+        "detector",
+        &["--max-tier", "approval"],
+    );
     let config = format!(
-        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n[auth]\ntokens = \"{}\"\n",
-        pki.path("server.pem"),
-        pki.path("server.key"),
+        "[tls]\n{}[auth]\ntokens = \"{}\"\n",
+        pki.server_tls(),
         tokens.display()
     );
     let server = Server::configured(dir.path(), &config, true);

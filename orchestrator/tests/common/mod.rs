@@ -273,16 +273,15 @@ pub fn refused_start_with(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> 
 
 /// `parapet token create` for `identity` with `role`, appended to `file`; the token.
 pub fn token(file: &Path, identity: &str, role: &str) -> String {
+    token_with(file, identity, role, &[])
+}
+
+/// As [`token`], with more of `token create`'s flags (`--max-tier approval`).
+pub fn token_with(file: &Path, identity: &str, role: &str, more: &[&str]) -> String {
     let out = Command::new(BIN)
-        .args([
-            "token",
-            "create",
-            "--identity",
-            identity,
-            "--role",
-            role,
-            "--file",
-        ])
+        .args(["token", "create", "--identity", identity, "--role", role])
+        .args(more)
+        .arg("--file")
         .arg(file)
         .output()
         .unwrap();

@@ -36,6 +36,16 @@ impl Pki {
         }
     }
 
+    /// A `[tls]` (or `[http.tls]`) table's keys for the server's certificate, without a
+    /// client CA.
+    pub fn server_tls(&self) -> String {
+        format!(
+            "cert = \"{}\"\nkey = \"{}\"\n",
+            self.path("server.pem"),
+            self.path("server.key")
+        )
+    }
+
     pub fn path(&self, file: &str) -> String {
         self.dir.join(file).to_str().unwrap().to_owned()
     }
