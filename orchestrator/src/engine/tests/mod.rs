@@ -146,6 +146,35 @@ fn ledger_view(engine: &Engine) -> HashMap<String, (u32, u32)> {
         .collect()
 }
 
+/// Whether the ledger agrees with the journal, and no site is past its budget; a TTL the last
+/// advance passed may still be expiring (its timer fires, the rollback journals, the budget is
+/// released), moving both, so they are compared until that work is done.
+async fn agrees(engine: &Engine, now: SystemTime) -> Result<(), String> {
+    for attempt in 0.. {
+        let truth = truth(engine, now);
+        for (site, (active, in_window)) in &truth {
+            if *active > 3 || *in_window > 4 {
+                return Err(format!(
+                    "{site}: {active} active, {in_window} in the window"
+                ));
+            }
+        }
+        let truth: HashMap<_, _> = truth.into_iter().filter(|(_, u)| *u != (0, 0)).collect();
+        let ledger = ledger_view(engine);
+        if ledger == truth {
+            return Ok(());
+        }
+        if attempt >= 10_000 {
+            return Err(format!(
+                "the ledger {ledger:?} never agreed with the journal {truth:?}"
+            ));
+        }
+        tokio::task::yield_now().await;
+        settle(engine).await;
+    }
+    Ok(())
+}
+
 /// Waits until no work is in flight: every intent settled, and every background task (which
 /// releases budget units after its last journal write) finished but the timer.
 async fn settle(engine: &Engine) {
@@ -206,23 +235,9 @@ proptest! {
                 }
                 settle(&engine).await;
                 let now = clock.now();
-                // a TTL the last advance passed may still be expiring (its timer fires, then
-                // the rollback journals, then the budget is released): the ledger must agree
-                // with the journal once that work is done
-                for attempt in 0.. {
-                    let truth = truth(&engine, now);
-                    for (site, (active, in_window)) in &truth {
-                        prop_assert!(*active <= 3, "{site}: {active} active");
-                        prop_assert!(*in_window <= 4, "{site}: {in_window} in the window");
-                    }
-                    let filtered: HashMap<_, _> = truth.into_iter().filter(|(_, u)| *u != (0, 0)).collect();
-                    let ledger = ledger_view(&engine);
-                    if ledger == filtered {
-                        break;
-                    }
-                    prop_assert!(attempt < 10_000, "the ledger {ledger:?} never agreed with the journal {filtered:?}");
-                    tokio::task::yield_now().await;
-                    settle(&engine).await;
+                // no budget past its limit, and the ledger as the journal says
+                if let Err(why) = agrees(&engine, now).await {
+                    prop_assert!(false, "{}", why);
                 }
                 // the index's tally of live intents is their count; a TTL the last advance
                 // passed may still be expiring, so compare once the tally holds still
@@ -242,19 +257,10 @@ proptest! {
                     }
                     tokio::task::yield_now().await;
                 }
-                // what a restart rebuilds from the journal is what the journal says; a TTL
-                // the last advance passed may end meanwhile (its timer is not waited for),
-                // moving both, so they are compared until the expiry is done
+                // what a restart rebuilds from the journal is what the journal says
                 engine.restore_guards(&engine.policy(), |_| {}).unwrap();
-                for attempt in 0.. {
-                    let truth: HashMap<_, _> = truth(&engine, now).into_iter().filter(|(_, u)| *u != (0, 0)).collect();
-                    let ledger = ledger_view(&engine);
-                    if ledger == truth {
-                        break;
-                    }
-                    prop_assert!(attempt < 10_000, "rebuilt, the ledger {ledger:?} never agreed with the journal {truth:?}");
-                    tokio::task::yield_now().await;
-                    settle(&engine).await;
+                if let Err(why) = agrees(&engine, now).await {
+                    prop_assert!(false, "rebuilt: {}", why);
                 }
             }
             engine.stop().await;
