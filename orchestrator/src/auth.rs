@@ -109,12 +109,17 @@ impl TokenChange {
 struct Tokens {
     by_hash: HashMap<[u8; 32], Arc<Identity>>,
     /// The file's modification time, inode and length when it was read.
-    read_at: Option<(std::time::SystemTime, u64, u64)>,
+    read_at: Option<FileStamp>,
 }
 
 /// The token of an `Authorization: Bearer TOKEN` value, whichever front door it came to.
 pub fn bearer(authorization: &str) -> Option<&str> {
     authorization.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// A SHA-256 as a credentials file writes it: 64 hex digits.
+pub fn sha256_hex(text: &str) -> Option<[u8; 32]> {
+    hex::decode(text).ok().and_then(|b| b.try_into().ok())
 }
 
 /// The SHA-256 of a token, as the token file keeps it.
@@ -261,8 +266,11 @@ impl Authenticator {
     }
 }
 
-/// A file's modification time, inode and length: what tells that it changed.
-fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64, u64)> {
+/// What tells that a credentials file (tokens, bouncer keys) changed since it was read.
+pub type FileStamp = (std::time::SystemTime, u64, u64);
+
+/// A file's modification time, inode and length; `None` when it cannot be looked at.
+pub fn file_stamp(path: &Path) -> Option<FileStamp> {
     use std::os::unix::fs::MetadataExt as _;
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.ino(), m.len()))
@@ -280,9 +288,7 @@ fn read_tokens(path: &Path) -> anyhow::Result<Tokens> {
         let at = |e: &dyn std::fmt::Display| {
             anyhow::anyhow!("token file `{}`: tokens[{i}]: {e}", path.display())
         };
-        let hash: [u8; 32] = hex::decode(&t.sha256)
-            .ok()
-            .and_then(|b| b.try_into().ok())
+        let hash = sha256_hex(&t.sha256)
             .ok_or_else(|| at(&"sha256 must be 64 hex digits (the token's SHA-256)"))?;
         check_identity(&t.identity).map_err(|e| at(&e))?;
         if by_hash.insert(hash, Arc::new(t.identity)).is_some() {

@@ -73,7 +73,7 @@ struct Known {
     by_key: HashMap<[u8; 32], Arc<Bouncer>>,
     /// The file as it was when read: modification time, inode, length (a rewrite within one
     /// tick of a coarse clock still differs in inode: the CLI replaces the file).
-    read_at: Option<(SystemTime, u64, u64)>,
+    read_at: Option<crate::auth::FileStamp>,
 }
 
 /// The bouncers, their keys and how far each has read.
@@ -118,10 +118,7 @@ impl Bouncers {
         let Some(path) = &self.file else {
             return Ok(());
         };
-        let modified = std::fs::metadata(path).ok().and_then(|m| {
-            use std::os::unix::fs::MetadataExt as _;
-            Some((m.modified().ok()?, m.ino(), m.len()))
-        });
+        let modified = crate::auth::file_stamp(path);
         if modified.is_some() && self.known.lock().read_at == modified {
             return Ok(());
         }
@@ -135,15 +132,12 @@ impl Bouncers {
                 path.display(),
                 entry.name
             );
-            let hash: [u8; 32] = hex::decode(&entry.sha256)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "bouncer file `{}`: bouncers[{i}].sha256 must be 64 hex digits",
-                        path.display()
-                    )
-                })?;
+            let hash = crate::auth::sha256_hex(&entry.sha256).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "bouncer file `{}`: bouncers[{i}].sha256 must be 64 hex digits",
+                    path.display()
+                )
+            })?;
             let lists = if entry.lists.is_empty() {
                 BTreeSet::from(["block".to_owned()])
             } else {
